@@ -1,0 +1,1 @@
+"""Provider and sink adapters. Each subpackage keeps an explicit, hand-written registry."""

@@ -1,0 +1,150 @@
+"""The normalized event: what sinks receive and what the admin API shows (DESIGN.md)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+QUEUED = "generation.queued"
+PROCESSING = "generation.processing"
+COMPLETED = "generation.completed"
+FAILED = "generation.failed"
+EXPIRED = "generation.expired"
+UNRECOGNIZED = "webhook.unrecognized"
+RECEIVED = "webhook.received"
+
+EVENT_TYPES = (QUEUED, PROCESSING, COMPLETED, FAILED, EXPIRED, UNRECOGNIZED, RECEIVED)
+
+# Our status words, in the order a job moves through them.
+STATUS_OF_TYPE = {
+    QUEUED: "queued",
+    PROCESSING: "processing",
+    COMPLETED: "completed",
+    FAILED: "failed",
+    EXPIRED: "expired",
+}
+TYPE_OF_STATUS = {status: type_ for type_, status in STATUS_OF_TYPE.items()}
+TERMINAL_STATUSES = frozenset({"completed", "failed", "expired"})
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_event_id(now_ms: int | None = None) -> str:
+    """`evt_` + a ULID: 48 bits of milliseconds then 80 random bits, so ids sort by time."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "evt_" + "".join(reversed(chars))
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One normalized event. `raw` is the provider's payload as received (parsed JSON)."""
+
+    id: str
+    type: str
+    source: str
+    provider: str
+    job_id: str | None
+    status: str | None
+    idempotency_key: str
+    via: str = "webhook"
+    outputs: tuple[str, ...] = ()
+    error: str | None = None
+    cost: float | None = None
+    model: str | None = None
+    received_at: str = field(default_factory=utc_now_iso)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    raw: Any = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "provider": self.provider,
+            "job_id": self.job_id,
+            "status": self.status,
+            "outputs": list(self.outputs),
+            "error": self.error,
+            "cost": self.cost,
+            "model": self.model,
+            "received_at": self.received_at,
+            "via": self.via,
+            "idempotency_key": self.idempotency_key,
+            "metadata": dict(self.metadata),
+            "raw": self.raw,
+        }
+
+
+def generation_event(
+    *,
+    source: str,
+    provider: str,
+    job_id: str,
+    status: str,
+    via: str,
+    raw: Any,
+    outputs: Sequence[str] = (),
+    error: str | None = None,
+    cost: float | None = None,
+    model: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Event:
+    """A `generation.*` event; `status` is one of our status words (see STATUS_OF_TYPE)."""
+    return Event(
+        id=new_event_id(),
+        type=TYPE_OF_STATUS[status],
+        source=source,
+        provider=provider,
+        job_id=job_id,
+        status=status,
+        idempotency_key=f"{source}:{job_id}:{status}",
+        via=via,
+        outputs=tuple(outputs),
+        error=error,
+        cost=cost,
+        model=model,
+        metadata=dict(metadata or {}),
+        raw=raw,
+    )
+
+
+def other_event(
+    *,
+    type_: str,
+    source: str,
+    provider: str,
+    idempotency_key: str,
+    raw: Any,
+    job_id: str | None = None,
+    status: str | None = None,
+    via: str = "webhook",
+) -> Event:
+    """A `webhook.unrecognized` or `webhook.received` event: stored, never dropped."""
+    return Event(
+        id=new_event_id(),
+        type=type_,
+        source=source,
+        provider=provider,
+        job_id=job_id,
+        status=status,
+        idempotency_key=idempotency_key,
+        via=via,
+        raw=raw,
+    )

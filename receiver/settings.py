@@ -1,0 +1,434 @@
+"""Configuration: one TOML file, `${ENV}` interpolation, validated whole at start-up.
+
+Every mistake is collected and reported together, each line naming the file, the key and the
+fix; nothing half-valid ever runs (fail closed).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from handlers import providers
+from handlers.sinks import SINK_SPECS
+from receiver import events, signing
+from receiver.errors import ConfigError
+
+ENV_VAR = "HOOKYARD_CONFIG"
+DEFAULT_RETRY_SCHEDULE_S = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10800.0, 21600.0, 43200.0, 86400.0)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+SERVER_KEYS = frozenset({"host", "port", "database", "max_body_bytes", "admin_token"})
+SOURCE_KEYS = frozenset(
+    {
+        "provider",
+        "secrets",
+        "api_key",
+        "tolerance_s",
+        "fallback_poll_after_s",
+        "base_url",
+        "signature",
+        "confirm",
+    }
+)
+ROUTE_KEYS = frozenset({"sources", "types", "sinks"})
+TOP_KEYS = frozenset({"server", "sources", "sinks", "routes"})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database: str = "sqlite:///./hookyard.db"
+    max_body_bytes: int = 1_048_576
+    admin_token: str | None = None
+
+    @property
+    def sqlite_path(self) -> str:
+        """The database file of a `sqlite:///PATH` URL (validated at load)."""
+        return self.database.removeprefix("sqlite:///")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    name: str
+    provider: str
+    signature: Mapping[str, Any]  # merged with the provider's preset
+    secrets: tuple[str, ...] = ()
+    api_key: str | None = None
+    tolerance_s: float = 300.0
+    fallback_poll_after_s: float = 300.0
+    base_url: str | None = None
+    confirm: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return str(self.signature["scheme"])
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    name: str
+    type: str
+    options: Mapping[str, Any]  # the type's own keys (url, bucket, path, …)
+    retry_schedule_s: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE_S
+    max_attempts: int = len(DEFAULT_RETRY_SCHEDULE_S) + 1
+    concurrency: int = 4
+    rate_per_s: float | None = None
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    sources: tuple[str, ...]  # names, or ("*",)
+    types: tuple[str, ...]  # event types, or ("*",)
+    sinks: tuple[str, ...]
+
+    def matches(self, source: str, type_: str) -> bool:
+        return ("*" in self.sources or source in self.sources) and (
+            "*" in self.types or type_ in self.types
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    path: str
+    server: ServerSettings = field(default_factory=ServerSettings)
+    sources: Mapping[str, SourceSettings] = field(default_factory=dict)
+    sinks: Mapping[str, SinkSettings] = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, key and token: what logs must never show."""
+        values: list[str] = []
+        for source in self.sources.values():
+            values.extend(source.secrets)
+            if source.api_key:
+                values.append(source.api_key)
+        for sink in self.sinks.values():
+            for key in ("secret", "url"):  # Slack webhook URLs are credentials too
+                value = sink.options.get(key)
+                if isinstance(value, str) and (key == "secret" or sink.type == "slack"):
+                    values.append(value)
+        if self.server.admin_token:
+            values.append(self.server.admin_token)
+        return [v for v in values if len(v) >= 4]
+
+
+def config_path(explicit: str | None) -> str:
+    """The config file to use: `--config`, else $HOOKYARD_CONFIG."""
+    path = explicit or os.environ.get(ENV_VAR)
+    if not path:
+        raise ConfigError(
+            f"no configuration given: pass --config FILE or set {ENV_VAR} "
+            "(deploy/hookyard.example.toml runs as is)"
+        )
+    return path
+
+
+def load(path: str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate the config file; raise ConfigError listing every problem."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; pass an existing config to --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return _Loader(path, os.environ if environ is None else environ).build(data)
+
+
+class _Loader:
+    """Collects every problem of one file before giving up."""
+
+    def __init__(self, path: str, environ: Mapping[str, str]) -> None:
+        self.path = path
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def fail(self, where: str, message: str) -> None:
+        self.problems.append(f"{self.path}: [{where}] {message}")
+
+    def build(self, raw: Mapping[str, Any]) -> Settings:
+        data = self.interpolate(raw, "")
+        self.check_keys("top level", data, TOP_KEYS)
+        server = self.server(self.table(data, "server"))
+        sources = {
+            name: src
+            for name, table in self.tables(data, "sources").items()
+            if (src := self.source(name, table)) is not None
+        }
+        sinks = {
+            name: sink
+            for name, table in self.tables(data, "sinks").items()
+            if (sink := self.sink(name, table)) is not None
+        }
+        routes = self.routes(data.get("routes", []), sources, sinks)
+        if self.problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(self.problems))
+        return Settings(self.path, server, sources, sinks, routes)
+
+    # -- generic helpers -------------------------------------------------------------------
+
+    def interpolate(self, value: Any, where: str) -> Any:
+        if isinstance(value, str):
+            return _ENV_REF.sub(lambda m: self.env(m.group(1), where), value)
+        if isinstance(value, dict):
+            return {k: self.interpolate(v, f"{where}.{k}" if where else k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.interpolate(v, where) for v in value]
+        return value
+
+    def env(self, name: str, where: str) -> str:
+        if name in self.environ:
+            return self.environ[name]
+        self.problems.append(
+            f"{self.path}: [{where}] uses ${{{name}}}, but the environment variable {name} "
+            "is not set; export it or write the value into the file"
+        )
+        return ""
+
+    def check_keys(self, where: str, table: Mapping[str, Any], allowed: frozenset[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                fix = f'did you mean "{hint[0]}"?' if hint else "allowed: " + ", ".join(sorted(allowed))
+                self.fail(where, f'unknown key "{key}"; {fix}')
+
+    def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.fail(key, "must be a table")
+            return {}
+        return value
+
+    def tables(self, data: Mapping[str, Any], key: str) -> Mapping[str, Mapping[str, Any]]:
+        result: dict[str, Mapping[str, Any]] = {}
+        for name, value in self.table(data, key).items():
+            if isinstance(value, dict):
+                result[name] = value
+            else:
+                self.fail(f"{key}.{name}", "must be a table")
+        return result
+
+    def number(self, where: str, table: Mapping[str, Any], key: str, default: float,
+               minimum: float = 0.0) -> float:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            self.fail(where, f"{key} must be a number, not {value!r}")
+            return default
+        if value < minimum:
+            self.fail(where, f"{key} must be at least {minimum:g}, not {value!r}")
+            return default
+        return float(value)
+
+    def integer(self, where: str, table: Mapping[str, Any], key: str, default: int,
+                minimum: int, maximum: int | None = None) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(where, f"{key} must be a whole number, not {value!r}")
+            return default
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            self.fail(where, f"{key} must be at least {minimum}{upper}, not {value!r}")
+            return default
+        return value
+
+    def string(self, where: str, table: Mapping[str, Any], key: str,
+               required: bool = False) -> str | None:
+        value = table.get(key)
+        if value is None:
+            if required:
+                self.fail(where, f"{key} is required")
+            return None
+        if not isinstance(value, str) or not value:
+            self.fail(where, f"{key} must be a non-empty string")
+            return None
+        return value
+
+    def string_list(self, where: str, table: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.fail(where, f"{key} must be a list of non-empty strings")
+            return ()
+        return tuple(value)
+
+    # -- sections --------------------------------------------------------------------------
+
+    def server(self, table: Mapping[str, Any]) -> ServerSettings:
+        self.check_keys("server", table, SERVER_KEYS)
+        defaults = ServerSettings()
+        database = self.string("server", table, "database") or defaults.database
+        if database.startswith("postgresql://") or database.startswith("postgres://"):
+            self.fail("server", "database: the PostgreSQL backend is not built yet; "
+                                "use sqlite:///PATH")
+        elif not database.startswith("sqlite:///") or database == "sqlite:///":
+            self.fail("server", f"database must look like sqlite:///./hookyard.db, not {database!r}")
+        token = table.get("admin_token")
+        if token is not None and (not isinstance(token, str) or len(token) < 16):
+            self.fail("server", "admin_token must be a string of at least 16 characters; "
+                                "remove the key to turn the admin API off")
+            token = None
+        return ServerSettings(
+            host=self.string("server", table, "host") or defaults.host,
+            port=self.integer("server", table, "port", defaults.port, 0, 65535),
+            database=database,
+            max_body_bytes=self.integer("server", table, "max_body_bytes",
+                                        defaults.max_body_bytes, 1),
+            admin_token=token,
+        )
+
+    def source(self, name: str, table: Mapping[str, Any]) -> SourceSettings | None:
+        where = f"sources.{name}"
+        before = len(self.problems)
+        if not _SOURCE_NAME.match(name):
+            self.fail(where, "the source name becomes the URL /hooks/NAME: use lower-case "
+                             "letters, digits, - and _ (at most 64)")
+        self.check_keys(where, table, SOURCE_KEYS)
+        provider_name = self.string(where, table, "provider", required=True)
+        provider = providers.PROVIDERS.get(provider_name or "")
+        if provider_name and provider is None:
+            self.fail(where, f'provider "{provider_name}" is unknown; known: '
+                             + ", ".join(sorted(providers.PROVIDERS)))
+        secrets = self.string_list(where, table, "secrets")
+        tolerance = self.number(where, table, "tolerance_s", 300.0, minimum=1.0)
+        signature = self.signature(where, table, provider)
+        confirm = self.string(where, table, "confirm")
+        self.check_confirm(where, signature, confirm)
+        base_url = self.string(where, table, "base_url")
+        if base_url and not base_url.startswith(("http://", "https://")):
+            self.fail(where, "base_url must start with http:// or https://")
+        if signature is not None and len(self.problems) == before:
+            self.verifier(where, signature, secrets, tolerance)
+        if provider is None or signature is None or len(self.problems) > before:
+            return None
+        return SourceSettings(
+            name=name,
+            provider=provider.name,
+            signature=signature,
+            secrets=secrets,
+            api_key=self.string(where, table, "api_key"),
+            tolerance_s=tolerance,
+            fallback_poll_after_s=self.number(where, table, "fallback_poll_after_s", 300.0),
+            base_url=base_url,
+            confirm=confirm,
+        )
+
+    def signature(self, where: str, table: Mapping[str, Any],
+                  provider: providers.Provider | None) -> dict[str, Any] | None:
+        configured = table.get("signature", {})
+        if not isinstance(configured, dict):
+            self.fail(where, 'signature must be a table, e.g. signature = { scheme = "hmac", … }')
+            return None
+        preset = dict(provider.signature_preset or {}) if provider else {}
+        if "scheme" in configured and configured["scheme"] != preset.get("scheme"):
+            preset = {}  # another scheme than the preset's: none of the preset's keys apply
+        merged = {**preset, **configured}
+        if provider is not None and "scheme" not in merged:
+            self.fail(where, f'provider "{provider.name}" has no signing preset: set '
+                             'signature = { scheme = "standard-webhooks" } (or stripe, hmac, fal, '
+                             'or "none" with confirm = "fetch")')
+            return None
+        return merged
+
+    def check_confirm(self, where: str, signature: Mapping[str, Any] | None,
+                      confirm: str | None) -> None:
+        if confirm is not None and confirm != "fetch":
+            self.fail(where, f'confirm must be "fetch" (or left out), not {confirm!r}')
+        elif confirm == "fetch":
+            # Confirm-by-fetch needs the provider's status client, built with polling.
+            self.fail(where, 'confirm = "fetch" is not available yet: no provider has a '
+                             "status client; configure the provider's signing secret instead")
+        elif signature is not None and signature.get("scheme") == "none":
+            self.fail(where, 'signature scheme "none" accepts unsigned callbacks, so it is '
+                             'only allowed together with confirm = "fetch"')
+
+    def verifier(self, where: str, signature: Mapping[str, Any], secrets: Sequence[str],
+                 tolerance: float) -> None:
+        try:
+            signing.build_verifier(signature, secrets, tolerance, where=f"{where}.signature")
+        except ConfigError as exc:
+            self.fail(where, exc.message)
+
+    def sink(self, name: str, table: Mapping[str, Any]) -> SinkSettings | None:
+        where = f"sinks.{name}"
+        before = len(self.problems)
+        type_ = self.string(where, table, "type", required=True)
+        spec = SINK_SPECS.get(type_ or "")
+        if type_ and spec is None:
+            self.fail(where, f'sink type "{type_}" is unknown; known: ' + ", ".join(sorted(SINK_SPECS)))
+        if spec is None:
+            return None
+        self.check_keys(where, table, spec.allowed)
+        for key in sorted(spec.required - table.keys()):
+            self.fail(where, f'{key} is required for a "{type_}" sink')
+        schedule = self.schedule(where, table)
+        sink = SinkSettings(
+            name=name,
+            type=type_ or "",
+            options={k: v for k, v in table.items() if k in spec.required | spec.optional},
+            retry_schedule_s=schedule,
+            max_attempts=self.integer(where, table, "max_attempts", len(schedule) + 1, 1),
+            concurrency=self.integer(where, table, "concurrency", 4, 1, 1000),
+            rate_per_s=(self.number(where, table, "rate_per_s", 1.0, minimum=0.001)
+                        if "rate_per_s" in table else None),
+            timeout_s=self.number(where, table, "timeout_s", 10.0, minimum=0.1),
+        )
+        return sink if len(self.problems) == before else None
+
+    def schedule(self, where: str, table: Mapping[str, Any]) -> tuple[float, ...]:
+        value = table.get("retry_schedule_s", list(DEFAULT_RETRY_SCHEDULE_S))
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value)
+        ):
+            self.fail(where, "retry_schedule_s must be a non-empty list of seconds, e.g. [5, 30, 120]")
+            return DEFAULT_RETRY_SCHEDULE_S
+        return tuple(float(v) for v in value)
+
+    def routes(self, value: Any, sources: Mapping[str, SourceSettings],
+               sinks: Mapping[str, SinkSettings]) -> tuple[Route, ...]:
+        if not isinstance(value, list):
+            self.fail("routes", "write routes as [[routes]] tables")
+            return ()
+        routes = []
+        for i, table in enumerate(value):
+            where = f"routes[{i}]"
+            if not isinstance(table, dict):
+                self.fail(where, "each route must be a table")
+                continue
+            self.check_keys(where, table, ROUTE_KEYS)
+            route = Route(
+                sources=self.string_list(where, table, "sources") or ("*",),
+                types=self.string_list(where, table, "types") or ("*",),
+                sinks=self.string_list(where, table, "sinks"),
+            )
+            self.check_route(where, route, sources, sinks)
+            routes.append(route)
+        return tuple(routes)
+
+    def check_route(self, where: str, route: Route, sources: Mapping[str, SourceSettings],
+                    sinks: Mapping[str, SinkSettings]) -> None:
+        if not route.sinks:
+            self.fail(where, "sinks must name at least one sink")
+        for sink in route.sinks:
+            if sink not in sinks:
+                self.fail(where, f'names sink "{sink}", which is not defined; add [sinks.{sink}] '
+                                 "or fix the name")
+        for source in route.sources:
+            if source != "*" and source not in sources:
+                self.fail(where, f'names source "{source}", which is not defined')
+        for type_ in route.types:
+            if type_ != "*" and type_ not in events.EVENT_TYPES:
+                self.fail(where, f'names event type "{type_}"; known: ' + ", ".join(events.EVENT_TYPES))
+

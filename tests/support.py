@@ -1,0 +1,159 @@
+"""Test kit: configs in temp dirs, the app in-process, and real `hookyard serve` processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from receiver import settings as settings_mod
+from receiver import signing
+from receiver.app import Hookyard, create_app
+from receiver.store import Store
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RENDERGRID_SECRET = "rg-test-secret-0123456789"
+RENDERFUL_SECRET = "rf-test-secret-9876543210"
+WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+BASE_CONFIG = """
+[server]
+database = "sqlite:///{db}"
+max_body_bytes = {max_body_bytes}
+
+[sources.rendergrid]
+provider = "rendergrid"
+secrets = ["{rendergrid_secret}"]
+
+[sources.renderful]
+provider = "renderful"
+secrets = ["{renderful_secret}"]
+signature = {{ header = "X-Renderful-Signature" }}
+
+[sources.replicate]
+provider = "generic"
+signature = {{ scheme = "standard-webhooks" }}
+secrets = ["{whsec}"]
+
+[sinks.log]
+type = "jsonl"
+path = "{jsonl}"
+
+[sinks.other]
+type = "jsonl"
+path = "{jsonl}.other"
+
+[[routes]]
+sources = ["*"]
+types = ["*"]
+sinks = ["log"]
+
+[[routes]]
+sources = ["rendergrid"]
+types = ["generation.completed"]
+sinks = ["other", "log"]
+"""
+
+
+def write_config(tmp: Path, text: str | None = None, **values: Any) -> Path:
+    """Write BASE_CONFIG (or `text`) with paths inside `tmp`; return the file."""
+    fields = {
+        "db": tmp / "hookyard.db",
+        "jsonl": tmp / "events.jsonl",
+        "max_body_bytes": 1_048_576,
+        "rendergrid_secret": RENDERGRID_SECRET,
+        "renderful_secret": RENDERFUL_SECRET,
+        "whsec": WHSEC,
+        **values,
+    }
+    path = tmp / "hookyard.toml"
+    path.write_text((text or BASE_CONFIG).format(**fields))
+    return path
+
+
+def load(tmp: Path, **values: Any) -> settings_mod.Settings:
+    return settings_mod.load(str(write_config(tmp, **values)))
+
+
+def fixture(provider: str, name: str) -> bytes:
+    return (FIXTURES / provider / name).read_bytes()
+
+
+def signed_headers(config: settings_mod.Settings, source: str, body: bytes,
+                   now: float | None = None) -> dict[str, str]:
+    src = config.sources[source]
+    verifier = signing.build_verifier(src.signature, src.secrets, src.tolerance_s)
+    return {"Content-Type": "application/json", **verifier.sign(body, now=now)}
+
+
+@contextlib.asynccontextmanager
+async def app_client(config: settings_mod.Settings,
+                     store: Store | None = None) -> AsyncIterator[tuple[httpx.AsyncClient, Hookyard]]:
+    """The app in-process with its lifespan running, and a client talking to it."""
+    app = create_app(config, store)
+    service: Hookyard = app.state.hookyard  # type: ignore[attr-defined]
+    async with service.lifespan(None):  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hookyard.test") as client:
+            yield client, service
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A real `hookyard serve` process on 127.0.0.1; its output goes to `log_path`."""
+
+    def __init__(self, config_path: Path, workdir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.workdir = workdir
+        self.env = {**os.environ, **(env or {})}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"server-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> Server:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "receiver.cli", "serve", "--config", str(self.config_path),
+                 "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hookyard exited with {self.proc.returncode}:\n{self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"hookyard did not become ready:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM and wait: the graceful path."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(20)
+        return self.proc.returncode if self.proc else 0
