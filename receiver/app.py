@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handlers import providers
-from handlers.providers.base import WebhookContext
+from handlers.providers.base import Provider, WebhookContext
 from receiver import signing
 from receiver.errors import (
     BodyTooLarge,
@@ -44,7 +44,7 @@ class Intake:
 
     settings: SourceSettings
     verifier: signing.Verifier
-    provider: providers.Provider
+    provider: Provider
 
 
 class Hookyard:
@@ -63,7 +63,9 @@ class Hookyard:
     async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
         await self.store.open()
         await self.pipeline.start()
-        log.info("hookyard.started", sources=sorted(self.intakes), database=self.settings.server.database)
+        log.info(
+            "hookyard.started", sources=sorted(self.intakes), database=self.settings.server.database
+        )
         try:
             yield
         finally:
@@ -75,8 +77,10 @@ class Hookyard:
         name = request.path_params["source"]
         intake = self.intakes.get(name)
         if intake is None:
-            raise NotFound(f"no source named {name!r} is configured; webhook URLs are "
-                           "/hooks/<source name from [sources.NAME]>")
+            raise NotFound(
+                f"no source named {name!r} is configured; webhook URLs are "
+                "/hooks/<source name from [sources.NAME]>"
+            )
         _check_content_type(request.headers.get("content-type"))
         body = await _read_body(request, self.settings.server.max_body_bytes)
         verified = await intake.verifier.verify(request.headers, body)
@@ -90,8 +94,15 @@ class Hookyard:
         )
         event = intake.provider.parse_webhook(ctx)
         stored = await self.pipeline.ingest(event, body, _kept_headers(request.headers))
-        log.info("webhook.accepted", source=name, event_id=stored.event_id, type=event.type,
-                 job_id=event.job_id, duplicate=stored.duplicate, deliveries=stored.deliveries)
+        log.info(
+            "webhook.accepted",
+            source=name,
+            event_id=stored.event_id,
+            type=event.type,
+            job_id=event.job_id,
+            duplicate=stored.duplicate,
+            deliveries=stored.deliveries,
+        )
         return JSONResponse({"event_id": stored.event_id, "duplicate": stored.duplicate})
 
     async def healthz(self, _: Request) -> Response:
@@ -119,8 +130,11 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
             Route("/healthz", service.healthz, methods=["GET"]),
             Route("/readyz", service.readyz, methods=["GET"]),
         ],
-        exception_handlers={HookyardError: _hookyard_error, HTTPException: _http_error,
-                            Exception: _unexpected_error},
+        exception_handlers={
+            HookyardError: _hookyard_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
         lifespan=service.lifespan,
     )
     app.state.hookyard = service
@@ -128,24 +142,31 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
 
 
 def _verifier(source: SourceSettings) -> signing.Verifier:
-    return signing.build_verifier(source.signature, source.secrets, source.tolerance_s,
-                                  where=f"sources.{source.name}.signature")
+    return signing.build_verifier(
+        source.signature,
+        source.secrets,
+        source.tolerance_s,
+        where=f"sources.{source.name}.signature",
+    )
 
 
 def _check_content_type(value: str | None) -> None:
     media = (value or "").split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         shown = f"{media!r}" if media else "no content type"
-        raise UnsupportedMediaType(f"webhooks must be JSON: send Content-Type: application/json, "
-                                   f"not {shown}")
+        raise UnsupportedMediaType(
+            f"webhooks must be JSON: send Content-Type: application/json, not {shown}"
+        )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused as soon as it is known to pass `limit` (before reading it whole)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"the body is {int(declared)} bytes; this server takes at most {limit} "
-                           "(server.max_body_bytes)")
+        raise BodyTooLarge(
+            f"the body is {int(declared)} bytes; this server takes at most {limit} "
+            "(server.max_body_bytes)"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -175,8 +196,13 @@ def _kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
 async def _hookyard_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HookyardError)
     level = "warning" if exc.status < 500 else "error"
-    getattr(log, level)("request.refused", path=request.url.path, status=exc.status,
-                        error=exc.code, message=exc.message)
+    getattr(log, level)(
+        "request.refused",
+        path=request.url.path,
+        status=exc.status,
+        error=exc.code,
+        message=exc.message,
+    )
     return JSONResponse(exc.to_json(), status_code=exc.status)
 
 
@@ -187,15 +213,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = f"{request.method} {request.url.path}: {exc.detail}"
-    return JSONResponse({"error": code, "message": message}, status_code=exc.status_code,
-                        headers=exc.headers)
+    return JSONResponse(
+        {"error": code, "message": message}, status_code=exc.status_code, headers=exc.headers
+    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("request.crashed", path=request.url.path, exc_info=exc)
-    return JSONResponse({"error": "internal_error",
-                         "message": "hookyard failed on this request; the logs have the details"},
-                        status_code=500)
+    return JSONResponse(
+        {
+            "error": "internal_error",
+            "message": "hookyard failed on this request; the logs have the details",
+        },
+        status_code=500,
+    )
 
 
 class RequestId:
@@ -213,8 +244,10 @@ class RequestId:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()),
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
@@ -224,7 +257,7 @@ class RequestId:
 def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id" and 0 < len(value) <= 64 and value.isascii():
-            text = value.decode()
+            text: str = bytes(value).decode()
             if text.replace("-", "").replace("_", "").isalnum():
                 return text
     return None

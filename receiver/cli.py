@@ -67,8 +67,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logs.configure(config.secret_values(), cache=True)
     app = create_app(config)
     print("\n".join(describe(config, host, port)), file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None, lifespan="on",
-                server_header=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
     return 0
 
 
@@ -86,11 +94,17 @@ def cmd_sign(args: argparse.Namespace) -> int:
     config = _load(args)
     source = config.sources.get(args.source)
     if source is None:
-        raise ConfigError(f"{config.path}: no source named {args.source!r}; "
-                          f"configured: {', '.join(sorted(config.sources)) or 'none'}")
+        raise ConfigError(
+            f"{config.path}: no source named {args.source!r}; "
+            f"configured: {', '.join(sorted(config.sources)) or 'none'}"
+        )
     body = sys.stdin.buffer.read() if args.body_file == "-" else _read(args.body_file)
-    verifier = signing.build_verifier(source.signature, source.secrets, source.tolerance_s,
-                                      where=f"sources.{source.name}.signature")
+    verifier = signing.build_verifier(
+        source.signature,
+        source.secrets,
+        source.tolerance_s,
+        where=f"sources.{source.name}.signature",
+    )
     headers = {"Content-Type": "application/json", **verifier.sign(body)}
     if args.json:
         print(json.dumps(headers, indent=2))
@@ -113,13 +127,22 @@ def summary(config: settings.Settings) -> dict[str, Any]:
         "database": config.server.database,
         "admin_api": config.server.admin_token is not None,
         "sources": {
-            name: {"provider": s.provider, "scheme": s.scheme, "secrets": len(s.secrets),
-                   "webhook_path": f"/hooks/{name}", "confirm": s.confirm}
+            name: {
+                "provider": s.provider,
+                "scheme": s.scheme,
+                "secrets": len(s.secrets),
+                "webhook_path": f"/hooks/{name}",
+                "confirm": s.confirm,
+            }
             for name, s in config.sources.items()
         },
-        "sinks": {name: {"type": s.type, "target": _sink_target(s)} for name, s in config.sinks.items()},
-        "routes": [{"sources": list(r.sources), "types": list(r.types), "sinks": list(r.sinks)}
-                   for r in config.routes],
+        "sinks": {
+            name: {"type": s.type, "target": _sink_target(s)} for name, s in config.sinks.items()
+        },
+        "routes": [
+            {"sources": list(r.sources), "types": list(r.types), "sinks": list(r.sinks)}
+            for r in config.routes
+        ],
     }
 
 
@@ -137,15 +160,19 @@ def describe(config: settings.Settings, host: str, port: int) -> list[str]:
     """The start-up banner: address, webhook URLs, sinks, routes and database."""
     base = f"http://{host}:{port}"
     db = config.server.database
-    lines = [f"hookyard {__version__} listening on {base}",
-             f"  database  {db}  ({os.path.abspath(config.server.sqlite_path)})"]
+    lines = [
+        f"hookyard {__version__} listening on {base}",
+        f"  database  {db}  ({os.path.abspath(config.server.sqlite_path)})",
+    ]
     for name, s in config.sources.items():
         lines.append(f"  source    {name:<14} {s.provider}/{s.scheme:<18} POST {base}/hooks/{name}")
     for name, sink in config.sinks.items():
         lines.append(f"  sink      {name:<14} {sink.type:<6} {_sink_target(sink)}")
     for route in config.routes:
-        lines.append(f"  route     {','.join(route.sources)} / {','.join(route.types)} → "
-                     f"{', '.join(route.sinks)}")
+        lines.append(
+            f"  route     {','.join(route.sources)} / {','.join(route.types)} → "
+            f"{', '.join(route.sinks)}"
+        )
     if not config.routes:
         lines.append("  route     (none: events are stored but sent nowhere)")
     admin = "on (bearer token)" if config.server.admin_token else "off (no server.admin_token)"

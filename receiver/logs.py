@@ -15,8 +15,19 @@ from typing import Any, TextIO
 import structlog
 
 SENSITIVE_KEYS = frozenset(
-    {"secret", "secrets", "signature", "api_key", "authorization", "token", "admin_token",
-     "password", "webhook-signature", "x-webhook-signature-256", "stripe-signature"}
+    {
+        "secret",
+        "secrets",
+        "signature",
+        "api_key",
+        "authorization",
+        "token",
+        "admin_token",
+        "password",
+        "webhook-signature",
+        "x-webhook-signature-256",
+        "stripe-signature",
+    }
 )
 MASK = "[redacted]"
 
@@ -27,7 +38,9 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
-    def __call__(self, _: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def __call__(
+        self, _: Any, __: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         for key, value in event_dict.items():
             event_dict[key] = self.clean(key, value)
         return event_dict
@@ -50,8 +63,13 @@ class Redactor:
         return text
 
 
-def configure(secrets: Iterable[str] = (), *, level: int = logging.INFO,
-              stream: TextIO | None = None, cache: bool = False) -> None:
+def configure(
+    secrets: Iterable[str] = (),
+    *,
+    level: int = logging.INFO,
+    stream: TextIO | None = None,
+    cache: bool = False,
+) -> None:
     """Send hookyard's and the standard library's logs (uvicorn's) to `stream` as JSON lines."""
     redactor = Redactor(secrets)
     shared: list[Any] = [
@@ -60,18 +78,27 @@ def configure(secrets: Iterable[str] = (), *, level: int = logging.INFO,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, redactor, structlog.processors.format_exc_info,
-                    structlog.processors.JSONRenderer()],
+        processors=[
+            *shared,
+            redactor,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.WriteLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=cache,  # off in tests: capture_logs() needs live config
     )
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redactor,
-                    structlog.processors.JSONRenderer()],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                redactor,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -84,11 +84,16 @@ class Pipeline:
                 for pending in batch:
                     await self._commit([pending])
                 return
-            log.error("store.write_failed", error=repr(exc)[:500], events=len(batch),
-                      first_event_id=batch[0][0].event.id)
+            log.error(
+                "store.write_failed",
+                error=repr(exc)[:500],
+                events=len(batch),
+                first_event_id=batch[0][0].event.id,
+            )
             for _, future in batch:
-                _settle_error(future, StoreUnavailable(
-                    "the event store could not commit; retry later"))
+                _settle_error(
+                    future, StoreUnavailable("the event store could not commit; retry later")
+                )
             return
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():

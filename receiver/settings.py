@@ -16,12 +16,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handlers import providers
+from handlers.providers.base import Provider
 from handlers.sinks import SINK_SPECS
 from receiver import events, signing
 from receiver.errors import ConfigError
 
 ENV_VAR = "HOOKYARD_CONFIG"
-DEFAULT_RETRY_SCHEDULE_S = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 10800.0, 21600.0, 43200.0, 86400.0)
+DEFAULT_RETRY_SCHEDULE_S = (
+    5.0,
+    30.0,
+    120.0,
+    600.0,
+    1800.0,
+    3600.0,
+    10800.0,
+    21600.0,
+    43200.0,
+    86400.0,
+)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -183,7 +195,9 @@ class _Loader:
         if isinstance(value, str):
             return _ENV_REF.sub(lambda m: self.env(m.group(1), where), value)
         if isinstance(value, dict):
-            return {k: self.interpolate(v, f"{where}.{k}" if where else k) for k, v in value.items()}
+            return {
+                k: self.interpolate(v, f"{where}.{k}" if where else k) for k, v in value.items()
+            }
         if isinstance(value, list):
             return [self.interpolate(v, where) for v in value]
         return value
@@ -201,7 +215,11 @@ class _Loader:
         for key in table:
             if key not in allowed:
                 hint = difflib.get_close_matches(key, allowed, n=1)
-                fix = f'did you mean "{hint[0]}"?' if hint else "allowed: " + ", ".join(sorted(allowed))
+                fix = (
+                    f'did you mean "{hint[0]}"?'
+                    if hint
+                    else "allowed: " + ", ".join(sorted(allowed))
+                )
                 self.fail(where, f'unknown key "{key}"; {fix}')
 
     def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -220,10 +238,15 @@ class _Loader:
                 self.fail(f"{key}.{name}", "must be a table")
         return result
 
-    def number(self, where: str, table: Mapping[str, Any], key: str, default: float,
-               minimum: float = 0.0) -> float:
+    def number(
+        self, where: str, table: Mapping[str, Any], key: str, default: float, minimum: float = 0.0
+    ) -> float:
         value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             self.fail(where, f"{key} must be a number, not {value!r}")
             return default
         if value < minimum:
@@ -231,8 +254,15 @@ class _Loader:
             return default
         return float(value)
 
-    def integer(self, where: str, table: Mapping[str, Any], key: str, default: int,
-                minimum: int, maximum: int | None = None) -> int:
+    def integer(
+        self,
+        where: str,
+        table: Mapping[str, Any],
+        key: str,
+        default: int,
+        minimum: int,
+        maximum: int | None = None,
+    ) -> int:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(where, f"{key} must be a whole number, not {value!r}")
@@ -243,8 +273,9 @@ class _Loader:
             return default
         return value
 
-    def string(self, where: str, table: Mapping[str, Any], key: str,
-               required: bool = False) -> str | None:
+    def string(
+        self, where: str, table: Mapping[str, Any], key: str, required: bool = False
+    ) -> str | None:
         value = table.get(key)
         if value is None:
             if required:
@@ -269,21 +300,28 @@ class _Loader:
         defaults = ServerSettings()
         database = self.string("server", table, "database") or defaults.database
         if database.startswith("postgresql://") or database.startswith("postgres://"):
-            self.fail("server", "database: the PostgreSQL backend is not built yet; "
-                                "use sqlite:///PATH")
+            self.fail(
+                "server", "database: the PostgreSQL backend is not built yet; use sqlite:///PATH"
+            )
         elif not database.startswith("sqlite:///") or database == "sqlite:///":
-            self.fail("server", f"database must look like sqlite:///./hookyard.db, not {database!r}")
+            self.fail(
+                "server", f"database must look like sqlite:///./hookyard.db, not {database!r}"
+            )
         token = table.get("admin_token")
         if token is not None and (not isinstance(token, str) or len(token) < 16):
-            self.fail("server", "admin_token must be a string of at least 16 characters; "
-                                "remove the key to turn the admin API off")
+            self.fail(
+                "server",
+                "admin_token must be a string of at least 16 characters; "
+                "remove the key to turn the admin API off",
+            )
             token = None
         return ServerSettings(
             host=self.string("server", table, "host") or defaults.host,
             port=self.integer("server", table, "port", defaults.port, 0, 65535),
             database=database,
-            max_body_bytes=self.integer("server", table, "max_body_bytes",
-                                        defaults.max_body_bytes, 1),
+            max_body_bytes=self.integer(
+                "server", table, "max_body_bytes", defaults.max_body_bytes, 1
+            ),
             admin_token=token,
         )
 
@@ -291,14 +329,20 @@ class _Loader:
         where = f"sources.{name}"
         before = len(self.problems)
         if not _SOURCE_NAME.match(name):
-            self.fail(where, "the source name becomes the URL /hooks/NAME: use lower-case "
-                             "letters, digits, - and _ (at most 64)")
+            self.fail(
+                where,
+                "the source name becomes the URL /hooks/NAME: use lower-case "
+                "letters, digits, - and _ (at most 64)",
+            )
         self.check_keys(where, table, SOURCE_KEYS)
         provider_name = self.string(where, table, "provider", required=True)
         provider = providers.PROVIDERS.get(provider_name or "")
         if provider_name and provider is None:
-            self.fail(where, f'provider "{provider_name}" is unknown; known: '
-                             + ", ".join(sorted(providers.PROVIDERS)))
+            self.fail(
+                where,
+                f'provider "{provider_name}" is unknown; known: '
+                + ", ".join(sorted(providers.PROVIDERS)),
+            )
         secrets = self.string_list(where, table, "secrets")
         tolerance = self.number(where, table, "tolerance_s", 300.0, minimum=1.0)
         signature = self.signature(where, table, provider)
@@ -323,8 +367,9 @@ class _Loader:
             confirm=confirm,
         )
 
-    def signature(self, where: str, table: Mapping[str, Any],
-                  provider: providers.Provider | None) -> dict[str, Any] | None:
+    def signature(
+        self, where: str, table: Mapping[str, Any], provider: Provider | None
+    ) -> dict[str, Any] | None:
         configured = table.get("signature", {})
         if not isinstance(configured, dict):
             self.fail(where, 'signature must be a table, e.g. signature = { scheme = "hmac", … }')
@@ -334,26 +379,37 @@ class _Loader:
             preset = {}  # another scheme than the preset's: none of the preset's keys apply
         merged = {**preset, **configured}
         if provider is not None and "scheme" not in merged:
-            self.fail(where, f'provider "{provider.name}" has no signing preset: set '
-                             'signature = { scheme = "standard-webhooks" } (or stripe, hmac, fal, '
-                             'or "none" with confirm = "fetch")')
+            self.fail(
+                where,
+                f'provider "{provider.name}" has no signing preset: set '
+                'signature = { scheme = "standard-webhooks" } (or stripe, hmac, fal, '
+                'or "none" with confirm = "fetch")',
+            )
             return None
         return merged
 
-    def check_confirm(self, where: str, signature: Mapping[str, Any] | None,
-                      confirm: str | None) -> None:
+    def check_confirm(
+        self, where: str, signature: Mapping[str, Any] | None, confirm: str | None
+    ) -> None:
         if confirm is not None and confirm != "fetch":
             self.fail(where, f'confirm must be "fetch" (or left out), not {confirm!r}')
         elif confirm == "fetch":
             # Confirm-by-fetch needs the provider's status client, built with polling.
-            self.fail(where, 'confirm = "fetch" is not available yet: no provider has a '
-                             "status client; configure the provider's signing secret instead")
+            self.fail(
+                where,
+                'confirm = "fetch" is not available yet: no provider has a '
+                "status client; configure the provider's signing secret instead",
+            )
         elif signature is not None and signature.get("scheme") == "none":
-            self.fail(where, 'signature scheme "none" accepts unsigned callbacks, so it is '
-                             'only allowed together with confirm = "fetch"')
+            self.fail(
+                where,
+                'signature scheme "none" accepts unsigned callbacks, so it is '
+                'only allowed together with confirm = "fetch"',
+            )
 
-    def verifier(self, where: str, signature: Mapping[str, Any], secrets: Sequence[str],
-                 tolerance: float) -> None:
+    def verifier(
+        self, where: str, signature: Mapping[str, Any], secrets: Sequence[str], tolerance: float
+    ) -> None:
         try:
             signing.build_verifier(signature, secrets, tolerance, where=f"{where}.signature")
         except ConfigError as exc:
@@ -365,7 +421,9 @@ class _Loader:
         type_ = self.string(where, table, "type", required=True)
         spec = SINK_SPECS.get(type_ or "")
         if type_ and spec is None:
-            self.fail(where, f'sink type "{type_}" is unknown; known: ' + ", ".join(sorted(SINK_SPECS)))
+            self.fail(
+                where, f'sink type "{type_}" is unknown; known: ' + ", ".join(sorted(SINK_SPECS))
+            )
         if spec is None:
             return None
         self.check_keys(where, table, spec.allowed)
@@ -379,8 +437,11 @@ class _Loader:
             retry_schedule_s=schedule,
             max_attempts=self.integer(where, table, "max_attempts", len(schedule) + 1, 1),
             concurrency=self.integer(where, table, "concurrency", 4, 1, 1000),
-            rate_per_s=(self.number(where, table, "rate_per_s", 1.0, minimum=0.001)
-                        if "rate_per_s" in table else None),
+            rate_per_s=(
+                self.number(where, table, "rate_per_s", 1.0, minimum=0.001)
+                if "rate_per_s" in table
+                else None
+            ),
             timeout_s=self.number(where, table, "timeout_s", 10.0, minimum=0.1),
         )
         return sink if len(self.problems) == before else None
@@ -390,14 +451,19 @@ class _Loader:
         if (
             not isinstance(value, list)
             or not value
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value)
+            or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value
+            )
         ):
-            self.fail(where, "retry_schedule_s must be a non-empty list of seconds, e.g. [5, 30, 120]")
+            self.fail(
+                where, "retry_schedule_s must be a non-empty list of seconds, e.g. [5, 30, 120]"
+            )
             return DEFAULT_RETRY_SCHEDULE_S
         return tuple(float(v) for v in value)
 
-    def routes(self, value: Any, sources: Mapping[str, SourceSettings],
-               sinks: Mapping[str, SinkSettings]) -> tuple[Route, ...]:
+    def routes(
+        self, value: Any, sources: Mapping[str, SourceSettings], sinks: Mapping[str, SinkSettings]
+    ) -> tuple[Route, ...]:
         if not isinstance(value, list):
             self.fail("routes", "write routes as [[routes]] tables")
             return ()
@@ -417,18 +483,27 @@ class _Loader:
             routes.append(route)
         return tuple(routes)
 
-    def check_route(self, where: str, route: Route, sources: Mapping[str, SourceSettings],
-                    sinks: Mapping[str, SinkSettings]) -> None:
+    def check_route(
+        self,
+        where: str,
+        route: Route,
+        sources: Mapping[str, SourceSettings],
+        sinks: Mapping[str, SinkSettings],
+    ) -> None:
         if not route.sinks:
             self.fail(where, "sinks must name at least one sink")
         for sink in route.sinks:
             if sink not in sinks:
-                self.fail(where, f'names sink "{sink}", which is not defined; add [sinks.{sink}] '
-                                 "or fix the name")
+                self.fail(
+                    where,
+                    f'names sink "{sink}", which is not defined; add [sinks.{sink}] '
+                    "or fix the name",
+                )
         for source in route.sources:
             if source != "*" and source not in sources:
                 self.fail(where, f'names source "{source}", which is not defined')
         for type_ in route.types:
             if type_ != "*" and type_ not in events.EVENT_TYPES:
-                self.fail(where, f'names event type "{type_}"; known: ' + ", ".join(events.EVENT_TYPES))
-
+                self.fail(
+                    where, f'names event type "{type_}"; known: ' + ", ".join(events.EVENT_TYPES)
+                )

@@ -55,7 +55,7 @@ _HMAC_ALGORITHMS: dict[str, Callable[[], Any]] = {
     "sha256": hashlib.sha256,
     "sha512": hashlib.sha512,
 }
-_NO_MATCH = "no signature matched (wrong secret, or the body was changed after signing)"
+_NO_MATCH = "no signature matched (wrong secret or key, or the body changed after signing)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +110,12 @@ def _checked(value: str, display: str) -> str:
     return value
 
 
-def _required(headers: Mapping[str, str], display: str, *fallbacks: str) -> str:
-    """The stripped header value; the first of `display`/`fallbacks` present wins."""
-    for name in (display, *fallbacks):
-        value = _lookup(headers, name.lower())
-        if value is not None:
-            return _checked(value, name)
-    raise SignatureInvalid(f"the {display} header is missing")
+def _required(headers: Mapping[str, str], display: str) -> str:
+    """The header's value, stripped, after the size/ASCII/empty checks."""
+    value = _lookup(headers, display.lower())
+    if value is None:
+        raise SignatureInvalid(f"the {display} header is missing")
+    return _checked(value, display)
 
 
 def _timestamp(value: str, display: str) -> int:
@@ -137,9 +136,9 @@ def _now(now: float | None) -> float:
     return time.time() if now is None else now
 
 
-def _b64decode(value: str) -> bytes | None:
-    """Standard or URL-safe base64 with strict alphabet; None when it is not base64."""
-    altchars = b"-_" if ("-" in value or "_" in value) else None
+def _b64decode(value: str, *, urlsafe_ok: bool = True) -> bytes | None:
+    """Standard (or URL-safe) base64 with a strict alphabet; None when it is not base64."""
+    altchars = b"-_" if urlsafe_ok and ("-" in value or "_" in value) else None
     try:
         return base64.b64decode(value, altchars=altchars, validate=True)
     except (binascii.Error, ValueError):
@@ -223,10 +222,20 @@ _SW_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 _SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
 
 
+def _sw_names(headers: Mapping[str, str]) -> tuple[str, str, str]:
+    """The svix- names only when the request uses them and none of the webhook- names."""
+
+    def present(names: tuple[str, ...]) -> bool:
+        return any(_lookup(headers, name) is not None for name in names)
+
+    return _SVIX_HEADERS if present(_SVIX_HEADERS) and not present(_SW_HEADERS) else _SW_HEADERS
+
+
 def _sw_key(secret: str, index: int, where: str) -> bytes | Ed25519PublicKey:
     """A whsec_ (or unprefixed) HMAC key, or a whpk_ Ed25519 public key."""
     is_public = secret.startswith("whpk_")
-    raw = _b64decode(secret.removeprefix("whpk_" if is_public else "whsec_"))
+    # Standard alphabet only, so a whsk_ private key or a typo cannot pass as a secret.
+    raw = _b64decode(secret.removeprefix("whpk_" if is_public else "whsec_"), urlsafe_ok=False)
     if not raw:
         raise ConfigError(
             f"{where}: secrets[{index}] is not valid base64 after its whsec_/whpk_ prefix; "
@@ -273,12 +282,13 @@ class StandardWebhooksVerifier:
         self, headers: Mapping[str, str], body: bytes, now: float | None = None
     ) -> Verified:
         """Accept when any listed v1/v1a signature matches any configured key."""
-        msg_id = _required(headers, _SW_HEADERS[0], _SVIX_HEADERS[0])
-        raw_ts = _required(headers, _SW_HEADERS[1], _SVIX_HEADERS[1])
-        signature = _required(headers, _SW_HEADERS[2], _SVIX_HEADERS[2])
-        timestamp = _timestamp(raw_ts, _SW_HEADERS[1])
-        _check_window(timestamp, _now(now), self._tolerance_s, _SW_HEADERS[1])
-        v1, v1a = _sw_signatures(signature, _SW_HEADERS[2])
+        id_name, ts_name, sig_name = _sw_names(headers)
+        msg_id = _required(headers, id_name)
+        raw_ts = _required(headers, ts_name)
+        signature = _required(headers, sig_name)
+        timestamp = _timestamp(raw_ts, ts_name)
+        _check_window(timestamp, _now(now), self._tolerance_s, ts_name)
+        v1, v1a = _sw_signatures(signature, sig_name)
         message = f"{msg_id}.{raw_ts}.".encode() + body  # the bytes as sent, not re-formatted
         if not self._matches(message, v1, v1a):
             raise SignatureInvalid(_NO_MATCH)

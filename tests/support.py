@@ -88,22 +88,26 @@ def fixture(provider: str, name: str) -> bytes:
     return (FIXTURES / provider / name).read_bytes()
 
 
-def signed_headers(config: settings_mod.Settings, source: str, body: bytes,
-                   now: float | None = None) -> dict[str, str]:
+def signed_headers(
+    config: settings_mod.Settings, source: str, body: bytes, now: float | None = None
+) -> dict[str, str]:
     src = config.sources[source]
     verifier = signing.build_verifier(src.signature, src.secrets, src.tolerance_s)
     return {"Content-Type": "application/json", **verifier.sign(body, now=now)}
 
 
 @contextlib.asynccontextmanager
-async def app_client(config: settings_mod.Settings,
-                     store: Store | None = None) -> AsyncIterator[tuple[httpx.AsyncClient, Hookyard]]:
+async def app_client(
+    config: settings_mod.Settings, store: Store | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, Hookyard]]:
     """The app in-process with its lifespan running, and a client talking to it."""
     app = create_app(config, store)
     service: Hookyard = app.state.hookyard  # type: ignore[attr-defined]
     async with service.lifespan(None):  # type: ignore[arg-type]
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hookyard.test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://hookyard.test"
+        ) as client:
             yield client, service
 
 
@@ -116,7 +120,9 @@ def free_port() -> int:
 class Server:
     """A real `hookyard serve` process on 127.0.0.1; its output goes to `log_path`."""
 
-    def __init__(self, config_path: Path, workdir: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, config_path: Path, workdir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.config_path = config_path
         self.workdir = workdir
         self.env = {**os.environ, **(env or {})}
@@ -128,9 +134,22 @@ class Server:
     def start(self, timeout: float = 15.0) -> Server:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "receiver.cli", "serve", "--config", str(self.config_path),
-                 "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                [
+                    sys.executable,
+                    "-m",
+                    "receiver.cli",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -23,8 +23,11 @@ def stored_rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
 async def test_verified_new_event_is_stored_before_200(tmp_path: Path) -> None:
     config = load(tmp_path)
     async with app_client(config) as (client, service):
-        r = await client.post("/hooks/rendergrid", content=COMPLETED,
-                              headers=signed_headers(config, "rendergrid", COMPLETED))
+        r = await client.post(
+            "/hooks/rendergrid",
+            content=COMPLETED,
+            headers=signed_headers(config, "rendergrid", COMPLETED),
+        )
         assert r.status_code == 200
         body = r.json()
         assert body["duplicate"] is False and body["event_id"].startswith("evt_")
@@ -40,11 +43,20 @@ async def test_verified_new_event_is_stored_before_200(tmp_path: Path) -> None:
 async def test_duplicate_returns_first_id_and_creates_no_deliveries(tmp_path: Path) -> None:
     config = load(tmp_path)
     async with app_client(config) as (client, _):
-        first = await client.post("/hooks/rendergrid", content=COMPLETED,
-                                  headers=signed_headers(config, "rendergrid", COMPLETED))
+        first = await client.post(
+            "/hooks/rendergrid",
+            content=COMPLETED,
+            headers=signed_headers(config, "rendergrid", COMPLETED),
+        )
         # A redelivery: new timestamp, new signature, new X-Webhook-Delivery-ID, same creation.
-        again = await client.post("/hooks/rendergrid", content=COMPLETED, headers={
-            **signed_headers(config, "rendergrid", COMPLETED), "X-Webhook-Delivery-ID": "other"})
+        again = await client.post(
+            "/hooks/rendergrid",
+            content=COMPLETED,
+            headers={
+                **signed_headers(config, "rendergrid", COMPLETED),
+                "X-Webhook-Delivery-ID": "other",
+            },
+        )
     assert again.status_code == 200
     assert again.json() == {"event_id": first.json()["event_id"], "duplicate": True}
     assert stored_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(1,)]
@@ -55,19 +67,23 @@ async def test_verified_but_unexpected_body_is_stored_as_unrecognized(tmp_path: 
     config = load(tmp_path)
     body = b'{"hello": "this is not a creation"}'
     async with app_client(config) as (client, service):
-        r = await client.post("/hooks/rendergrid", content=body,
-                              headers=signed_headers(config, "rendergrid", body))
+        r = await client.post(
+            "/hooks/rendergrid", content=body, headers=signed_headers(config, "rendergrid", body)
+        )
         assert r.status_code == 200
         event = await service.store.get_event(r.json()["event_id"])
     assert event is not None
-    assert event["type"] == "webhook.unrecognized" and event["raw"] == {"hello": "this is not a creation"}
+    assert event["type"] == "webhook.unrecognized" and event["raw"] == {
+        "hello": "this is not a creation"
+    }
 
 
 @pytest.mark.parametrize(
     "mangle",
     [
-        pytest.param(lambda h: {k: v for k, v in h.items() if k != "X-Webhook-Signature-256"},
-                     id="missing"),
+        pytest.param(
+            lambda h: {k: v for k, v in h.items() if k != "X-Webhook-Signature-256"}, id="missing"
+        ),
         pytest.param(lambda h: {**h, "X-Webhook-Signature-256": "sha256=" + "0" * 64}, id="wrong"),
         pytest.param(lambda h: {**h, "X-Webhook-Signature-256": "sha256=zz%%"}, id="malformed"),
         pytest.param(lambda h: {**h, "X-Timestamp": "1000000000"}, id="outside-window"),
@@ -76,8 +92,11 @@ async def test_verified_but_unexpected_body_is_stored_as_unrecognized(tmp_path: 
 async def test_bad_signature_is_401_and_stores_nothing(tmp_path: Path, mangle) -> None:  # type: ignore[no-untyped-def]
     config = load(tmp_path)
     async with app_client(config) as (client, _):
-        r = await client.post("/hooks/rendergrid", content=COMPLETED,
-                              headers=mangle(signed_headers(config, "rendergrid", COMPLETED)))
+        r = await client.post(
+            "/hooks/rendergrid",
+            content=COMPLETED,
+            headers=mangle(signed_headers(config, "rendergrid", COMPLETED)),
+        )
     assert r.status_code == 401
     assert r.json()["error"] == "signature_invalid"
     assert RENDERGRID_SECRET not in r.text
@@ -88,16 +107,18 @@ async def test_body_not_json_is_400(tmp_path: Path) -> None:
     config = load(tmp_path)
     body = b'{"id": "c0ea", "status": '
     async with app_client(config) as (client, _):
-        r = await client.post("/hooks/rendergrid", content=body,
-                              headers=signed_headers(config, "rendergrid", body))
+        r = await client.post(
+            "/hooks/rendergrid", content=body, headers=signed_headers(config, "rendergrid", body)
+        )
     assert r.status_code == 400
     assert r.json()["error"] == "payload_invalid"
 
 
 async def test_unknown_source_is_404(tmp_path: Path) -> None:
     async with app_client(load(tmp_path)) as (client, _):
-        r = await client.post("/hooks/nosuch", content=b"{}",
-                              headers={"Content-Type": "application/json"})
+        r = await client.post(
+            "/hooks/nosuch", content=b"{}", headers={"Content-Type": "application/json"}
+        )
     assert r.status_code == 404
     assert r.json()["error"] == "not_found"
     assert "nosuch" in r.json()["message"]
@@ -125,8 +146,10 @@ async def test_wrong_content_type_is_415(tmp_path: Path, content_type: str | Non
 
 async def test_json_content_type_with_charset_is_accepted(tmp_path: Path) -> None:
     config = load(tmp_path)
-    headers = {**signed_headers(config, "rendergrid", COMPLETED),
-               "Content-Type": "application/json; charset=utf-8"}
+    headers = {
+        **signed_headers(config, "rendergrid", COMPLETED),
+        "Content-Type": "application/json; charset=utf-8",
+    }
     async with app_client(config) as (client, _):
         r = await client.post("/hooks/rendergrid", content=COMPLETED, headers=headers)
     assert r.status_code == 200
@@ -136,8 +159,9 @@ async def test_body_over_cap_is_413_by_content_length(tmp_path: Path) -> None:
     config = load(tmp_path, max_body_bytes=100)
     body = b'{"pad": "' + b"x" * 200 + b'"}'
     async with app_client(config) as (client, _):
-        r = await client.post("/hooks/rendergrid", content=body,
-                              headers=signed_headers(config, "rendergrid", body))
+        r = await client.post(
+            "/hooks/rendergrid", content=body, headers=signed_headers(config, "rendergrid", body)
+        )
     assert r.status_code == 413
     assert r.json()["error"] == "payload_too_large"
 
@@ -153,8 +177,9 @@ async def test_body_over_cap_is_413_while_streaming(tmp_path: Path) -> None:
             yield b"x" * 64
 
     async with app_client(config) as (client, _):
-        r = await client.post("/hooks/rendergrid", content=chunks(),
-                              headers=signed_headers(config, "rendergrid", b""))
+        r = await client.post(
+            "/hooks/rendergrid", content=chunks(), headers=signed_headers(config, "rendergrid", b"")
+        )
     assert r.status_code == 413
     assert len(chunks_sent) < 1000  # it stopped reading
 
@@ -166,16 +191,22 @@ async def test_store_unavailable_is_503_and_the_retry_succeeds(tmp_path: Path) -
         blocker = sqlite3.connect(tmp_path / "hookyard.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the lock
         try:
-            r = await client.post("/hooks/rendergrid", content=COMPLETED,
-                                  headers=signed_headers(config, "rendergrid", COMPLETED))
+            r = await client.post(
+                "/hooks/rendergrid",
+                content=COMPLETED,
+                headers=signed_headers(config, "rendergrid", COMPLETED),
+            )
             assert r.status_code == 503
             assert r.json()["error"] == "store_unavailable"
             ready = await client.get("/readyz")
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        retry = await client.post("/hooks/rendergrid", content=COMPLETED,
-                                  headers=signed_headers(config, "rendergrid", COMPLETED))
+        retry = await client.post(
+            "/hooks/rendergrid",
+            content=COMPLETED,
+            headers=signed_headers(config, "rendergrid", COMPLETED),
+        )
     assert ready.status_code == 200  # reads still work under a write lock (WAL)
     assert retry.status_code == 200 and retry.json()["duplicate"] is False
 
@@ -191,8 +222,11 @@ async def test_readyz_is_503_when_the_writer_stopped(tmp_path: Path) -> None:
     async with app_client(load(tmp_path)) as (client, service):
         await service.pipeline.stop()
         ready = await client.get("/readyz")
-        r = await client.post("/hooks/rendergrid", content=COMPLETED,
-                              headers=signed_headers(service.settings, "rendergrid", COMPLETED))
+        r = await client.post(
+            "/hooks/rendergrid",
+            content=COMPLETED,
+            headers=signed_headers(service.settings, "rendergrid", COMPLETED),
+        )
         await service.pipeline.start()  # let the lifespan stop it again cleanly
     assert ready.status_code == 503
     assert r.status_code == 503
@@ -201,19 +235,25 @@ async def test_readyz_is_503_when_the_writer_stopped(tmp_path: Path) -> None:
 async def test_every_answer_carries_a_request_id(tmp_path: Path) -> None:
     async with app_client(load(tmp_path)) as (client, _):
         mine = await client.get("/healthz", headers={"X-Request-Id": "req-abc_123"})
-        theirs = await client.get("/healthz", headers={"X-Request-Id": "bad id\"<>"})
+        theirs = await client.get("/healthz", headers={"X-Request-Id": 'bad id"<>'})
     assert mine.headers["x-request-id"] == "req-abc_123"
-    assert theirs.headers["x-request-id"] != "bad id\"<>" and len(theirs.headers["x-request-id"]) == 16
+    assert (
+        theirs.headers["x-request-id"] != 'bad id"<>' and len(theirs.headers["x-request-id"]) == 16
+    )
 
 
 async def test_non_terminal_after_terminal_is_stored_but_routed_nowhere(tmp_path: Path) -> None:
     config = load(tmp_path)
     late = json.dumps({"id": json.loads(COMPLETED)["id"], "status": "processing"}).encode()
     async with app_client(config) as (client, service):
-        await client.post("/hooks/rendergrid", content=COMPLETED,
-                          headers=signed_headers(config, "rendergrid", COMPLETED))
-        r = await client.post("/hooks/rendergrid", content=late,
-                              headers=signed_headers(config, "rendergrid", late))
+        await client.post(
+            "/hooks/rendergrid",
+            content=COMPLETED,
+            headers=signed_headers(config, "rendergrid", COMPLETED),
+        )
+        r = await client.post(
+            "/hooks/rendergrid", content=late, headers=signed_headers(config, "rendergrid", late)
+        )
         event = await service.store.get_event(r.json()["event_id"])
     assert r.status_code == 200 and r.json()["duplicate"] is False
     assert event is not None and event["type"] == "generation.processing"
@@ -225,8 +265,10 @@ async def test_concurrent_requests_share_commits(tmp_path: Path) -> None:
     import asyncio
 
     config = load(tmp_path)
-    bodies = [json.dumps({"id": f"job-{i}", "status": "completed", "result_urls": []}).encode()
-              for i in range(200)]
+    bodies = [
+        json.dumps({"id": f"job-{i}", "status": "completed", "result_urls": []}).encode()
+        for i in range(200)
+    ]
     async with app_client(config) as (client, service):
         commits = 0
         original = service.store.write_events
@@ -237,9 +279,14 @@ async def test_concurrent_requests_share_commits(tmp_path: Path) -> None:
             return await original(items)
 
         service.store.write_events = counting  # type: ignore[method-assign]
-        answers = await asyncio.gather(*[
-            client.post("/hooks/rendergrid", content=b,
-                        headers=signed_headers(config, "rendergrid", b)) for b in bodies])
+        answers = await asyncio.gather(
+            *[
+                client.post(
+                    "/hooks/rendergrid", content=b, headers=signed_headers(config, "rendergrid", b)
+                )
+                for b in bodies
+            ]
+        )
     assert [a.status_code for a in answers] == [200] * 200
     assert stored_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(200,)]
     assert commits < 200

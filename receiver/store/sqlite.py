@@ -172,8 +172,8 @@ class SqliteStore:
             event_rows,
         )
         await db.executemany(
-            "INSERT INTO deliveries (event_id, sink, status, next_attempt_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO deliveries (event_id, sink, status, next_attempt_at, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
             delivery_rows,
         )
         return results
@@ -181,8 +181,8 @@ class SqliteStore:
     async def _ids_by_key(self, db: aiosqlite.Connection, keys: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for chunk in _chunks(sorted(set(keys))):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT idempotency_key, id FROM events WHERE idempotency_key IN ({marks})"  # noqa: S608 (placeholders only)
+            marks = ",".join("?" * len(chunk))  # placeholders only: no value enters the SQL
+            sql = f"SELECT idempotency_key, id FROM events WHERE idempotency_key IN ({marks})"  # noqa: S608
             async with db.execute(sql, chunk) as cur:
                 found.update({row[0]: row[1] async for row in cur})
         return found
@@ -190,16 +190,21 @@ class SqliteStore:
     async def _finished_jobs(
         self, db: aiosqlite.Connection, items: Sequence[NewEvent]
     ) -> set[tuple[str, str | None]]:
-        """The (source, job_id) pairs among non-terminal items that already have a terminal event."""
+        """(source, job_id) of the non-terminal items whose job already has a terminal event."""
         jobs = sorted(
-            {(i.event.source, i.event.job_id) for i in items
-             if i.event.job_id is not None and not i.event.is_terminal}
+            {
+                (i.event.source, i.event.job_id)
+                for i in items
+                if i.event.job_id is not None and not i.event.is_terminal
+            }
         )
         finished: set[tuple[str, str | None]] = set()
         terminal = sorted(TERMINAL_STATUSES)
         for source, job_id in jobs:
-            sql = ("SELECT 1 FROM events WHERE source = ? AND job_id = ? AND status IN (?, ?, ?)"
-                   " LIMIT 1")
+            sql = (
+                "SELECT 1 FROM events WHERE source = ? AND job_id = ? AND status IN (?, ?, ?)"
+                " LIMIT 1"
+            )
             async with db.execute(sql, (source, job_id, *terminal)) as cur:
                 if await cur.fetchone() is not None:
                     finished.add((source, job_id))
@@ -220,8 +225,10 @@ class SqliteStore:
             return None
         event: dict[str, Any] = json.loads(row[0])
         event["raw"] = _decode_raw(row[1])
-        sql = ("SELECT id, sink, status, attempts, next_attempt_at, last_status_code, last_error"
-               " FROM deliveries WHERE event_id = ? ORDER BY id")
+        sql = (
+            "SELECT id, sink, status, attempts, next_attempt_at, last_status_code, last_error"
+            " FROM deliveries WHERE event_id = ? ORDER BY id"
+        )
         async with self.reader.execute(sql, (event_id,)) as cur:
             cols = [c[0] for c in cur.description]
             event["deliveries"] = [dict(zip(cols, r, strict=True)) async for r in cur]
@@ -233,8 +240,17 @@ def _event_row(item: NewEvent) -> tuple[Any, ...]:
     doc = ev.to_json()
     del doc["raw"]  # kept once, as the exact bytes received
     return (
-        ev.id, ev.idempotency_key, ev.type, ev.source, ev.provider, ev.job_id, ev.status, ev.via,
-        ev.received_at, json.dumps(doc, separators=(",", ":")), item.raw_body,
+        ev.id,
+        ev.idempotency_key,
+        ev.type,
+        ev.source,
+        ev.provider,
+        ev.job_id,
+        ev.status,
+        ev.via,
+        ev.received_at,
+        json.dumps(doc, separators=(",", ":")),
+        item.raw_body,
         json.dumps(dict(item.headers), separators=(",", ":")),
     )
 
