@@ -76,9 +76,13 @@ class SqliteStore:
         parent = Path(self.path).parent
         parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
-        await self._writer.execute("PRAGMA journal_mode = WAL")
-        await self._migrate(self._writer)
-        self._reader = await self._connect()
+        try:
+            await self._writer.execute("PRAGMA journal_mode = WAL")
+            await self._migrate(self._writer)
+            self._reader = await self._connect()
+        except BaseException:
+            await self.close()
+            raise
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)

@@ -1,0 +1,121 @@
+"""The SQLite store and the batching pipeline in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from receiver import events
+from receiver.errors import StoreUnavailable
+from receiver.pipeline import Pipeline
+from receiver.router import Router
+from receiver.settings import Route
+from receiver.store import NewEvent, Stored
+from receiver.store.sqlite import SCHEMA_VERSION, SchemaTooNew, SqliteStore
+
+
+def completed(job: str, status: str = "completed") -> events.Event:
+    return events.generation_event(source="rg", provider="rendergrid", job_id=job, status=status,
+                                   via="webhook", raw={"id": job})
+
+
+def item(ev: events.Event, sinks: tuple[str, ...] = ("a",)) -> NewEvent:
+    return NewEvent(ev, b'{"id": "x"}', {"content-type": "application/json"}, sinks)
+
+
+async def test_schema_is_created_then_left_alone(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    for _ in range(2):
+        store = SqliteStore(path)
+        await store.open()
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(SchemaTooNew, match="upgrade hookyard"):
+        await SqliteStore(path).open()
+
+
+async def test_one_batch_dedupes_within_itself_and_against_the_log(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        [first] = await store.write_events([item(completed("j1"))])
+        results = await store.write_events(
+            [item(completed("j1")), item(completed("j2")), item(completed("j2"))]
+        )
+        assert results[0] == Stored(first.event_id, True, 0)
+        assert results[1].duplicate is False and results[1].deliveries == 1
+        assert results[2] == Stored(results[1].event_id, True, 0)
+        assert await store.count_events() == 2
+    finally:
+        await store.close()
+
+
+async def test_late_non_terminal_in_the_same_batch_gets_no_deliveries(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        before, done, after = await store.write_events(
+            [item(completed("j", "processing")), item(completed("j")),
+             item(completed("j", "queued"))]
+        )
+    finally:
+        await store.close()
+    assert (before.deliveries, done.deliveries, after.deliveries) == (1, 1, 0)
+
+
+async def test_a_bad_item_does_not_fail_its_batch(tmp_path: Path) -> None:
+    """An item the store rejects (here: a body that is not bytes) fails alone, with a 503."""
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    pipeline = Pipeline(store, Router([Route(("*",), ("*",), ("a",))]))
+    await pipeline.start()
+    try:
+        bad = completed("bad")
+        good = [completed(f"g{i}") for i in range(20)]
+        real_ingest = pipeline.ingest
+
+        async def ingest_bad() -> Stored:
+            return await real_ingest(bad, object(), {})  # type: ignore[arg-type]
+
+        answers = await asyncio.gather(
+            ingest_bad(), *(pipeline.ingest(ev, b"{}", {}) for ev in good),
+            return_exceptions=True,
+        )
+    finally:
+        await pipeline.stop()
+        await store.close()
+    assert isinstance(answers[0], StoreUnavailable)
+    assert all(isinstance(a, Stored) and not a.duplicate for a in answers[1:])
+
+
+async def test_stop_commits_everything_already_queued(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    pipeline = Pipeline(store, Router([]))
+    await pipeline.start()
+    pending = [asyncio.create_task(pipeline.ingest(completed(f"j{i}"), b"{}", {}))
+               for i in range(50)]
+    await asyncio.sleep(0)  # all 50 are queued
+    await pipeline.stop()
+    results = await asyncio.gather(*pending)
+    assert await store.count_events() == 50 and len({r.event_id for r in results}) == 50
+    await store.close()
+
+
+def test_event_ids_sort_by_time() -> None:
+    ids = [events.new_event_id(now_ms=ms) for ms in (1, 2, 1000, 2**40)]
+    assert ids == sorted(ids) and all(len(i) == 30 for i in ids)
