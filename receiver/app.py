@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from handlers import providers
 from handlers.providers.base import Provider, WebhookContext
 from receiver import signing
+from receiver.delivery import Delivery
 from receiver.errors import (
     BodyTooLarge,
     HookyardError,
@@ -54,6 +55,8 @@ class Hookyard:
         self.settings = settings
         self.store = store or open_store(settings.server.database)
         self.pipeline = Pipeline(self.store, Router(settings.routes))
+        self.delivery = Delivery(settings.sinks, self.store)
+        self.pipeline.listeners.append(self.delivery.events_stored)
         self.intakes = {
             name: Intake(src, _verifier(src), providers.PROVIDERS[src.provider])
             for name, src in settings.sources.items()
@@ -63,6 +66,7 @@ class Hookyard:
     async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
         await self.store.open()
         await self.pipeline.start()
+        await self.delivery.start()
         log.info(
             "hookyard.started", sources=sorted(self.intakes), database=self.settings.server.database
         )
@@ -70,6 +74,7 @@ class Hookyard:
             yield
         finally:
             await self.pipeline.stop()
+            await self.delivery.stop()
             await self.store.close()
             log.info("hookyard.stopped")
 

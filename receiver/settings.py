@@ -440,11 +440,43 @@ class _Loader:
             rate_per_s=(
                 self.number(where, table, "rate_per_s", 1.0, minimum=0.001)
                 if "rate_per_s" in table
-                else None
+                else spec.default_rate_per_s
             ),
             timeout_s=self.number(where, table, "timeout_s", 10.0, minimum=0.1),
         )
+        self.sink_options(where, sink.options)
         return sink if len(self.problems) == before else None
+
+    def sink_options(self, where: str, options: Mapping[str, Any]) -> None:
+        """Type checks of the sinks' own keys, so a typo fails at start-up, not at delivery."""
+        for key in ("url", "endpoint_url"):
+            if key in options and not str(options[key]).startswith(("http://", "https://")):
+                self.fail(where, f"{key} must be an http:// or https:// URL")
+        for key in ("path", "bucket", "prefix", "region"):
+            if key in options:
+                self.string(where, options, key)
+        for key in ("mirror_outputs", "allow_private_networks"):
+            if key in options and not isinstance(options[key], bool):
+                self.fail(where, f"{key} must be true or false")
+        if "max_output_bytes" in options:
+            self.integer(where, options, "max_output_bytes", 1, 1)
+        headers = options.get("headers", {})
+        if not isinstance(headers, dict) or not all(
+            isinstance(v, str) for v in headers.values()
+        ):
+            self.fail(where, 'headers must be a table of strings, e.g. { "X-Team" = "render" }')
+        if "secret" in options:
+            self.outbound_secret(where, options["secret"])
+
+    def outbound_secret(self, where: str, secret: Any) -> None:
+        if not isinstance(secret, str) or not secret.startswith("whsec_"):
+            self.fail(where, "secret must be a Standard Webhooks secret: whsec_ + base64 "
+                             "(e.g. whsec_ + the output of `openssl rand -base64 32`)")
+            return
+        try:
+            signing.build_verifier({"scheme": "standard-webhooks"}, [secret], where=where)
+        except ConfigError as exc:
+            self.fail(where, exc.message)
 
     def schedule(self, where: str, table: Mapping[str, Any]) -> tuple[float, ...]:
         value = table.get("retry_schedule_s", list(DEFAULT_RETRY_SCHEDULE_S))

@@ -1,11 +1,19 @@
-"""The sink types hookyard knows, with the configuration keys each takes.
+"""The sink types hookyard knows: their configuration keys and how to build one.
 
 An explicit, hand-written registry: `[sinks.NAME] type = "…"` must name one of these.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from handlers.sinks import http, jsonl, s3, slack
+from handlers.sinks.base import Sink, SinkContext
+
+if TYPE_CHECKING:
+    from receiver.settings import SinkSettings
 
 # Keys every sink takes: how deliveries to it are retried and paced (DESIGN.md "Delivery").
 COMMON_KEYS = frozenset(
@@ -15,10 +23,12 @@ COMMON_KEYS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class SinkSpec:
-    """The configuration keys of one sink type, besides COMMON_KEYS."""
+    """One sink type: its configuration keys (besides COMMON_KEYS) and its factory."""
 
+    create: Callable[[SinkSettings, SinkContext], Sink]
     required: frozenset[str]
     optional: frozenset[str] = frozenset()
+    default_rate_per_s: float | None = None  # a pace the destination imposes (Slack: 1/s)
 
     @property
     def allowed(self) -> frozenset[str]:
@@ -26,9 +36,12 @@ class SinkSpec:
 
 
 SINK_SPECS: dict[str, SinkSpec] = {
-    "http": SinkSpec(required=frozenset({"url"}), optional=frozenset({"secret", "headers"})),
-    "slack": SinkSpec(required=frozenset({"url"})),
+    "http": SinkSpec(
+        http.create, required=frozenset({"url"}), optional=frozenset({"secret", "headers"})
+    ),
+    "slack": SinkSpec(slack.create, required=frozenset({"url"}), default_rate_per_s=1.0),
     "s3": SinkSpec(
+        s3.create,
         required=frozenset({"bucket"}),
         optional=frozenset(
             {
@@ -41,5 +54,5 @@ SINK_SPECS: dict[str, SinkSpec] = {
             }
         ),
     ),
-    "jsonl": SinkSpec(required=frozenset({"path"})),
+    "jsonl": SinkSpec(jsonl.create, required=frozenset({"path"})),
 }

@@ -34,6 +34,31 @@ class Stored:
     deliveries: int  # delivery rows created
 
 
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A claimed delivery: the event (JSON with `raw`) to send to `sink`."""
+
+    delivery_id: int
+    sink: str
+    attempts: int  # attempts made before this one
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one delivery attempt, and the delivery's state after it."""
+
+    delivery_id: int
+    sink: str
+    status: str  # "delivered" | "pending" (retry at next_attempt_at) | "dead"
+    attempts: int  # attempts made, this one included
+    next_attempt_at: float
+    started_at: float
+    duration_s: float
+    status_code: int | None = None
+    error: str | None = None
+
+
 class Store(Protocol):
     """Event log storage. Every method is safe to call from one event loop."""
 
@@ -50,7 +75,23 @@ class Store(Protocol):
         idempotency key; a non-terminal event after a terminal one of its job gets no
         deliveries. Returns one Stored per item, in order."""
 
+    async def claim_due(self, sink: str, now: float, limit: int) -> list[Due]:
+        """Up to `limit` pending deliveries to `sink` due by `now`, oldest first, that nobody
+        holds; they stay held until their outcome is recorded or they are released."""
+
+    async def next_due_at(self, sink: str) -> float | None:
+        """When the earliest unheld pending delivery to `sink` is due (None: there is none)."""
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """Store attempts and delivery states in ONE transaction, then release the rows."""
+
+    def release(self, delivery_ids: Sequence[int]) -> None:
+        """Give claimed rows back unchanged (a send cancelled at shutdown)."""
+
     async def count_events(self) -> int: ...
+
+    async def delivery_counts(self) -> dict[tuple[str, str], int]:
+        """(sink, status) → number of deliveries."""
 
     async def get_event(self, event_id: str) -> dict[str, Any] | None:
         """The event JSON (with `raw`) and its deliveries, or None."""

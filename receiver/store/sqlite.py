@@ -7,16 +7,18 @@ Durability: `synchronous = FULL` in WAL mode fsyncs the log at every commit, so 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from receiver.events import TERMINAL_STATUSES
-from receiver.store import NewEvent, Stored
+from receiver.store import Due, NewEvent, Outcome, Stored
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -52,6 +54,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at)",
         "CREATE INDEX deliveries_event ON deliveries (event_id)",
     ),
+    (
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+            started_at REAL NOT NULL,
+            duration_ms REAL NOT NULL,
+            status_code INTEGER,
+            error TEXT,
+            outcome TEXT NOT NULL
+        )""",
+        "CREATE INDEX attempts_delivery ON attempts (delivery_id)",
+        "CREATE INDEX deliveries_sink_due ON deliveries (sink, status, next_attempt_at)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _CHUNK = 500  # bound on parameters per IN (…) list
@@ -69,6 +84,10 @@ class SqliteStore:
         self.busy_timeout_ms = busy_timeout_ms
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        # One process owns a SQLite file, so claims live in memory: a crash forgets them and
+        # every pending row is sent again after the restart (at-least-once).
+        self._claimed: set[int] = set()
+        self._write_lock = asyncio.Lock()  # transactions on the writer must not interleave
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -137,16 +156,21 @@ class SqliteStore:
     # -- writing ---------------------------------------------------------------------------
 
     async def write_events(self, items: Sequence[NewEvent]) -> list[Stored]:
-        db = self.writer
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            results = await self._write(db, items)
-            await db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            raise
-        return results
+        async with self._transaction() as db:
+            return await self._write(db, items)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            db = self.writer
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
 
     async def _write(self, db: aiosqlite.Connection, items: Sequence[NewEvent]) -> list[Stored]:
         known = await self._ids_by_key(db, [i.event.idempotency_key for i in items])
@@ -214,6 +238,78 @@ class SqliteStore:
                     finished.add((source, job_id))
         return finished
 
+    # -- delivering ------------------------------------------------------------------------
+
+    async def claim_due(self, sink: str, now: float, limit: int) -> list[Due]:
+        sql = (
+            "SELECT d.id, d.attempts, e.event_json, e.raw_body FROM deliveries d"
+            " JOIN events e ON e.id = d.event_id"
+            " WHERE d.sink = ? AND d.status = 'pending' AND d.next_attempt_at <= ?"
+            " ORDER BY d.next_attempt_at, d.id LIMIT ?"
+        )
+        # Rows held when the query starts are skipped even if released meanwhile: the query
+        # may have read them from before their outcome was committed.
+        held = set(self._claimed)
+        async with self.reader.execute(sql, (sink, now, limit + len(held))) as cur:
+            rows = [r async for r in cur if r[0] not in held and r[0] not in self._claimed]
+        rows = rows[:limit]
+        self._claimed.update(r[0] for r in rows)
+        return [Due(r[0], sink, r[1], _event_doc(r[2], r[3])) for r in rows]
+
+    async def next_due_at(self, sink: str) -> float | None:
+        sql = (
+            "SELECT id, next_attempt_at FROM deliveries WHERE sink = ? AND status = 'pending'"
+            " ORDER BY next_attempt_at LIMIT ?"
+        )
+        async with self.reader.execute(sql, (sink, len(self._claimed) + 1)) as cur:
+            async for row in cur:
+                if row[0] not in self._claimed:
+                    return float(row[1])
+        return None
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        async with self._transaction() as db:
+            await db.executemany(
+                "INSERT INTO attempts (delivery_id, started_at, duration_ms, status_code, error,"
+                " outcome) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        o.delivery_id,
+                        o.started_at,
+                        round(o.duration_s * 1000, 3),
+                        o.status_code,
+                        o.error,
+                        o.status,
+                    )
+                    for o in outcomes
+                ],
+            )
+            await db.executemany(
+                "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
+                " last_status_code = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                [
+                    (
+                        o.status,
+                        o.attempts,
+                        o.next_attempt_at,
+                        o.status_code,
+                        o.error,
+                        o.started_at + o.duration_s,
+                        o.delivery_id,
+                    )
+                    for o in outcomes
+                ],
+            )
+        self.release([o.delivery_id for o in outcomes])
+
+    def release(self, delivery_ids: Sequence[int]) -> None:
+        self._claimed.difference_update(delivery_ids)
+
+    async def delivery_counts(self) -> dict[tuple[str, str], int]:
+        sql = "SELECT sink, status, COUNT(*) FROM deliveries GROUP BY sink, status"
+        async with self.reader.execute(sql) as cur:
+            return {(r[0], r[1]): int(r[2]) async for r in cur}
+
     # -- reading ---------------------------------------------------------------------------
 
     async def count_events(self) -> int:
@@ -227,16 +323,30 @@ class SqliteStore:
             row = await cur.fetchone()
         if row is None:
             return None
-        event: dict[str, Any] = json.loads(row[0])
-        event["raw"] = _decode_raw(row[1])
+        event = _event_doc(row[0], row[1])
         sql = (
             "SELECT id, sink, status, attempts, next_attempt_at, last_status_code, last_error"
             " FROM deliveries WHERE event_id = ? ORDER BY id"
         )
-        async with self.reader.execute(sql, (event_id,)) as cur:
-            cols = [c[0] for c in cur.description]
-            event["deliveries"] = [dict(zip(cols, r, strict=True)) async for r in cur]
+        event["deliveries"] = await self._dicts(sql, (event_id,))
+        sql = (
+            "SELECT a.delivery_id, a.started_at, a.duration_ms, a.status_code, a.error, a.outcome"
+            " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+            " WHERE d.event_id = ? ORDER BY a.id"
+        )
+        attempts = await self._dicts(sql, (event_id,))
+        for delivery in event["deliveries"]:
+            delivery["attempt_log"] = [
+                {k: v for k, v in a.items() if k != "delivery_id"}
+                for a in attempts
+                if a["delivery_id"] == delivery["id"]
+            ]
         return event
+
+    async def _dicts(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        async with self.reader.execute(sql, params) as cur:
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) async for r in cur]
 
 
 def _event_row(item: NewEvent) -> tuple[Any, ...]:
@@ -257,6 +367,13 @@ def _event_row(item: NewEvent) -> tuple[Any, ...]:
         item.raw_body,
         json.dumps(dict(item.headers), separators=(",", ":")),
     )
+
+
+def _event_doc(event_json: str, raw_body: bytes) -> dict[str, Any]:
+    """The normalized event as sinks and the API see it: the stored JSON plus `raw`."""
+    event: dict[str, Any] = json.loads(event_json)
+    event["raw"] = _decode_raw(raw_body)
+    return event
 
 
 def _decode_raw(body: bytes) -> Any:

@@ -1,0 +1,53 @@
+"""HTTP sink: POSTs the event JSON, signed with Standard Webhooks.
+
+`webhook-id` is the event id, so a receiver can dedupe redeliveries and replays (delivery is
+at-least-once); `webhook-timestamp` and `webhook-signature: v1,<base64>` come from the sink's
+`whsec_` secret, so any Standard Webhooks library verifies it. Without a secret the request is
+sent unsigned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from handlers.sinks.base import SinkContext, check_response, transport_error
+from receiver import signing
+
+if TYPE_CHECKING:
+    from receiver.settings import SinkSettings
+
+
+class HttpSink:
+    def __init__(self, url: str, ctx: SinkContext, secret: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        self.url = url
+        self.ctx = ctx
+        self.headers = dict(headers or {})
+        self.signer = (
+            signing.build_verifier({"scheme": "standard-webhooks"}, [secret]) if secret else None
+        )
+
+    async def send(self, event: Mapping[str, Any]) -> int | None:
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = {**self.headers, "Content-Type": "application/json"}
+        if self.signer is not None:
+            headers.update(self.signer.sign(body, message_id=str(event["id"])))
+        try:
+            response = await self.ctx.http.post(self.url, content=body, headers=headers,
+                                                timeout=self.ctx.timeout_s)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, f"POST {self.url}") from None
+        return check_response(response, f"POST {self.url}")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def create(settings: SinkSettings, ctx: SinkContext) -> HttpSink:
+    options = settings.options
+    headers = options.get("headers") or {}
+    return HttpSink(str(options["url"]), ctx, options.get("secret"), headers)

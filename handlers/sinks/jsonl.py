@@ -1,0 +1,48 @@
+"""JSON Lines file sink: one line per event, flushed and fsynced before it counts as delivered.
+
+For local use, the example config and debugging. A replayed event is appended again (the file
+is a log of deliveries, not a set of events); dedupe on the line's `id` when reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from handlers.sinks.base import SinkContext, SinkError
+
+if TYPE_CHECKING:
+    from receiver.settings import SinkSettings
+
+
+class JsonlSink:
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._lock = asyncio.Lock()  # lines from concurrent deliveries must not interleave
+
+    async def send(self, event: Mapping[str, Any]) -> int | None:
+        line = json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n"
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._append, line.encode())
+            except OSError as exc:
+                raise SinkError(f"cannot append to {self.path}: {exc.strerror}") from None
+        return None
+
+    def _append(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    async def aclose(self) -> None:
+        return None
+
+
+def create(settings: SinkSettings, ctx: SinkContext) -> JsonlSink:
+    return JsonlSink(str(settings.options["path"]))

@@ -1,0 +1,261 @@
+"""Slack sink: one Block Kit message per event, posted to an incoming webhook.
+
+Docs: https://docs.slack.dev/messaging/sending-messages-using-incoming-webhooks (posting and
+error handling), https://docs.slack.dev/reference/block-kit/blocks (block limits) and
+https://api.slack.com/docs/rate-limits.
+
+The message: a header with the outcome, a section whose fields name source, model, job id and
+cost, the error text on failure, one image block per output Slack can show (png, jpg, gif),
+other outputs as links, a context line with the event id, and a plain `text` fallback for
+notifications. Every text is cut to Block Kit's limits and image blocks are capped, so a large
+event never turns into an `invalid_blocks` refusal.
+
+Slack answers a webhook POST with 200 `ok`, or an HTTP error whose body is a short error word:
+400 `invalid_payload`/`too_many_attachments`, 403 `action_prohibited`/`invalid_token`/
+`posting_to_general_channel_denied`, 404 `channel_not_found`/`no_service`, 410
+`channel_is_archived`/`no_active_hooks`, 500 `rollup_error`. Those words (except
+`rollup_error`) are permanent whatever the status; 429 carries `Retry-After`; other statuses
+follow DESIGN.md. Slack allows about one message per second per webhook; the delivery engine
+paces that (the registry gives slack `default_rate_per_s = 1.0`).
+
+The webhook URL is a credential: no error message contains it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from handlers.sinks.base import RETRYABLE_4XX, SinkContext, SinkError, retry_after_seconds
+
+if TYPE_CHECKING:
+    from receiver.settings import SinkSettings
+
+WHAT = "the Slack webhook"
+
+# Block Kit limits (docs.slack.dev/reference/block-kit/blocks).
+MAX_BLOCKS = 50
+HEADER_CHARS = 150
+SECTION_TEXT_CHARS = 3000
+FIELD_CHARS = 2000
+MAX_FIELDS = 10
+IMAGE_URL_CHARS = 3000
+ALT_TEXT_CHARS = 2000
+CONTEXT_TEXT_CHARS = 3000
+# Our own caps: a readable message, and a fallback short enough for a notification.
+MAX_IMAGE_BLOCKS = 10
+ERROR_CHARS = 1500
+FALLBACK_CHARS = 3000
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif"})
+
+# Error words Slack documents for incoming webhooks: resending the same message cannot help.
+PERMANENT_ERRORS = frozenset(
+    {
+        "invalid_payload",
+        "user_not_found",
+        "channel_not_found",
+        "channel_is_archived",
+        "action_prohibited",
+        "posting_to_general_channel_denied",
+        "too_many_attachments",
+        "no_service",
+        "no_service_id",
+        "no_team",
+        "team_disabled",
+        "invalid_token",
+        "no_active_hooks",
+        "no_text",
+        "missing_text_or_fallback_or_attachments",
+        "invalid_blocks",
+        "invalid_blocks_format",
+    }
+)
+
+HEADLINES = {
+    "completed": "✅ Generation completed",
+    "failed": "❌ Generation failed",
+    "expired": "⌛ Generation expired",
+    "queued": "🕒 Generation queued",
+    "processing": "⏳ Generation processing",
+}
+
+
+# -- the message -----------------------------------------------------------------------------
+
+
+def build_message(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The incoming-webhook payload for `event`: Block Kit blocks plus a `text` fallback."""
+    outputs = [str(url) for url in event.get("outputs") or []]
+    images = [url for url in outputs if is_image_url(url)][:MAX_IMAGE_BLOCKS]
+    blocks: list[dict[str, Any]] = [header_block(headline(event)), fields_block(event)]
+    if event.get("error"):
+        blocks.append(error_block(str(event["error"])))
+    blocks.extend(image_block(url, i, len(outputs)) for i, url in enumerate(images))
+    others = [url for url in outputs if url not in images]
+    if others:
+        blocks.append(links_block(others))
+    blocks.append(context_block(event))
+    return {"text": fallback_text(event, len(outputs)), "blocks": blocks[:MAX_BLOCKS]}
+
+
+def headline(event: Mapping[str, Any]) -> str:
+    status = str(event.get("status") or "")
+    return HEADLINES.get(status) or f"Webhook event {event.get('type', '')}".strip()
+
+
+def header_block(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": plain(clip(text, HEADER_CHARS))}
+
+
+def fields_block(event: Mapping[str, Any]) -> dict[str, Any]:
+    values = {
+        "Source": event.get("source"),
+        "Model": event.get("model"),
+        "Job ID": event.get("job_id"),
+        "Cost": format_cost(event.get("cost")),
+    }
+    fields = [field(label, value) for label, value in values.items()]
+    return {"type": "section", "fields": fields[:MAX_FIELDS]}
+
+
+def field(label: str, value: Any) -> dict[str, Any]:
+    shown = "—" if value is None or value == "" else escape(str(value))
+    return mrkdwn(clip(f"*{label}*\n{shown}", FIELD_CHARS))
+
+
+def format_cost(cost: Any) -> str | None:
+    if isinstance(cost, int | float) and not isinstance(cost, bool):
+        return f"{cost:g}"
+    return None if cost is None else str(cost)
+
+
+def error_block(error: str) -> dict[str, Any]:
+    text = f"*Error*\n```{escape(clip(error, ERROR_CHARS))}```"
+    return {"type": "section", "text": mrkdwn(clip(text, SECTION_TEXT_CHARS))}
+
+
+def image_block(url: str, index: int, total: int) -> dict[str, Any]:
+    name = clip(posixpath.basename(urllib.parse.urlsplit(url).path) or "output", 200)
+    return {
+        "type": "image",
+        "image_url": url,
+        "alt_text": clip(f"Output {index + 1} of {total}: {name}", ALT_TEXT_CHARS),
+        "title": plain(clip(f"Output {index + 1}: {name}", ALT_TEXT_CHARS)),
+    }
+
+
+def links_block(urls: Sequence[str]) -> dict[str, Any]:
+    """Outputs without an image block, as links, cut to one section's text limit."""
+    lines = ["*Other outputs*"]
+    for shown, url in enumerate(urls):
+        line = f"• <{escape(url)}|{escape(link_name(url))}>"
+        rest = len(urls) - shown
+        if sum(len(x) + 1 for x in lines) + len(line) + 40 > SECTION_TEXT_CHARS:
+            lines.append(f"… and {rest} more")
+            break
+        lines.append(line)
+    return {"type": "section", "text": mrkdwn("\n".join(lines))}
+
+
+def link_name(url: str) -> str:
+    return clip(posixpath.basename(urllib.parse.urlsplit(url).path) or url, 100)
+
+
+def context_block(event: Mapping[str, Any]) -> dict[str, Any]:
+    parts = [f"`{event.get('id', '')}`", str(event.get("received_at") or ""),
+             f"via {event.get('via') or 'webhook'}"]
+    text = escape(" · ".join(p for p in parts if p))
+    return {"type": "context", "elements": [mrkdwn(clip(text, CONTEXT_TEXT_CHARS))]}
+
+
+def fallback_text(event: Mapping[str, Any], outputs: int) -> str:
+    """The plain `text` Slack shows in notifications and where blocks cannot render."""
+    text = f"{headline(event)}: {event.get('source', '')} job {event.get('job_id') or '—'}"
+    if outputs:
+        text += f" ({outputs} output{'s' if outputs != 1 else ''})"
+    if event.get("error"):
+        text += f" — {event['error']}"
+    return clip(escape(text), FALLBACK_CHARS)
+
+
+def is_image_url(url: str) -> bool:
+    """Whether Slack can show `url` in an image block: http(s), png/jpg/gif, short enough."""
+    if len(url) > IMAGE_URL_CHARS:
+        return False
+    parts = urllib.parse.urlsplit(url)
+    suffix = posixpath.splitext(parts.path)[1].lower()
+    return parts.scheme in ("http", "https") and suffix in IMAGE_EXTENSIONS
+
+
+def plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
+
+
+def escape(text: str) -> str:
+    """Slack's three control characters (docs.slack.dev: formatting text, escaping)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- the answer ------------------------------------------------------------------------------
+
+
+def classify(response: httpx.Response) -> int:
+    """The status of a 2xx answer; otherwise a SinkError (permanent for Slack's error words)."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return status
+    word = response.text.strip()[:100]
+    permanent = word in PERMANENT_ERRORS or (
+        400 <= status < 500 and status not in RETRYABLE_4XX
+    )
+    retry_after = None if permanent else response.headers.get("retry-after")
+    raise SinkError(
+        f"{WHAT} answered {status}" + (f": {word}" if word else ""),
+        status_code=status,
+        permanent=permanent,
+        retry_after_s=retry_after_seconds(retry_after),
+    )
+
+
+class SlackSink:
+    def __init__(self, url: str, ctx: SinkContext) -> None:
+        self.url = url
+        self.ctx = ctx
+
+    async def send(self, event: Mapping[str, Any]) -> int | None:
+        try:
+            response = await self.ctx.http.post(
+                self.url, json=build_message(event), timeout=self.ctx.timeout_s
+            )
+        except httpx.HTTPError as exc:
+            raise self.transport_error(exc) from None
+        return classify(response)
+
+    def transport_error(self, exc: httpx.HTTPError) -> SinkError:
+        """A network failure, worth a retry; the URL is cut out of whatever httpx said."""
+        detail = str(exc)
+        for secret in (self.url, urllib.parse.urlsplit(self.url).path):
+            if len(secret) > 1:
+                detail = detail.replace(secret, WHAT)
+        detail = detail[:200]
+        return SinkError(f"POST {WHAT}: {type(exc).__name__}" + (f": {detail}" if detail else ""))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def create(settings: SinkSettings, ctx: SinkContext) -> SlackSink:
+    return SlackSink(str(settings.options["url"]), ctx)

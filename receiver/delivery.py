@@ -1,0 +1,406 @@
+"""Delivery workers: send pending delivery rows to their sinks, durably and politely.
+
+One `SinkRunner` per configured sink claims that sink's due rows and sends them, under the
+sink's own concurrency cap, rate limit and circuit breaker, so a slow or dead sink never holds up
+another sink or the ingest path. Outcomes are committed in batches by one `OutcomeWriter`.
+New rows wake the runners at once (the pipeline tells us); retries sleep until they are due.
+
+Failures retry on the sink's `retry_schedule_s` with ±20 % jitter, never sooner than a
+`Retry-After` (capped at an hour); a permanent failure (a 4xx other than 408/409/425/429) or
+the last allowed attempt makes the delivery dead. Nothing is lost on a crash: claims live in
+memory, so rows that were in flight are simply pending again at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import httpx
+import structlog
+
+from handlers.sinks import SINK_SPECS
+from handlers.sinks.base import Sink, SinkContext, SinkError
+from receiver.settings import SinkSettings
+from receiver.store import Due, Outcome, Store, Stored
+
+log = structlog.get_logger("hookyard.delivery")
+
+RETRY_AFTER_CAP_S = 3600.0
+IDLE_RECHECK_S = 30.0  # a sleeping runner looks again this often, whatever it was told
+JITTER = 0.2
+
+
+def retry_delay(
+    schedule: Sequence[float], attempts: int, retry_after_s: float | None, rng: random.Random
+) -> float:
+    """Seconds before the next attempt after `attempts` failed ones."""
+    base = schedule[min(attempts, len(schedule)) - 1]
+    delay = base * rng.uniform(1 - JITTER, 1 + JITTER)  # spread a failed burst's retries
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, RETRY_AFTER_CAP_S))
+    return delay
+
+
+class Breaker:
+    """A circuit breaker: after `threshold` consecutive transient failures the sink pauses for a
+    cool-down (doubling up to `max_cooldown_s`), then one probe decides whether it reopens."""
+
+    def __init__(
+        self,
+        threshold: int = 5,
+        cooldown_s: float = 5.0,
+        max_cooldown_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.base_cooldown_s = cooldown_s
+        self.max_cooldown_s = max_cooldown_s
+        self.clock = clock
+        self.failures = 0
+        self.cooldown_s = cooldown_s
+        self.open_until: float | None = None
+        self.probing = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.open_until is not None
+
+    def allowance(self, free: int) -> int:
+        """How many sends may start now, out of `free` slots."""
+        if self.open_until is None:
+            return free
+        if free <= 0 or self.probing or self.clock() < self.open_until:
+            return 0
+        self.probing = True  # half-open: exactly one probe
+        return min(free, 1)
+
+    def wait_s(self) -> float | None:
+        if self.open_until is None or self.probing:
+            return None
+        return max(0.0, self.open_until - self.clock())
+
+    def success(self) -> bool:
+        """Record a send that reached the sink; True if this closed the breaker."""
+        was_open = self.open_until is not None
+        self.failures, self.open_until, self.probing = 0, None, False
+        self.cooldown_s = self.base_cooldown_s
+        return was_open
+
+    def failure(self) -> bool:
+        """Record a transient failure; True if this opened (or reopened) the breaker."""
+        self.failures += 1
+        if self.probing:
+            self.cooldown_s = min(self.cooldown_s * 2, self.max_cooldown_s)
+        elif self.open_until is not None or self.failures < self.threshold:
+            return False
+        self.open_until, self.probing = self.clock() + self.cooldown_s, False
+        return True
+
+
+class RateLimiter:
+    """Spaces sends `1/rate_per_s` apart (a token bucket of size one)."""
+
+    def __init__(self, rate_per_s: float | None) -> None:
+        self.interval = 1.0 / rate_per_s if rate_per_s else 0.0
+        self.next_at = 0.0
+
+    async def acquire(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        wait = self.next_at - now
+        self.next_at = max(now, self.next_at) + self.interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+class OutcomeWriter:
+    """Commits attempt outcomes in batches; retries the commit if the store is down (the rows
+    stay claimed meanwhile, so nothing is sent twice by this process)."""
+
+    def __init__(self, store: Store, on_committed: Callable[[Sequence[Outcome]], None]) -> None:
+        self.store = store
+        self.on_committed = on_committed
+        self._queue: asyncio.Queue[Outcome | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="hookyard-outcome-writer")
+
+    def submit(self, outcome: Outcome) -> None:
+        self._queue.put_nowait(outcome)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._queue.put_nowait(None)
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[Outcome] = []
+            for item in [await self._queue.get(), *_drain(self._queue)]:
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+            if batch:
+                await self._commit(batch)
+                self.on_committed(batch)
+
+    async def _commit(self, batch: list[Outcome]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.store.record_outcomes(batch)
+                return
+            except Exception as exc:
+                log.error(
+                    "delivery.outcomes_not_saved",
+                    outcomes=len(batch),
+                    error=repr(exc)[:300],
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+
+def _drain(queue: asyncio.Queue[Outcome | None]) -> list[Outcome | None]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
+class SinkRunner:
+    """Claims and sends one sink's due deliveries."""
+
+    def __init__(
+        self,
+        settings: SinkSettings,
+        sink: Sink,
+        store: Store,
+        outcomes: OutcomeWriter,
+        breaker: Breaker,
+        rng: random.Random,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.sink = sink
+        self.store = store
+        self.outcomes = outcomes
+        self.breaker = breaker
+        self.rng = rng
+        self.limiter = RateLimiter(settings.rate_per_s)
+        self.inflight: dict[int, asyncio.Task[None]] = {}
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            budget = self.breaker.allowance(self.settings.concurrency - len(self.inflight))
+            due = await self.store.claim_due(self.name, time.time(), budget) if budget else []
+            for item in due:
+                await self.limiter.acquire()
+                self._start(item)
+            if not due:
+                await self._sleep(budget)
+
+    async def _sleep(self, budget: int) -> None:
+        timeout: float | None = IDLE_RECHECK_S
+        if self.breaker.is_open:
+            timeout = self.breaker.wait_s()
+        elif budget:  # idle: sleep until the next retry is due (new rows wake us sooner)
+            next_at = await self.store.next_due_at(self.name)
+            if next_at is not None:
+                timeout = min(max(0.0, next_at - time.time()), IDLE_RECHECK_S)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
+
+    def _start(self, due: Due) -> None:
+        task = asyncio.create_task(
+            self._deliver(due), name=f"deliver-{self.name}-{due.delivery_id}"
+        )
+        self.inflight[due.delivery_id] = task
+        task.add_done_callback(lambda _: self._finished(due.delivery_id))
+
+    def _finished(self, delivery_id: int) -> None:
+        self.inflight.pop(delivery_id, None)
+        self.wake()
+
+    async def _deliver(self, due: Due) -> None:
+        started, clock = time.time(), time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                code = await self.sink.send(due.event)
+        except SinkError as exc:
+            self._failed(due, started, time.perf_counter() - clock, exc)
+        except TimeoutError:
+            error = SinkError(f"no answer within timeout_s = {self.settings.timeout_s:g}")
+            self._failed(due, started, time.perf_counter() - clock, error)
+        except Exception as exc:  # a sink bug must not kill the runner; retry like a failure
+            log.error("delivery.sink_crashed", sink=self.name, exc_info=exc)
+            self._failed(
+                due,
+                started,
+                time.perf_counter() - clock,
+                SinkError(f"sink error: {type(exc).__name__}: {exc}"),
+            )
+        else:
+            self._delivered(due, started, time.perf_counter() - clock, code)
+
+    def _delivered(self, due: Due, started: float, took: float, code: int | None) -> None:
+        if self.breaker.success():
+            log.info("sink.recovered", sink=self.name)
+        self.outcomes.submit(
+            Outcome(
+                due.delivery_id,
+                self.name,
+                "delivered",
+                due.attempts + 1,
+                started,
+                started,
+                took,
+                code,
+            )
+        )
+        log.info(
+            "delivery.delivered",
+            sink=self.name,
+            event_id=due.event["id"],
+            delivery_id=due.delivery_id,
+            attempt=due.attempts + 1,
+            status_code=code,
+            ms=round(took * 1000, 1),
+        )
+
+    def _failed(self, due: Due, started: float, took: float, error: SinkError) -> None:
+        attempts = due.attempts + 1
+        if error.permanent:
+            self.breaker.success()  # the sink answered; it is this event it refuses
+        elif self.breaker.failure():
+            log.warning(
+                "sink.paused",
+                sink=self.name,
+                cooldown_s=self.breaker.cooldown_s,
+                consecutive_failures=self.breaker.failures,
+            )
+        dead = error.permanent or attempts >= self.settings.max_attempts
+        next_at = started + took
+        if not dead:
+            next_at += retry_delay(
+                self.settings.retry_schedule_s, attempts, error.retry_after_s, self.rng
+            )
+        self.outcomes.submit(
+            Outcome(
+                due.delivery_id,
+                self.name,
+                "dead" if dead else "pending",
+                attempts,
+                next_at,
+                started,
+                took,
+                error.status_code,
+                error.message,
+            )
+        )
+        fields = {
+            "sink": self.name,
+            "event_id": due.event["id"],
+            "delivery_id": due.delivery_id,
+            "attempt": attempts,
+            "status_code": error.status_code,
+            "error": error.message,
+        }
+        if dead:
+            why = "permanent failure" if error.permanent else f"{attempts} attempts made"
+            log.error("delivery.dead", reason=why, **fields)
+        else:
+            log.warning("delivery.retry", retry_in_s=round(next_at - time.time(), 2), **fields)
+
+    async def drain(self, grace_s: float) -> None:
+        """After the run loop stopped: give in-flight sends `grace_s`, then cancel them (their
+        rows stay pending and are sent at the next start)."""
+        pending = list(self.inflight.items())
+        if pending:
+            _, late = await asyncio.wait([t for _, t in pending], timeout=grace_s)
+            for task in late:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*late, return_exceptions=True)
+            self.store.release([i for i, t in pending if t in late])
+
+
+class Delivery:
+    """All sinks' runners, started and stopped with the app."""
+
+    def __init__(
+        self,
+        sinks: Mapping[str, SinkSettings],
+        store: Store,
+        *,
+        http: httpx.AsyncClient | None = None,
+        breaker_factory: Callable[[], Breaker] = Breaker,
+        grace_s: float = 10.0,
+    ) -> None:
+        self.sink_settings = dict(sinks)
+        self.store = store
+        self.grace_s = grace_s
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=200),
+            headers={"User-Agent": "hookyard"},
+        )
+        self.breaker_factory = breaker_factory
+        self.outcomes = OutcomeWriter(store, self._outcomes_committed)
+        self.runners: dict[str, SinkRunner] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        rng = random.Random()
+        for name, settings in self.sink_settings.items():
+            sink = SINK_SPECS[settings.type].create(
+                settings, SinkContext(self.http, settings.timeout_s)
+            )
+            self.runners[name] = SinkRunner(
+                settings, sink, self.store, self.outcomes, self.breaker_factory(), rng
+            )
+        self.outcomes.start()
+        self._tasks = [
+            asyncio.create_task(r.run(), name=f"sink-{n}") for n, r in self.runners.items()
+        ]
+
+    def events_stored(self, results: Sequence[Stored]) -> None:
+        """Pipeline listener: new delivery rows exist, wake every runner."""
+        if any(r.deliveries for r in results):
+            self.wake(self.runners)
+
+    def wake(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name in self.runners:
+                self.runners[name].wake()
+
+    def _outcomes_committed(self, outcomes: Sequence[Outcome]) -> None:
+        self.wake({o.sink for o in outcomes if o.status == "pending"})
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight sends finish within the grace period, save outcomes."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(r.drain(self.grace_s) for r in self.runners.values()))
+        await self.outcomes.stop()
+        for runner in self.runners.values():
+            await runner.sink.aclose()
+        if self._own_http:
+            await self.http.aclose()
