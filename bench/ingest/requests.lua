@@ -3,9 +3,12 @@
 --   wrk -t T -c C -d <send+tail>s --latency -s bench/ingest/requests.lua URL -- \
 --       FILE T SEND_SECONDS once|wrap
 --
--- FILE: first line = header names separated by tabs; every further line = one request:
--- the header values, then the body, separated by tabs (bodies are compact JSON, no tabs or
--- newlines). run.py writes it, signing every body with hookyard's own signing code.
+-- FILE holds complete HTTP/1.1 requests (request line, headers, body) as run.py formatted and
+-- signed them with hookyard's own signing code: a first line "hookyard-bench-requests 1",
+-- then for every request a line with its length in bytes followed by exactly that many bytes.
+-- The file is kept as ONE Lua string and each request is cut out of it when it is sent:
+-- building 10^5 similar request strings up front makes LuaJIT 2.1's string interning
+-- quadratic (its hash samples a few fixed positions, which are the same in every request).
 --
 -- Each wrk thread takes a disjoint slice of FILE (threads are numbered in setup()), so with
 -- "once" no request is ever sent twice. With "wrap" a thread cycles through its slice (only
@@ -59,20 +62,13 @@ end
 
 -- ---------------------------------------------------------------- thread state
 
-local requests = {}
+local data = ""        -- the whole FILE
+local starts = {}      -- this thread's slice: where each request starts in `data` ...
+local stops = {}       -- ... and ends
 local position = 1
 local wrap = false
 local send_seconds = 0
 local deadline = nil
-
-local function split_tabs(line)
-   local fields = {}
-   for field in string.gmatch(line, "([^\t]*)\t") do
-      fields[#fields + 1] = field
-   end
-   fields[#fields + 1] = string.match(line, "([^\t]*)$")
-   return fields
-end
 
 function init(args)
    local path = args[1]
@@ -82,24 +78,30 @@ function init(args)
    if not path or not thread_count or not send_seconds then
       error("usage: -- FILE THREADS SEND_SECONDS once|wrap")
    end
-   local file = assert(io.open(path, "r"))
-   local names = split_tabs(file:read("*l"))
-   local lines = {}
-   for line in file:lines() do
-      lines[#lines + 1] = line
-   end
+   local file = assert(io.open(path, "rb"))
+   data = file:read("*a")
    file:close()
-   local first = math.floor(thread_index * #lines / thread_count) + 1
-   local last = math.floor((thread_index + 1) * #lines / thread_count)
-   for i = first, last do
-      local fields = split_tabs(lines[i])
-      local headers = {}
-      for h = 1, #names do
-         headers[names[h]] = fields[h]
-      end
-      requests[#requests + 1] = wrk.format("POST", nil, headers, fields[#names + 1])
+   local eol = string.find(data, "\n", 1, true)
+   if not eol or string.sub(data, 1, eol - 1) ~= "hookyard-bench-requests 1" then
+      error(path .. " is not a request file written by bench/ingest/run.py")
    end
-   slice_size = #requests
+   local all_starts, all_stops = {}, {}
+   local pos = eol + 1
+   while pos <= #data do
+      local nl = string.find(data, "\n", pos, true)
+      local length = tonumber(string.sub(data, pos, nl - 1))
+      all_starts[#all_starts + 1] = nl + 1
+      all_stops[#all_stops + 1] = nl + length
+      pos = nl + length + 1
+   end
+   local total = #all_starts
+   local first = math.floor(thread_index * total / thread_count) + 1
+   local last = math.floor((thread_index + 1) * total / thread_count)
+   for i = first, last do
+      starts[#starts + 1] = all_starts[i]
+      stops[#stops + 1] = all_stops[i]
+   end
+   slice_size = #starts
    if slice_size == 0 then
       error("thread " .. thread_index .. " got no requests from " .. path)
    end
@@ -124,13 +126,18 @@ function delay()
 end
 
 function request()
+   if deadline == nil then
+      -- wrk calls request() once before the run to check the script (script_verify_request):
+      -- that request is never sent, so it is neither counted nor used up.
+      return string.sub(data, starts[1], stops[1])
+   end
    if position > slice_size then
       -- "wrap": cycle. "once": only reached after a socket error made wrk resend without
       -- asking delay(); resend the last request (the server answers it as a duplicate).
       position = wrap and 1 or slice_size
       if not wrap then exhausted = 1 end
    end
-   local r = requests[position]
+   local r = string.sub(data, starts[position], stops[position])
    position = position + 1
    sent = sent + 1
    return r

@@ -106,11 +106,12 @@ def main() -> int:
                      "uvicorn_flags_bare": UVICORN_FLAGS, "workdir": str(workdir),
                      "sqlite_synchronous": "FULL (hookyard's own setting, unchanged)"},
         "machine": machine,
+        "code": _code_version(),
         "rounds": [],
     }
     with _servers(config, workdir) as (hook_url, bare_url):
-        bare_batch = workdir / "bare-requests.tsv"
-        _write_batch(bare_batch, verifier, args.bare_batch)
+        bare_batch = workdir / "bare-requests.http"
+        _write_batch(bare_batch, verifier, args.bare_batch, bare_url)
         rate_guess = float(args.initial_rate)
         if args.warmup > 0:
             print(f"warm-up: {args.warmup:g} s each", flush=True)
@@ -142,8 +143,10 @@ def main() -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3, help="rounds; each is one hookyard + one bare run")
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds; each is one hookyard run then one bare run")
     p.add_argument("--duration", type=float, default=15.0, help="seconds of sending per run")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--threads", type=int, default=1,
@@ -152,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tail", type=float, default=3.0,
                    help="seconds wrk keeps running after sending stops, to drain answers")
     p.add_argument("--timeout", type=float, default=10.0, help="wrk --timeout, seconds")
-    p.add_argument("--warmup", type=float, default=3.0, help="seconds of unrecorded warm-up per server")
+    p.add_argument("--warmup", type=float, default=3.0,
+                   help="seconds of unrecorded warm-up per server")
     p.add_argument("--initial-rate", type=float, default=4000.0,
                    help="requests/s assumed when sizing the first hookyard batch")
     p.add_argument("--bare-batch", type=int, default=20000,
@@ -183,22 +187,26 @@ def _body(creation_id: str) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def _write_batch(path: Path, verifier: Any, count: int) -> int:
-    """`count` unique creations (fresh uuid4 ids), signed now with hookyard's signing code."""
+def _write_batch(path: Path, verifier: Any, count: int, url: str) -> int:
+    """`count` unique creations (fresh uuid4 ids), signed now with hookyard's signing code, as
+    complete HTTP/1.1 requests for `url` in the format bench/ingest/requests.lua reads."""
+    target = httpx.URL(url)
+    host = f"{target.host}:{target.port}"
     now = time.time()
-    names: list[str] | None = None
-    with path.open("w") as f:
+    with path.open("wb") as f:
+        f.write(b"hookyard-bench-requests 1\n")
         for _ in range(count):
             creation = str(uuid.uuid4())
             body = _body(creation)
-            signed = verifier.sign(body, now=now)
-            headers = {"Content-Type": "application/json", **signed,
+            headers = {"Host": host, "Content-Type": "application/json",
+                       **verifier.sign(body, now=now),
                        "X-Webhook-Event": "creation.completed",
-                       "X-Webhook-Delivery-ID": str(uuid.uuid4())}
-            if names is None:
-                names = list(headers)
-                f.write("\t".join(names) + "\n")
-            f.write("\t".join([*(headers[n] for n in names), body.decode()]) + "\n")
+                       "X-Webhook-Delivery-ID": str(uuid.uuid4()),
+                       "Content-Length": str(len(body))}
+            head = f"POST {target.raw_path.decode()} HTTP/1.1\r\n" + "".join(
+                f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+            raw = head.encode() + body
+            f.write(b"%d\n" % len(raw) + raw)
     return count
 
 
@@ -245,9 +253,9 @@ def _settled_count(db: Path, timeout: float = 10.0) -> int:
 def _hook_round(wrk: str, args: argparse.Namespace, url: str, db: Path, verifier: Any,
                 workdir: Path, rate_guess: float, seconds: float, number: Any) -> dict[str, Any]:
     count = int(rate_guess * seconds * 2) + 20 * args.connections
-    batch = workdir / f"hookyard-requests-{number}.tsv"
+    batch = workdir / f"hookyard-requests-{number}.http"
     t0 = time.monotonic()
-    _write_batch(batch, verifier, count)
+    _write_batch(batch, verifier, count, url)
     signing_s = time.monotonic() - t0
     before = _settled_count(db)
     data = _run_wrk(wrk, args, url, batch, seconds, "once")
@@ -392,6 +400,17 @@ def _machine(wrk: str, workdir: Path) -> dict[str, Any]:
     }
 
 
+def _code_version() -> dict[str, Any]:
+    """The commit measured, and whether receiver/ or handlers/ differ from it (read-only git)."""
+    def git(*argv: str) -> str:
+        proc = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True,
+                              check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "uncommitted_server_changes": bool(git("status", "--porcelain", "--",
+                                                   "receiver", "handlers"))}
+
+
 def _machine_line(m: dict[str, Any]) -> str:
     pk = m["packages"]
     return (f"{m['nproc']} CPUs ({m['cpu_model']}), {m['ram_gib']} GiB, Python {m['python']}, "
@@ -406,9 +425,9 @@ def _row_line(r: dict[str, Any]) -> str:
         extra = (f" stored={r['stored']} (200s {r['ok200']}, diff {r['stored_minus_200']:+d})"
                  f" dup={r['duplicates']}")
     flags = " EXHAUSTED" if r["exhausted"] else ""
-    return (f"round {r['round']} {r['target']:<8} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:6.2f} ms"
-            f"  p99 {r['p99_ms']:6.2f} ms  non-2xx {r['non2xx']}  in-flight {r['in_flight_at_stop']}"
-            f"{extra}{flags}")
+    return (f"round {r['round']} {r['target']:<8} {r['rps']:9.1f} req/s"
+            f"  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  non-2xx {r['non2xx']}"
+            f"  in-flight {r['in_flight_at_stop']}{extra}{flags}")
 
 
 def _summary(rounds: list[dict[str, Any]], connections: int) -> dict[str, Any]:
