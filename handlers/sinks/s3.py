@@ -196,9 +196,11 @@ class S3Sink:
 
     async def call(self, operation: str, key: str, **params: Any) -> Any:
         """One S3 operation on `key` in our bucket, its failures classified."""
-        client = await self.client()
         try:
+            client = await self.client()
             return await getattr(client, operation)(Bucket=self.bucket, Key=key, **params)
+        except ValueError as exc:  # botocore's word for a malformed endpoint_url or region
+            raise SinkError(f"cannot build the S3 client: {exc}"[:300], permanent=True) from None
         except (boto_errors.BotoCoreError, boto_errors.ClientError) as exc:
             raise s3_error(exc, f"S3 {operation} s3://{self.bucket}/{key}") from None
         except OSError as exc:  # TimeoutError included

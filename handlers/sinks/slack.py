@@ -91,12 +91,12 @@ HEADLINES = {
 def build_message(event: Mapping[str, Any]) -> dict[str, Any]:
     """The incoming-webhook payload for `event`: Block Kit blocks plus a `text` fallback."""
     outputs = [str(url) for url in event.get("outputs") or []]
-    images = [url for url in outputs if is_image_url(url)][:MAX_IMAGE_BLOCKS]
+    images = [i for i, url in enumerate(outputs) if is_image_url(url)][:MAX_IMAGE_BLOCKS]
     blocks: list[dict[str, Any]] = [header_block(headline(event)), fields_block(event)]
     if event.get("error"):
         blocks.append(error_block(str(event["error"])))
-    blocks.extend(image_block(url, i, len(outputs)) for i, url in enumerate(images))
-    others = [url for url in outputs if url not in images]
+    blocks.extend(image_block(outputs[i], i, len(outputs)) for i in images)
+    others = [url for i, url in enumerate(outputs) if i not in images]
     if others:
         blocks.append(links_block(others))
     blocks.append(context_block(event))
