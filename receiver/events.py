@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 QUEUED = "generation.queued"
@@ -31,26 +31,37 @@ TYPE_OF_STATUS = {status: type_ for type_, status in STATUS_OF_TYPE.items()}
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired"})
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Event ids must be unique and sortable, not secret: a PRNG seeded from the OS is enough and
+# avoids a getrandom() system call per id on the ingest path.
+_random = random.Random(os.urandom(32))
 
 
 def new_event_id(now_ms: int | None = None) -> str:
     """`evt_` + a ULID: 48 bits of milliseconds then 80 random bits, so ids sort by time."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "evt_" + "".join(reversed(chars))
+    value = (ms << 80) | _random.getrandbits(80)
+    return "evt_" + "".join([_CROCKFORD[(value >> shift) & 31] for shift in range(125, -5, -5)])
+
+
+_second_cache: tuple[int, str] = (0, "")
 
 
 def utc_now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC now as `2026-11-22T10:00:59.123456Z` (the seconds part is formatted once a second)."""
+    global _second_cache
+    now = time.time()
+    second = int(now)
+    if _second_cache[0] != second:
+        _second_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_cache[1]}.{int((now - second) * 1_000_000):06d}Z"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """One normalized event. `raw` is the provider's payload as received (parsed JSON)."""
+    """One normalized event. `raw` is the provider's payload as received (parsed JSON).
+
+    Treat it as immutable; it is not frozen only because a frozen dataclass costs twice as
+    much to create, and one is created per webhook."""
 
     id: str
     type: str

@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from receiver import events
+
 SENSITIVE_KEYS = frozenset(
     {
         "secret",
@@ -63,6 +65,12 @@ class Redactor:
         return text
 
 
+def _timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """ISO 8601 UTC with microseconds (structlog's TimeStamper, at a third of the cost)."""
+    event_dict["timestamp"] = events.utc_now_iso()
+    return event_dict
+
+
 def configure(
     secrets: Iterable[str] = (),
     *,
@@ -75,7 +83,7 @@ def configure(
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _timestamp,
     ]
     structlog.configure(
         processors=[

@@ -56,7 +56,9 @@ class Pipeline:
         item = NewEvent(event, raw_body, headers, self.router.sinks_for(event.source, event.type))
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, future))
-        return await asyncio.shield(future)  # a client hanging up must not undo a commit
+        # No shield needed: if the caller is cancelled (client hung up) the item stays queued
+        # and is committed all the same; only the answer is lost.
+        return await future
 
     async def _run(self) -> None:
         stopping = False

@@ -461,17 +461,18 @@ class _Loader:
         if "max_output_bytes" in options:
             self.integer(where, options, "max_output_bytes", 1, 1)
         headers = options.get("headers", {})
-        if not isinstance(headers, dict) or not all(
-            isinstance(v, str) for v in headers.values()
-        ):
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             self.fail(where, 'headers must be a table of strings, e.g. { "X-Team" = "render" }')
         if "secret" in options:
             self.outbound_secret(where, options["secret"])
 
     def outbound_secret(self, where: str, secret: Any) -> None:
         if not isinstance(secret, str) or not secret.startswith("whsec_"):
-            self.fail(where, "secret must be a Standard Webhooks secret: whsec_ + base64 "
-                             "(e.g. whsec_ + the output of `openssl rand -base64 32`)")
+            self.fail(
+                where,
+                "secret must be a Standard Webhooks secret: whsec_ + base64 "
+                "(e.g. whsec_ + the output of `openssl rand -base64 32`)",
+            )
             return
         try:
             signing.build_verifier({"scheme": "standard-webhooks"}, [secret], where=where)

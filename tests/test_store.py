@@ -33,7 +33,8 @@ async def test_schema_is_created_then_left_alone(tmp_path: Path) -> None:
         await store.open()
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        versions = db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]  # each applied once
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 

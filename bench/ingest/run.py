@@ -60,7 +60,10 @@ tolerance_s = {tolerance}
 [sinks.log]
 type = "jsonl"
 path = "{jsonl}"
-
+"""
+# --with-sink: every event is also delivered to the jsonl sink while the benchmark runs, so
+# the number measures ingest sharing the process with delivery (fsync per delivery batch).
+ROUTE = """
 [[routes]]
 sources = ["*"]
 types = ["*"]
@@ -90,7 +93,8 @@ def main() -> int:
     db = workdir / "hookyard.db"
     config = workdir / "hookyard.toml"
     config.write_text(CONFIG.format(db=db, secret=SECRET, tolerance=TOLERANCE_S,
-                                    jsonl=workdir / "events.jsonl"))
+                                    jsonl=workdir / "events.jsonl")
+                      + (ROUTE if args.with_sink else ""))
     verifier = _verifier(config)
     machine = _machine(wrk, workdir)
     print(_machine_line(machine), flush=True)
@@ -104,7 +108,8 @@ def main() -> int:
                      "warmup_s": args.warmup, "connections": args.connections,
                      "threads": args.threads, "wrk_timeout_s": args.timeout,
                      "uvicorn_flags_bare": UVICORN_FLAGS, "workdir": str(workdir),
-                     "sqlite_synchronous": "FULL (hookyard's own setting, unchanged)"},
+                     "sqlite_synchronous": "FULL (hookyard's own setting, unchanged)",
+                     "routed_sink": "jsonl, every event" if args.with_sink else "none"},
         "machine": machine,
         "code": _code_version(),
         "rounds": [],
@@ -164,6 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="where the config, SQLite file and logs go (default: a new "
                                      "temp dir, removed afterwards unless --keep)")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
+    p.add_argument("--with-sink", action="store_true",
+                   help="route every event to a jsonl sink too (ingest while delivering); "
+                        "default: events are stored and routed nowhere")
     p.add_argument("--out", default=str(HERE / "results.json"))
     return p
 
