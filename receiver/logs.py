@@ -110,3 +110,5 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for chatty in ("httpx", "httpcore", "botocore", "aiobotocore"):  # a line per request
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))

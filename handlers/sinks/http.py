@@ -3,12 +3,13 @@
 `webhook-id` is the event id, so a receiver can dedupe redeliveries and replays (delivery is
 at-least-once); `webhook-timestamp` and `webhook-signature: v1,<base64>` come from the sink's
 `whsec_` secret, so any Standard Webhooks library verifies it. Without a secret the request is
-sent unsigned.
+sent unsigned, still with `webhook-id` and `webhook-timestamp`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,9 @@ class HttpSink:
         headers = {**self.headers, "Content-Type": "application/json"}
         if self.signer is not None:
             headers.update(self.signer.sign(body, message_id=str(event["id"])))
+        else:  # unsigned, but still the ids a receiver dedupes on
+            headers.update({"webhook-id": str(event["id"]),
+                            "webhook-timestamp": str(int(time.time()))})
         try:
             response = await self.ctx.http.post(self.url, content=body, headers=headers,
                                                 timeout=self.ctx.timeout_s)
