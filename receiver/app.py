@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,11 +19,12 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from handlers import providers
-from receiver import signing
+from receiver import admin, signing
 from receiver.delivery import Delivery
-from receiver.errors import HookyardError
+from receiver.errors import HookyardError, Unauthorized
 from receiver.hooks import PREFIX, Intake, WebhookEndpoint, new_request_id, request_id_of
 from receiver.pipeline import Pipeline
+from receiver.poller import Poller
 from receiver.router import Router
 from receiver.settings import Settings, SourceSettings
 from receiver.store import Store, open_store
@@ -37,19 +39,34 @@ class Hookyard:
         self.settings = settings
         self.store = store or open_store(settings.server.database)
         self.pipeline = Pipeline(self.store, Router(settings.routes))
-        self.delivery = Delivery(settings.sinks, self.store)
-        self.pipeline.listeners.append(self.delivery.events_stored)
+        # One pool of outbound connections for sinks and provider polls alike.
+        self.http = httpx.AsyncClient(
+            follow_redirects=False,
+            headers={"User-Agent": "hookyard"},
+            limits=httpx.Limits(max_connections=200),
+        )
+        self.delivery = Delivery(settings.sinks, self.store, http=self.http)
+        self.poller = Poller(settings, self.store, self.pipeline, self.http)
+        self.pipeline.listeners += [self.delivery.events_stored, self.poller.events_stored]
+        receiving = {n: s for n, s in settings.sources.items() if s.receives_webhooks}
         intakes = {
             name: Intake(src, _verifier(src), providers.PROVIDERS[src.provider])
-            for name, src in settings.sources.items()
+            for name, src in receiving.items()
         }
-        self.webhooks = WebhookEndpoint(intakes, self.pipeline, settings.server.max_body_bytes)
+        self.webhooks = WebhookEndpoint(
+            intakes,
+            self.pipeline,
+            self.poller,
+            settings.server.max_body_bytes,
+            polled_only=[n for n in settings.sources if n not in receiving],
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: object = None) -> AsyncIterator[None]:
         await self.store.open()
         await self.pipeline.start()
         await self.delivery.start()
+        await self.poller.start()
         log.info(
             "hookyard.started",
             sources=sorted(self.settings.sources),
@@ -59,8 +76,10 @@ class Hookyard:
         try:
             yield
         finally:
+            await self.poller.stop()
             await self.pipeline.stop()
             await self.delivery.stop()
+            await self.http.aclose()
             await self.store.close()
             log.info("hookyard.stopped")
 
@@ -104,6 +123,7 @@ def create_app(settings: Settings, store: Store | None = None) -> App:
         routes=[
             Route("/healthz", service.healthz, methods=["GET"]),
             Route("/readyz", service.readyz, methods=["GET"]),
+            *admin.routes(service),
         ],
         exception_handlers={
             HookyardError: _hookyard_error,
@@ -152,7 +172,8 @@ async def _hookyard_error(request: Request, exc: Exception) -> Response:
         error=exc.code,
         message=exc.message,
     )
-    return JSONResponse(exc.to_json(), status_code=exc.status)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
+import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from receiver import __version__, logs, settings, signing
+from receiver import __version__, logs, poller, settings, signing
 from receiver.errors import ConfigError
+from receiver.store import JOB_STATES, Job, Store, open_store
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -37,6 +42,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
 
     _verb(verbs, "check", "validate a config and print what it would run", cmd_check)
+
+    jobs = verbs.add_parser("jobs", help="watch jobs at providers and list them")
+    job_verbs = jobs.add_subparsers(required=True, metavar="VERB")
+    watch = _verb(job_verbs, "watch", "poll a job until it ends (safe to repeat)", cmd_jobs_watch)
+    watch.add_argument("--source", required=True, help="source name from [sources.NAME]")
+    watch.add_argument("--job-id", required=True, help="the provider's job id")
+    watch.add_argument(
+        "--deadline-s",
+        type=float,
+        help="give up after this long (generation.expired); default: the source's deadline_s",
+    )
+    watch.add_argument("--metadata", default="{}", help="JSON object copied onto the job's events")
+    listing = _verb(job_verbs, "list", "list watched jobs", cmd_jobs_list)
+    listing.add_argument("--source")
+    listing.add_argument("--state", choices=JOB_STATES)
+    listing.add_argument("--limit", type=int, default=100)
 
     sign = _verb(verbs, "sign", "print the headers that sign a body for a source", cmd_sign)
     sign.add_argument("--source", required=True, help="source name from [sources.NAME]")
@@ -111,6 +132,78 @@ def cmd_sign(args: argparse.Namespace) -> int:
     else:
         print("\n".join(f"{name}: {value}" for name, value in headers.items()))
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _store(config: settings.Settings) -> AsyncIterator[Store]:
+    """The configured store, opened directly (the server may or may not be running)."""
+    store = open_store(config.server.database)
+    try:
+        await store.open()
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot open {config.server.database}: {exc}") from None
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def cmd_jobs_watch(args: argparse.Namespace) -> int:
+    config = _load(args)
+    try:
+        metadata = json.loads(args.metadata)
+    except ValueError:
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise ConfigError("--metadata must be a JSON object, e.g. '{\"order\": 42}'")
+    try:
+        src = poller.pollable(config, poller.poll_sources(config), args.source)
+        job = poller.plan_job(
+            src, args.job_id, now=time.time(), deadline_s=args.deadline_s, metadata=metadata
+        )
+    except poller.NotPollable as exc:
+        raise ConfigError(str(exc)) from None
+
+    async def go() -> tuple[Job, bool]:
+        async with _store(config) as store:
+            return await store.watch_job(job)
+
+    stored, new = asyncio.run(go())
+    if args.json:
+        print(json.dumps({**stored.to_json(), "new": new}, indent=2))
+    else:
+        what = "watching" if new else f"already known ({stored.state})"
+        print(
+            f"{stored.source}/{stored.job_id}: {what}; first poll "
+            f"{_when(stored.next_poll_at)}, deadline {_when(stored.deadline_at)}"
+        )
+    return 0
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    config = _load(args)
+
+    async def go() -> list[Job]:
+        async with _store(config) as store:
+            return await store.list_jobs(args.source, args.state, None, args.limit)
+
+    jobs = asyncio.run(go())
+    if args.json:
+        print(json.dumps([j.to_json() for j in jobs], indent=2))
+        return 0
+    for j in jobs:
+        detail = j.last_error or j.last_status or ""
+        print(
+            f"{j.source:<14} {j.job_id:<40} {j.state:<9} polls={j.polls:<4} "
+            f"next={_when(j.next_poll_at) if j.state == 'watching' else '-'}  {detail}"
+        )
+    if not jobs:
+        print("no watched jobs")
+    return 0
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def _read(path: str) -> bytes:

@@ -24,8 +24,9 @@ import structlog
 
 from handlers.sinks import SINK_SPECS
 from handlers.sinks.base import Sink, SinkContext, SinkError
+from receiver.pacing import RateLimiter
 from receiver.settings import SinkSettings
-from receiver.store import Due, Outcome, Store, Stored
+from receiver.store import Due, NewEvent, Outcome, Store, Stored
 
 log = structlog.get_logger("hookyard.delivery")
 
@@ -99,23 +100,6 @@ class Breaker:
             return False
         self.open_until, self.probing = self.clock() + self.cooldown_s, False
         return True
-
-
-class RateLimiter:
-    """Spaces sends `1/rate_per_s` apart (a token bucket of size one)."""
-
-    def __init__(self, rate_per_s: float | None) -> None:
-        self.interval = 1.0 / rate_per_s if rate_per_s else 0.0
-        self.next_at = 0.0
-
-    async def acquire(self) -> None:
-        if not self.interval:
-            return
-        now = time.monotonic()
-        wait = self.next_at - now
-        self.next_at = max(now, self.next_at) + self.interval
-        if wait > 0:
-            await asyncio.sleep(wait)
 
 
 class OutcomeWriter:
@@ -380,7 +364,7 @@ class Delivery:
             asyncio.create_task(r.run(), name=f"sink-{n}") for n, r in self.runners.items()
         ]
 
-    def events_stored(self, results: Sequence[Stored]) -> None:
+    def events_stored(self, items: Sequence[NewEvent], results: Sequence[Stored]) -> None:
         """Pipeline listener: new delivery rows exist, wake every runner."""
         if any(r.deliveries for r in results):
             self.wake(self.runners)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,13 @@ from receiver.errors import (
     NotFound,
     PayloadInvalid,
     RequestError,
+    StoreUnavailable,
     UnsupportedMediaType,
 )
 from receiver.pipeline import Pipeline
+from receiver.poller import NotPollable, Poller
 from receiver.settings import SourceSettings
+from receiver.store import is_outage
 
 log = structlog.get_logger("hookyard.http")
 
@@ -60,16 +63,26 @@ class Intake:
 class WebhookEndpoint:
     """ASGI handler for every path under /hooks/."""
 
-    def __init__(self, intakes: Mapping[str, Intake], pipeline: Pipeline, max_body_bytes: int):
+    def __init__(
+        self,
+        intakes: Mapping[str, Intake],
+        pipeline: Pipeline,
+        poller: Poller,
+        max_body_bytes: int,
+        polled_only: Sequence[str] = (),
+    ) -> None:
         self.intakes = intakes
         self.pipeline = pipeline
+        self.poller = poller
         self.max_body_bytes = max_body_bytes
+        self.polled_only = frozenset(polled_only)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _header_dict(scope)
         request_id = request_id_of(headers.get("x-request-id")) or new_request_id()
+        extra: list[tuple[bytes, bytes]] = []
         try:
-            status, answer, extra = 200, await self.handle(scope, receive, headers, request_id), []
+            status, answer = await self.handle(scope, receive, headers, request_id)
         except ClientGone:
             return
         except HookyardError as exc:
@@ -87,14 +100,11 @@ class WebhookEndpoint:
 
     async def handle(
         self, scope: Scope, receive: Receive, headers: Mapping[str, str], request_id: str
-    ) -> dict[str, Any]:
+    ) -> tuple[int, dict[str, Any]]:
         name = scope["path"][len(PREFIX) :]
         intake = self.intakes.get(name)
         if intake is None:
-            raise NotFound(
-                f"no source named {name!r} is configured; webhook URLs are "
-                "/hooks/<source name from [sources.NAME]>"
-            )
+            raise NotFound(self._unknown(name))
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"{scope['method']} {scope['path']}: webhooks are POSTed")
         check_content_type(headers.get("content-type"))
@@ -108,7 +118,12 @@ class WebhookEndpoint:
             payload=parse_json(body),
             message_id=verified.message_id,
         )
+        if intake.settings.confirm == "fetch":
+            return await self._confirm(intake, ctx, request_id)
         event = intake.provider.parse_webhook(ctx)
+        metadata = self.poller.metadata_for(name, event.job_id)
+        if metadata:
+            event.metadata = metadata  # the job was registered with metadata for its events
         kept = {k: v for k, v in headers.items() if k not in UNSTORED_HEADERS}
         stored = await self.pipeline.ingest(event, body, kept)
         log.info(
@@ -121,7 +136,41 @@ class WebhookEndpoint:
             deliveries=stored.deliveries,
             request_id=request_id,
         )
-        return {"event_id": stored.event_id, "duplicate": stored.duplicate}
+        return 200, {"event_id": stored.event_id, "duplicate": stored.duplicate}
+
+    def _unknown(self, name: str) -> str:
+        if name in self.polled_only:
+            return (
+                f"source {name!r} receives no webhooks: its provider sends none, so "
+                "hookyard polls it (register jobs with POST /v1/jobs)"
+            )
+        return (
+            f"no source named {name!r} is configured; webhook URLs are "
+            "/hooks/<source name from [sources.NAME]>"
+        )
+
+    async def _confirm(
+        self, intake: Intake, ctx: WebhookContext, request_id: str
+    ) -> tuple[int, dict[str, Any]]:
+        """Confirm-by-fetch: the callback is only a hint; the event will come from the
+        provider's own status API, asked at once (a job it does not know makes no event)."""
+        poll = intake.provider.poll
+        job_id = poll.job_id_of(ctx.payload) if poll is not None else None
+        if not job_id:
+            raise PayloadInvalid(
+                "cannot tell which job this callback is about: the body has "
+                "no job id where the provider puts it"
+            )
+        try:
+            await self.poller.watch(ctx.source, job_id, confirm=True)
+        except NotPollable as exc:
+            raise PayloadInvalid(str(exc)) from None
+        except Exception as exc:
+            if is_outage(exc):
+                raise StoreUnavailable("the job store could not commit; retry later") from None
+            raise
+        log.info("webhook.confirming", source=ctx.source, job_id=job_id, request_id=request_id)
+        return 202, {"job_id": job_id, "confirming": True}
 
 
 def _header_dict(scope: Scope) -> dict[str, str]:

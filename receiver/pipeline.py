@@ -29,7 +29,8 @@ class Pipeline:
         self.store = store
         self.router = router
         self.max_batch = max_batch
-        self.listeners: list[Callable[[Sequence[Stored]], None]] = []
+        # Told after every commit: the items and what storing them did.
+        self.listeners: list[Callable[[Sequence[NewEvent], Sequence[Stored]], None]] = []
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -100,8 +101,9 @@ class Pipeline:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+        items = [item for item, _ in batch]
         for listener in self.listeners:
-            listener(results)
+            listener(items, results)
 
 
 def _settle_error(future: asyncio.Future[Stored], exc: Exception) -> None:

@@ -48,6 +48,10 @@ SOURCE_KEYS = frozenset(
         "base_url",
         "signature",
         "confirm",
+        "deadline_s",
+        "poll_rate_per_s",
+        "poll_first_delay_s",
+        "poll_max_interval_s",
     }
 )
 ROUTE_KEYS = frozenset({"sources", "types", "sinks"})
@@ -79,10 +83,19 @@ class SourceSettings:
     fallback_poll_after_s: float = 300.0
     base_url: str | None = None
     confirm: str | None = None
+    deadline_s: float = 3600.0  # a watched job that has not ended by then is expired
+    poll_rate_per_s: float | None = None  # a cap of our own on top of the provider's limits
+    poll_first_delay_s: float | None = None  # None: the provider module's default
+    poll_max_interval_s: float | None = None
 
     @property
     def scheme(self) -> str:
         return str(self.signature["scheme"])
+
+    @property
+    def receives_webhooks(self) -> bool:
+        """False for a polling-only source: its /hooks URL answers 404."""
+        return self.confirm == "fetch" or self.scheme != "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,11 +360,17 @@ class _Loader:
         tolerance = self.number(where, table, "tolerance_s", 300.0, minimum=1.0)
         signature = self.signature(where, table, provider)
         confirm = self.string(where, table, "confirm")
-        self.check_confirm(where, signature, confirm)
+        api_key = self.string(where, table, "api_key")
+        if provider is not None:
+            self.check_polling(where, provider, signature, confirm, api_key)
         base_url = self.string(where, table, "base_url")
         if base_url and not base_url.startswith(("http://", "https://")):
             self.fail(where, "base_url must start with http:// or https://")
-        if signature is not None and len(self.problems) == before:
+        if (
+            signature is not None
+            and signature.get("scheme") != "none"
+            and len(self.problems) == before
+        ):
             self.verifier(where, signature, secrets, tolerance)
         if provider is None or signature is None or len(self.problems) > before:
             return None
@@ -360,12 +379,21 @@ class _Loader:
             provider=provider.name,
             signature=signature,
             secrets=secrets,
-            api_key=self.string(where, table, "api_key"),
+            api_key=api_key,
             tolerance_s=tolerance,
             fallback_poll_after_s=self.number(where, table, "fallback_poll_after_s", 300.0),
-            base_url=base_url,
+            base_url=base_url.rstrip("/") if base_url else None,
             confirm=confirm,
+            deadline_s=self.number(where, table, "deadline_s", 3600.0, minimum=1.0),
+            poll_rate_per_s=self.optional_number(where, table, "poll_rate_per_s", 0.001),
+            poll_first_delay_s=self.optional_number(where, table, "poll_first_delay_s", 0.0),
+            poll_max_interval_s=self.optional_number(where, table, "poll_max_interval_s", 0.1),
         )
+
+    def optional_number(
+        self, where: str, table: Mapping[str, Any], key: str, minimum: float
+    ) -> float | None:
+        return self.number(where, table, key, minimum, minimum) if key in table else None
 
     def signature(
         self, where: str, table: Mapping[str, Any], provider: Provider | None
@@ -378,6 +406,8 @@ class _Loader:
         if "scheme" in configured and configured["scheme"] != preset.get("scheme"):
             preset = {}  # another scheme than the preset's: none of the preset's keys apply
         merged = {**preset, **configured}
+        if provider is not None and not provider.pushes_webhooks and "scheme" not in merged:
+            return {"scheme": "none"}  # a polling-only source: no webhook URL at all
         if provider is not None and "scheme" not in merged:
             self.fail(
                 where,
@@ -388,19 +418,36 @@ class _Loader:
             return None
         return merged
 
-    def check_confirm(
-        self, where: str, signature: Mapping[str, Any] | None, confirm: str | None
+    def check_polling(
+        self,
+        where: str,
+        provider: Provider,
+        signature: Mapping[str, Any] | None,
+        confirm: str | None,
+        api_key: str | None,
     ) -> None:
+        """Confirm-by-fetch and polling-only sources need the provider's status API and a key."""
+        name = provider.name
         if confirm is not None and confirm != "fetch":
             self.fail(where, f'confirm must be "fetch" (or left out), not {confirm!r}')
-        elif confirm == "fetch":
-            # Confirm-by-fetch needs the provider's status client, built with polling.
+        elif confirm == "fetch" and provider.poll is None:
             self.fail(
                 where,
-                'confirm = "fetch" is not available yet: no provider has a '
-                "status client; configure the provider's signing secret instead",
+                f'confirm = "fetch" needs a status API, and provider "{name}" '
+                "has none hookyard knows; verify its signature instead",
             )
-        elif signature is not None and signature.get("scheme") == "none":
+        elif confirm == "fetch" and not api_key:
+            self.fail(where, 'confirm = "fetch" asks the provider for the job: set api_key')
+        elif not provider.pushes_webhooks and not api_key:
+            self.fail(
+                where, f'provider "{name}" sends no webhooks, so hookyard polls it: set api_key'
+            )
+        elif (
+            signature is not None
+            and signature.get("scheme") == "none"
+            and provider.pushes_webhooks
+            and confirm is None
+        ):
             self.fail(
                 where,
                 'signature scheme "none" accepts unsigned callbacks, so it is '

@@ -48,10 +48,9 @@ class Engine:
         self.store, self.delivery, self.calls = store, delivery, calls
 
     async def add(self, n: int, sinks: tuple[str, ...]) -> list[str]:
-        results = await self.store.write_events(
-            [NewEvent(event(i), b"{}", {}, sinks) for i in range(n)]
-        )
-        self.delivery.events_stored(results)
+        items = [NewEvent(event(i), b"{}", {}, sinks) for i in range(n)]
+        results = await self.store.write_events(items)
+        self.delivery.events_stored(items, results)
         return [r.event_id for r in results]
 
     async def until(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from receiver import events
@@ -24,14 +24,64 @@ class WebhookContext:
 
 
 @dataclass(frozen=True, slots=True)
+class PollContext:
+    """One job to ask about (sans-I/O: the scheduler does the HTTP)."""
+
+    source: str
+    provider: str
+    job_id: str
+    base_url: str  # the source's base_url, else the provider's documented one; no trailing /
+    api_key: str | None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PollAnswer:
+    """What a status answer says: still `running`, `done` (with its terminal event), or
+    `not_found` (the provider does not know the job)."""
+
+    state: str  # "running" | "done" | "not_found"
+    event: Event | None = None  # for "done": a terminal generation event with via="poll"
+    status: str | None = None  # the provider's own status word, for logs and the job row
+
+
+RUNNING, DONE, NOT_FOUND = "running", "done", "not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """How to ask a provider for a job's status, and the limits it documents."""
+
+    base_url: str  # the documented API root
+    build_request: Callable[[PollContext], StatusRequest]
+    # Called for 2xx answers and 404 only; the scheduler handles 429/5xx/network itself.
+    parse_answer: Callable[[PollContext, int, bytes], PollAnswer]
+    # The job a callback body is about, for confirm-by-fetch (None: cannot tell).
+    job_id_of: Callable[[Any], str | None]
+    first_delay_s: float = 5.0  # wait this long before the first poll of a new job
+    max_interval_s: float = 60.0  # back off while the job runs, up to this
+    min_interval_s: float = 0.0  # never poll one job more often (Rendergrid: 5 s)
+    rate_per_min: float | None = None  # per API key (Rendergrid 120, RevidAPI 1000)
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
-    """One provider: its verification preset and how to read its webhooks."""
+    """One provider: its verification preset, how to read its webhooks, how to poll it."""
 
     name: str
     # The `signature` table a source of this provider gets when it configures none;
     # keys it configures override the preset's. None: the source must configure a scheme.
     signature_preset: Mapping[str, Any] | None
     parse_webhook: Callable[[WebhookContext], Event]
+    poll: Poll | None = None  # None: the provider has no status API we know
+    pushes_webhooks: bool = True  # False: polling is the only way to learn the outcome
 
 
 def body_digest(body: bytes) -> str:

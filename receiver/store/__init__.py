@@ -59,6 +59,43 @@ class Outcome:
     error: str | None = None
 
 
+JOB_STATES = ("watching", "done", "failed", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A watched job: polled until it ends, or until its webhook arrives."""
+
+    source: str
+    job_id: str
+    state: str  # one of JOB_STATES
+    metadata: dict[str, Any]
+    created_at: float
+    deadline_at: float
+    next_poll_at: float
+    interval_s: float = 0.0  # the last wait between polls (backoff grows it)
+    polls: int = 0
+    not_found: int = 0  # 404 answers in a row
+    last_status: str | None = None  # the provider's last status word
+    last_error: str | None = None
+    updated_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "job_id": self.job_id,
+            "state": self.state,
+            "metadata": self.metadata,
+            "created_at": self.created_at,
+            "deadline_at": self.deadline_at,
+            "next_poll_at": self.next_poll_at,
+            "polls": self.polls,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "updated_at": self.updated_at,
+        }
+
+
 class Store(Protocol):
     """Event log storage. Every method is safe to call from one event loop."""
 
@@ -87,6 +124,34 @@ class Store(Protocol):
 
     def release(self, delivery_ids: Sequence[int]) -> None:
         """Give claimed rows back unchanged (a send cancelled at shutdown)."""
+
+    async def watch_job(self, job: Job) -> tuple[Job, bool]:
+        """Store a new watched job; if (source, job_id) is known, return the stored one.
+        The bool says whether it was new."""
+
+    async def due_jobs(self, now: float, limit: int, exclude: set[tuple[str, str]]) -> list[Job]:
+        """Watching jobs whose next poll is due by `now`, soonest first."""
+
+    async def next_job_due_at(self) -> float | None: ...
+
+    async def save_job(self, job: Job) -> None:
+        """Overwrite the job's state and schedule."""
+
+    async def finish_jobs(self, keys: Sequence[tuple[str, str]], now: float) -> None:
+        """Mark these watching jobs done (their terminal event is stored)."""
+
+    async def get_job(self, source: str, job_id: str) -> Job | None: ...
+
+    async def list_jobs(
+        self,
+        source: str | None = None,
+        state: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Jobs ordered by (source, job_id), starting after the cursor `after`."""
+
+    async def delete_job(self, source: str, job_id: str) -> bool: ...
 
     async def count_events(self) -> int: ...
 

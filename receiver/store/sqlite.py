@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from receiver.events import TERMINAL_STATUSES
-from receiver.store import Due, NewEvent, Outcome, Stored
+from receiver.store import Due, Job, NewEvent, Outcome, Stored
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -67,6 +67,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX attempts_delivery ON attempts (delivery_id)",
         "CREATE INDEX deliveries_sink_due ON deliveries (sink, status, next_attempt_at)",
+    ),
+    (
+        """CREATE TABLE jobs (
+            source TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            metadata_json TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            deadline_at REAL NOT NULL,
+            next_poll_at REAL NOT NULL,
+            interval_s REAL NOT NULL DEFAULT 0,
+            polls INTEGER NOT NULL DEFAULT 0,
+            not_found INTEGER NOT NULL DEFAULT 0,
+            last_status TEXT,
+            last_error TEXT,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (source, job_id)
+        )""",
+        "CREATE INDEX jobs_due ON jobs (state, next_poll_at)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -187,6 +206,67 @@ class SqliteStore:
             _fetch_all, "SELECT sink, status, COUNT(*) FROM deliveries GROUP BY sink, status", ()
         )
         return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    # -- watched jobs ----------------------------------------------------------------------
+
+    async def watch_job(self, job: Job) -> tuple[Job, bool]:
+        return await self._write(_insert_job, job)
+
+    async def due_jobs(self, now: float, limit: int, exclude: set[tuple[str, str]]) -> list[Job]:
+        rows = await self._read(
+            _fetch_all,
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'watching' AND next_poll_at <= ?"  # noqa: S608
+            " ORDER BY next_poll_at LIMIT ?",
+            (now, limit + len(exclude)),
+        )
+        jobs = [_job(r) for r in rows]
+        return [j for j in jobs if (j.source, j.job_id) not in exclude][:limit]
+
+    async def next_job_due_at(self) -> float | None:
+        [(at,)] = await self._read(
+            _fetch_all, "SELECT MIN(next_poll_at) FROM jobs WHERE state = 'watching'", ()
+        )
+        return None if at is None else float(at)
+
+    async def save_job(self, job: Job) -> None:
+        await self._write(_update_job, job)
+
+    async def finish_jobs(self, keys: Sequence[tuple[str, str]], now: float) -> None:
+        await self._write(_finish_jobs, keys, now)
+
+    async def get_job(self, source: str, job_id: str) -> Job | None:
+        rows = await self._read(
+            _fetch_all,
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE source = ? AND job_id = ?",  # noqa: S608
+            (source, job_id),
+        )
+        return _job(rows[0]) if rows else None
+
+    async def list_jobs(
+        self,
+        source: str | None = None,
+        state: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        where, params = ["1 = 1"], []
+        if source is not None:
+            where.append("source = ?")
+            params.append(source)
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        if after is not None:
+            where.append("(source > ? OR (source = ? AND job_id > ?))")
+            params.extend([after[0], after[0], after[1]])
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"  # noqa: S608
+            " ORDER BY source, job_id LIMIT ?"
+        )
+        return [_job(r) for r in await self._read(_fetch_all, sql, (*params, limit))]
+
+    async def delete_job(self, source: str, job_id: str) -> bool:
+        return await self._write(_delete_job, source, job_id)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -381,6 +461,73 @@ def _finished_elsewhere(conn: Sql, jobs: dict[str, tuple[str, str]]) -> set[str]
         for event_id, job in jobs.items()
         if conn.execute(sql, (*job, *terminal)).fetchone() is not None
     }
+
+
+_JOB_COLUMNS = (
+    "source, job_id, state, metadata_json, created_at, deadline_at, next_poll_at, interval_s,"
+    " polls, not_found, last_status, last_error, updated_at"
+)
+
+
+def _job(row: Sequence[Any]) -> Job:
+    return Job(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
+
+
+def _job_row(job: Job) -> tuple[Any, ...]:
+    return (
+        job.source,
+        job.job_id,
+        job.state,
+        json.dumps(job.metadata),
+        job.created_at,
+        job.deadline_at,
+        job.next_poll_at,
+        job.interval_s,
+        job.polls,
+        job.not_found,
+        job.last_status,
+        job.last_error,
+        job.updated_at,
+    )
+
+
+def _insert_job(conn: Sql, job: Job) -> tuple[Job, bool]:
+    before = conn.total_changes
+    conn.execute(
+        f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+        " ON CONFLICT (source, job_id) DO NOTHING",
+        _job_row(job),
+    )
+    if conn.total_changes > before:
+        return job, True
+    row = conn.execute(
+        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE source = ? AND job_id = ?",  # noqa: S608
+        (job.source, job.job_id),
+    ).fetchone()
+    return _job(row), False
+
+
+def _update_job(conn: Sql, job: Job) -> None:
+    row = _job_row(job)
+    conn.execute(
+        "UPDATE jobs SET state = ?, metadata_json = ?, created_at = ?, deadline_at = ?,"
+        " next_poll_at = ?, interval_s = ?, polls = ?, not_found = ?, last_status = ?,"
+        " last_error = ?, updated_at = ? WHERE source = ? AND job_id = ?",
+        (*row[2:], job.source, job.job_id),
+    )
+
+
+def _finish_jobs(conn: Sql, keys: Sequence[tuple[str, str]], now: float) -> None:
+    conn.executemany(
+        "UPDATE jobs SET state = 'done', updated_at = ? WHERE source = ? AND job_id = ?"
+        " AND state = 'watching'",
+        [(now, source, job_id) for source, job_id in keys],
+    )
+
+
+def _delete_job(conn: Sql, source: str, job_id: str) -> bool:
+    cur = conn.execute("DELETE FROM jobs WHERE source = ? AND job_id = ?", (source, job_id))
+    return cur.rowcount > 0
 
 
 def _record_outcomes(conn: Sql, outcomes: Sequence[Outcome]) -> None:

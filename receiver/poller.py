@@ -1,0 +1,464 @@
+"""Polling: watch jobs at providers that send no webhook, and catch webhooks that never come.
+
+One scheduler serves every watched job: the schedule is the `jobs` table (`next_poll_at`), read
+soonest-first, so it survives restarts and costs nothing per idle job. Each source polls through
+two pacers: the provider's documented limit per API key (Rendergrid 120/min, RevidAPI 1000/min)
+and the source's own `poll_rate_per_s`. A job's next poll backs off while it runs (x1.5 up to
+the cap), never comes sooner than the provider's per-job minimum (Rendergrid: 5 s) nor before a
+`Retry-After`, and a network error or 5xx is retried later. A terminal answer becomes an event
+through `pipeline.ingest`, with the same idempotency key a webhook would have, so a webhook and
+a poll reporting the same outcome are one event. At the deadline the job gets
+`generation.expired`; after repeated 404s it is marked failed.
+
+Webhook providers: a watched job is first polled only `fallback_poll_after_s` after it was
+registered, and a terminal webhook that arrives first ends the watch (safety net).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+
+from handlers import providers
+from handlers.providers.base import DONE, NOT_FOUND, Poll, PollAnswer, PollContext
+from handlers.sinks.base import retry_after_seconds
+from receiver import events
+from receiver.pacing import RateLimiter
+from receiver.pipeline import Pipeline
+from receiver.settings import Settings, SourceSettings
+from receiver.store import Job, NewEvent, Store, Stored
+
+log = structlog.get_logger("hookyard.poller")
+
+NOT_FOUND_LIMIT = 3  # 404s in a row before a job is marked failed
+BACKOFF = 1.5
+RETRY_AFTER_CAP_S = 600.0
+REQUEST_TIMEOUT_S = 10.0
+IDLE_RECHECK_S = 5.0  # also how soon a job registered by the CLI (another process) is seen
+CREDENTIALS_WAIT_S = 300.0  # after 401/403: the key is wrong; look again later
+
+
+class NotPollable(ValueError):
+    """The source cannot be polled (unknown, no status API, or no api_key)."""
+
+
+@dataclass
+class PollSource:
+    """A source the scheduler can poll, with its pacers and effective timings."""
+
+    settings: SourceSettings
+    poll: Poll
+    key_limit: RateLimiter  # the provider's limit, shared by the sources using the same key
+    own_limit: RateLimiter  # the source's poll_rate_per_s
+    pushes_webhooks: bool
+
+    @property
+    def base_url(self) -> str:
+        return (self.settings.base_url or self.poll.base_url).rstrip("/")
+
+    @property
+    def first_delay_s(self) -> float:
+        first = self.settings.poll_first_delay_s
+        return self.poll.first_delay_s if first is None else first
+
+    @property
+    def max_interval_s(self) -> float:
+        cap = self.settings.poll_max_interval_s
+        return max(self.poll.max_interval_s if cap is None else cap, self.poll.min_interval_s)
+
+    def next_interval(self, previous: float) -> float:
+        grown = previous * BACKOFF if previous else max(self.poll.min_interval_s, 2.0)
+        return min(max(grown, self.poll.min_interval_s), self.max_interval_s)
+
+    async def pace(self) -> None:
+        await self.own_limit.acquire()
+        await self.key_limit.acquire()
+
+
+def poll_sources(settings: Settings) -> dict[str, PollSource]:
+    """Every configured source with a status API and an api_key."""
+    shared: dict[tuple[str, str], RateLimiter] = {}
+    found = {}
+    for name, src in settings.sources.items():
+        provider = providers.PROVIDERS[src.provider]
+        if provider.poll is None or not src.api_key:
+            continue
+        per_min = provider.poll.rate_per_min
+        key_limit = shared.setdefault(
+            (provider.name, src.api_key), RateLimiter(per_min / 60 if per_min else None)
+        )
+        found[name] = PollSource(
+            src,
+            provider.poll,
+            key_limit,
+            RateLimiter(src.poll_rate_per_s),
+            provider.pushes_webhooks,
+        )
+    return found
+
+
+def pollable(settings: Settings, sources: Mapping[str, PollSource], name: str) -> PollSource:
+    """The PollSource called `name`, or NotPollable saying what to fix."""
+    src = sources.get(name)
+    if src is not None:
+        return src
+    if name not in settings.sources:
+        raise NotPollable(f"no source named {name!r} is configured")
+    provider = settings.sources[name].provider
+    if providers.PROVIDERS[provider].poll is None:
+        raise NotPollable(f"source {name!r} (provider {provider}) has no status API to poll")
+    raise NotPollable(
+        f"source {name!r} has no api_key, which polling needs; set [sources.{name}] api_key"
+    )
+
+
+def plan_job(
+    src: PollSource,
+    job_id: str,
+    *,
+    now: float,
+    deadline_s: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    confirm: bool = False,
+) -> Job:
+    """A new watched job and its first poll time.
+
+    confirm: a callback hinted that the job changed, so ask the provider at once. A webhook
+    provider's job is first polled only after `fallback_poll_after_s` (the webhook's head
+    start); a polling-only provider's after its module's first delay."""
+    if not job_id or len(job_id) > 256:
+        raise NotPollable("job_id must be a non-empty string of at most 256 characters")
+    if confirm:
+        first = 0.0
+    elif src.pushes_webhooks:
+        first = src.settings.fallback_poll_after_s
+    else:
+        first = src.first_delay_s
+    deadline = now + (deadline_s or src.settings.deadline_s)
+    return Job(
+        src.settings.name,
+        job_id,
+        "watching",
+        dict(metadata or {}),
+        now,
+        deadline,
+        min(now + first, deadline),
+        updated_at=now,
+    )
+
+
+class Poller:
+    """The scheduler of watched jobs; starts and stops with the app."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        pipeline: Pipeline,
+        http: httpx.AsyncClient,
+        *,
+        concurrency: int = 32,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.pipeline = pipeline
+        self.http = http
+        self.concurrency = concurrency
+        self.sources = poll_sources(settings)
+        self.watched: dict[tuple[str, str], dict[str, Any]] = {}  # key → metadata
+        self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        after: tuple[str, str] | None = None
+        while page := await self.store.list_jobs(state="watching", after=after, limit=1000):
+            self.watched.update({(j.source, j.job_id): j.metadata for j in page})
+            after = (page[-1].source, page[-1].job_id)
+        self._task = asyncio.create_task(self._run(), name="hookyard-poller")
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop scheduling; polls under way get `grace_s`. The schedule is in the store, so a
+        cancelled poll simply happens again after the restart."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        pending = [*self._inflight.values(), *self._background]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    # -- registering -------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        source: str,
+        job_id: str,
+        *,
+        deadline_s: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        confirm: bool = False,
+    ) -> tuple[Job, bool]:
+        """Watch a job (registering it twice is harmless); return the job and whether it is new.
+
+        confirm: a callback hinted that the job changed, so ask the provider at once."""
+        now = time.time()
+        job = plan_job(
+            pollable(self.settings, self.sources, source),
+            job_id,
+            now=now,
+            deadline_s=deadline_s,
+            metadata=metadata,
+            confirm=confirm,
+        )
+        stored, new = await self.store.watch_job(job)
+        if new:
+            self.watched[(source, job_id)] = job.metadata
+            log.info(
+                "job.watching",
+                source=source,
+                job_id=job_id,
+                first_poll_in_s=round(job.next_poll_at - now, 1),
+                deadline_s=round(job.deadline_at - now),
+            )
+            self.wake()
+        elif confirm and stored.state == "watching":
+            stored = dataclasses.replace(stored, next_poll_at=now, updated_at=now)
+            await self.store.save_job(stored)
+            self.wake()
+        return stored, new
+
+    def metadata_for(self, source: str, job_id: str | None) -> dict[str, Any] | None:
+        """The metadata registered with a watched job, to copy onto its webhook events."""
+        return self.watched.get((source, job_id)) if job_id is not None else None
+
+    def events_stored(self, items: Sequence[NewEvent], results: Sequence[Stored]) -> None:
+        """Pipeline listener: a terminal event for a watched job ends the watch."""
+        finished = [
+            key
+            for item in items
+            if item.event.is_terminal
+            and (key := (item.event.source, item.event.job_id or "")) in self.watched
+        ]
+        if not finished:
+            return
+        for key in finished:
+            self.watched.pop(key, None)
+        task = asyncio.create_task(self.store.finish_jobs(finished, time.time()))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            free = self.concurrency - len(self._inflight)
+            due = (
+                await self.store.due_jobs(time.time(), free, set(self._inflight))
+                if free > 0
+                else []
+            )
+            for job in due:
+                self._start(job)
+            if not due:
+                await self._sleep(free)
+
+    async def _sleep(self, free: int) -> None:
+        timeout = IDLE_RECHECK_S
+        if free > 0:
+            next_at = await self.store.next_job_due_at()
+            if next_at is not None:
+                timeout = min(max(0.0, next_at - time.time()), IDLE_RECHECK_S)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
+
+    def _start(self, job: Job) -> None:
+        key = (job.source, job.job_id)
+        task = asyncio.create_task(self._guarded(job), name=f"poll-{job.source}-{job.job_id}")
+        self._inflight[key] = task
+        task.add_done_callback(lambda _: self._finished(key))
+
+    def _finished(self, key: tuple[str, str]) -> None:
+        self._inflight.pop(key, None)
+        self.wake()
+
+    async def _guarded(self, job: Job) -> None:
+        try:
+            await self._poll(job)
+        except Exception as exc:  # one job's surprise must not stop the scheduler
+            log.error("poll.crashed", source=job.source, job_id=job.job_id, exc_info=exc)
+            with contextlib.suppress(Exception):
+                await self._again(job, time.time(), f"internal error: {type(exc).__name__}", None)
+
+    # -- one poll ----------------------------------------------------------------------------
+
+    async def _poll(self, job: Job) -> None:
+        src = self.sources.get(job.source)
+        if src is None:
+            await self._end(job, "failed", "its source is no longer configured for polling")
+            return
+        if time.time() >= job.deadline_at:
+            await self._expire(job)
+            return
+        await src.pace()
+        ctx = PollContext(
+            job.source,
+            src.settings.provider,
+            job.job_id,
+            src.base_url,
+            src.settings.api_key,
+            job.metadata,
+        )
+        request = src.poll.build_request(ctx)
+        job = dataclasses.replace(job, polls=job.polls + 1)
+        try:
+            response = await self.http.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                timeout=REQUEST_TIMEOUT_S,
+            )
+        except httpx.HTTPError as exc:
+            await self._again(job, time.time(), f"{type(exc).__name__}: {exc}"[:300], None)
+            return
+        await self._answered(job, src, ctx, response)
+
+    async def _answered(
+        self, job: Job, src: PollSource, ctx: PollContext, response: httpx.Response
+    ) -> None:
+        code, now = response.status_code, time.time()
+        if 200 <= code < 300 or code == 404:
+            answer = src.poll.parse_answer(ctx, code, response.content)
+            await self._apply(job, src, answer, response.content, now)
+        elif code in (429, 503):
+            wait = min(
+                retry_after_seconds(response.headers.get("retry-after")) or 0.0, RETRY_AFTER_CAP_S
+            )
+            src.key_limit.hold(wait)
+            await self._again(job, now, f"the provider answered {code}", wait)
+        elif code in (401, 403):
+            log.error(
+                "poll.unauthorized",
+                source=job.source,
+                status_code=code,
+                fix=f"check [sources.{job.source}] api_key",
+            )
+            await self._again(
+                job, now, f"the provider refused the api_key ({code})", CREDENTIALS_WAIT_S
+            )
+        elif code >= 500 or code == 408:
+            await self._again(job, now, f"the provider answered {code}", None)
+        else:
+            await self._end(job, "failed", f"the provider answered {code}: {response.text[:200]}")
+
+    async def _apply(
+        self, job: Job, src: PollSource, answer: PollAnswer, body: bytes, now: float
+    ) -> None:
+        if answer.state == DONE and answer.event is not None:
+            stored = await self.pipeline.ingest(answer.event, body, {})
+            log.info(
+                "poll.finished",
+                source=job.source,
+                job_id=job.job_id,
+                event_id=stored.event_id,
+                type=answer.event.type,
+                duplicate=stored.duplicate,
+                polls=job.polls,
+            )
+            await self._end(dataclasses.replace(job, last_status=answer.status), "done", None)
+        elif answer.state == NOT_FOUND:
+            job = dataclasses.replace(job, not_found=job.not_found + 1)
+            if job.not_found >= NOT_FOUND_LIMIT:
+                await self._end(
+                    job,
+                    "failed",
+                    f"the provider does not know job {job.job_id!r} "
+                    f"({job.not_found} answers of 404)",
+                )
+            else:
+                await self._again(job, now, "the provider answered 404", None)
+        else:
+            job = dataclasses.replace(job, not_found=0, last_status=answer.status)
+            interval = src.next_interval(job.interval_s)
+            await self._schedule(job, now, interval, None)
+
+    async def _again(self, job: Job, now: float, error: str, wait_s: float | None) -> None:
+        """Poll again later: after `wait_s` if the provider said so, else on the backoff."""
+        src = self.sources.get(job.source)
+        interval = src.next_interval(job.interval_s) if src else IDLE_RECHECK_S
+        log.warning(
+            "poll.retry",
+            source=job.source,
+            job_id=job.job_id,
+            error=error,
+            retry_in_s=round(max(interval, wait_s or 0.0), 1),
+        )
+        await self._schedule(job, now, max(interval, wait_s or 0.0), error)
+
+    async def _schedule(self, job: Job, now: float, interval: float, error: str | None) -> None:
+        await self.store.save_job(
+            dataclasses.replace(
+                job,
+                next_poll_at=min(now + interval, job.deadline_at),
+                interval_s=interval,
+                last_error=error,
+                updated_at=now,
+            )
+        )
+
+    async def _expire(self, job: Job) -> None:
+        waited = round(job.deadline_at - job.created_at)
+        raw = {
+            "reason": "deadline",
+            "job_id": job.job_id,
+            "deadline_s": waited,
+            "last_status": job.last_status,
+        }
+        event = events.generation_event(
+            source=job.source,
+            provider=self.settings.sources[job.source].provider,
+            job_id=job.job_id,
+            status="expired",
+            via="poll",
+            raw=raw,
+            error=f"no outcome within {waited} s (last status: {job.last_status or 'unknown'})",
+            metadata=job.metadata,
+        )
+        stored = await self.pipeline.ingest(event, json.dumps(raw).encode(), {})
+        log.warning(
+            "poll.expired",
+            source=job.source,
+            job_id=job.job_id,
+            event_id=stored.event_id,
+            polls=job.polls,
+        )
+        await self._end(job, "expired", None)
+
+    async def _end(self, job: Job, state: str, error: str | None) -> None:
+        if state == "failed":
+            log.error("poll.failed", source=job.source, job_id=job.job_id, error=error)
+        self.watched.pop((job.source, job.job_id), None)
+        await self.store.save_job(
+            dataclasses.replace(job, state=state, last_error=error, updated_at=time.time())
+        )
