@@ -335,16 +335,16 @@ def test_non_objects_are_unrecognized(provider: str, payload: Any) -> None:
 
 
 def test_registry() -> None:
-    assert providers.PROVIDERS == {
-        "rendergrid": rendergrid.PROVIDER,
-        "renderful": renderful.PROVIDER,
-        "generic": generic.PROVIDER,
-    }
+    assert set(providers.PROVIDERS) == {
+        "rendergrid", "renderful", "generic", "rendernet", "revid", "genly"}
+    assert providers.PROVIDERS["rendergrid"] is rendergrid.PROVIDER
+    assert providers.PROVIDERS["generic"] is generic.PROVIDER
+    assert providers.PROVIDERS["renderful"] is renderful.PROVIDER
     for name, provider in providers.PROVIDERS.items():
         assert provider.name == name
         assert providers.get(name) is provider
-    with pytest.raises(KeyError, match="rendernet"):
-        providers.get("rendernet")
+    with pytest.raises(KeyError, match="replicate"):
+        providers.get("replicate")  # Replicate is served by the generic provider
 
 
 def test_signature_presets() -> None:

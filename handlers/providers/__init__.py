@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from handlers.providers import generic, renderful, rendergrid
+from handlers.providers import generic, genly, renderful, rendergrid, rendernet, revid
 from handlers.providers.base import Provider
 
-# Polling-only providers (rendernet, revid, genly) join this table when their modules land.
 PROVIDERS: dict[str, Provider] = {
     "rendergrid": rendergrid.PROVIDER,
     "renderful": renderful.PROVIDER,
+    "rendernet": rendernet.PROVIDER,  # polling only
+    "revid": revid.PROVIDER,  # polling only
+    "genly": genly.PROVIDER,  # polling only
     "generic": generic.PROVIDER,
 }
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from receiver import events
 from receiver.events import Event
@@ -121,3 +123,22 @@ def url_list(*values: Any) -> list[str]:
             if isinstance(item, str) and item and item not in found:
                 found.append(item)
     return found
+
+
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None for anything else (not JSON, not UTF-8, a list…)."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or absurdly nested
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def bearer_get(ctx: PollContext, path: str) -> StatusRequest:
+    """`GET {base_url}{path}{job id}` with `Authorization: Bearer`; the key goes nowhere else.
+    The job id is one quoted path segment, whatever it contains."""
+    url = f"{ctx.base_url.rstrip('/')}{path}{quote(ctx.job_id, safe='')}"
+    headers = {"Accept": "application/json"}
+    if ctx.api_key:
+        headers["Authorization"] = f"Bearer {ctx.api_key}"
+    return StatusRequest(method="GET", url=url, headers=headers)

@@ -1,4 +1,4 @@
-"""Renderful: generation webhooks (`https://api.renderful.ai/api/v1`).
+"""Renderful: generation webhooks and status polling (`https://api.renderful.ai/api/v1`).
 
 Docs: the Renderful OpenAPI 3.0 document (kept as shared/providers/001_*.txt) and the public
 webhook notes summarised in shared/providers/README.md.
@@ -17,6 +17,13 @@ Two body shapes are read:
     flat      GET /generations/{id}: {id, status, model, output, outputs, error, cost, ...}
 
 Results are in `outputs` (array) and/or `output` (one URL): both are read.
+
+Polling (jobs on models without `supports_webhook`, the safety net, and confirm-by-fetch):
+`GET {base}/generations/{id}` with `Authorization: Bearer rf_…` answers the flat shape above,
+status `queued | processing | completed | failed`; 404 is `{error, message}`. Never the
+deprecated `/predictions/{taskId}/result` alias (it carries `Deprecation`/`Sunset` headers and is
+scheduled for removal). No rate limit is published, so none is assumed (`rate_per_min=None`);
+the source's `poll_rate_per_s` can add one.
 """
 
 from __future__ import annotations
@@ -26,7 +33,17 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.providers import base
-from handlers.providers.base import Provider, WebhookContext
+from handlers.providers.base import (
+    DONE,
+    NOT_FOUND,
+    RUNNING,
+    Poll,
+    PollAnswer,
+    PollContext,
+    Provider,
+    StatusRequest,
+    WebhookContext,
+)
 from receiver import events
 from receiver.events import Event
 
@@ -92,6 +109,77 @@ def _status(record: Mapping[str, Any], event_name: str | None) -> str | None:
     return STATUSES.get(event_name.removeprefix(EVENT_PREFIX).strip().lower())
 
 
+# --- Polling ------------------------------------------------------------------------------------
+
+BASE_URL = "https://api.renderful.ai/api/v1"
+MAX_WORD = 100  # longest provider text kept as a PollAnswer status (it lands in the job row)
+
+
+def build_request(ctx: PollContext) -> StatusRequest:
+    """`GET {base}/generations/{id}`; the key goes in the Authorization header and nowhere else."""
+    return base.bearer_get(ctx, "/generations/")
+
+
+def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
+    """A generation's status answer; junk is `running` (retried until the deadline), not raised."""
+    answer = base.json_object(body)
+    if status_code == 404:
+        return PollAnswer(NOT_FOUND, status=_error_word(answer) or "http 404")
+    if not 200 <= status_code < 300:
+        return PollAnswer(RUNNING, status=f"unreadable: http {status_code}")
+    if answer is None:
+        return PollAnswer(RUNNING, status="unreadable: not a JSON object")
+    record = _record(answer)
+    word = record.get("status")
+    if not isinstance(word, str):
+        return PollAnswer(RUNNING, status="unreadable: no status word")
+    status = STATUSES.get(word.strip().lower())
+    if status not in events.TERMINAL_STATUSES:
+        return PollAnswer(RUNNING, status=word[:MAX_WORD])  # queued, processing, or unknown
+    event = events.generation_event(
+        source=ctx.source,
+        provider=ctx.provider,
+        job_id=ctx.job_id,  # the watched id, so the key matches the webhook's `data.id`
+        status=status,
+        via="poll",
+        raw=answer,
+        outputs=base.url_list(record.get("outputs"), record.get("output")),
+        error=base.as_str(record.get("error")),
+        cost=base.as_float(record.get("cost")),
+        model=base.as_str(record.get("model")),
+        metadata=ctx.metadata,
+    )
+    return PollAnswer(DONE, event=event, status=word[:MAX_WORD])
+
+
+def job_id_of(payload: Any) -> str | None:
+    """The generation a callback body is about: `data.id` (webhook envelope) or `id` (flat)."""
+    return base.as_str(_record(payload).get("id")) if isinstance(payload, dict) else None
+
+
+def _error_word(answer: Mapping[str, Any] | None) -> str | None:
+    """The `error` of Renderful's `{error, message}` error body."""
+    found = base.as_str(answer.get("error")) if answer is not None else None
+    return found[:MAX_WORD] if found else None
+
+
+POLL = Poll(
+    base_url=BASE_URL,
+    build_request=build_request,
+    parse_answer=parse_answer,
+    job_id_of=job_id_of,
+    # The recorded generations took 45-80 s. No published limit, so stay polite: first look
+    # after 10 s, then back off to at most 30 s between looks.
+    first_delay_s=10.0,
+    max_interval_s=30.0,
+    min_interval_s=0.0,
+    rate_per_min=None,  # not published; not guessed
+)
+
 PROVIDER = Provider(
-    name="renderful", signature_preset=SIGNATURE_PRESET, parse_webhook=parse_webhook
+    name="renderful",
+    signature_preset=SIGNATURE_PRESET,
+    parse_webhook=parse_webhook,
+    poll=POLL,
+    pushes_webhooks=True,
 )

@@ -1,4 +1,4 @@
-"""Rendergrid: signed creation webhooks (`https://api.rendergrid.io/api/public/v1`).
+"""Rendergrid: signed webhooks and status polling (`https://api.rendergrid.io/api/public/v1`).
 
 Docs: the Rendergrid API guide, pages "Webhooks" and "Job status" (kept as
 shared/providers/000_*.txt; facts the guide leaves out are in shared/providers/README.md).
@@ -12,6 +12,13 @@ One JSON POST when a creation reaches a terminal status:
     X-Webhook-Event        creation.completed | creation.failed
     X-Webhook-Delivery-ID  new on every delivery ATTEMPT (not a dedupe key)
     body                   {event, id, status, result_urls, cost} plus `error` on failure
+
+Polling (the safety net for a webhook that has not come, and confirm-by-fetch):
+`GET {base}/creations/{id}` with `Authorization: Bearer rg_live_…`. While running the body is
+only `{id, status}`; `result_urls` appear when completed, `error` when failed; an unknown id is
+404 `ERR_NOT_FOUND`. Limits (guide, "Job status" and "Rate limits"): one poll per creation per
+5 s (faster: 429 `ERR_RATE_LIMIT`), 120 requests/min per key in a fixed 60 s window, and every
+429 carries `Retry-After` (the scheduler honours it; it never reaches `parse_answer`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,17 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.providers import base
-from handlers.providers.base import Provider, WebhookContext
+from handlers.providers.base import (
+    DONE,
+    NOT_FOUND,
+    RUNNING,
+    Poll,
+    PollAnswer,
+    PollContext,
+    Provider,
+    StatusRequest,
+    WebhookContext,
+)
 from receiver import events
 from receiver.events import Event
 
@@ -105,6 +122,81 @@ def _error_text(value: Any) -> str | None:
     return base.as_str(value)
 
 
+# --- Polling ------------------------------------------------------------------------------------
+
+BASE_URL = "https://api.rendergrid.io/api/public/v1"
+NOT_FOUND_CODE = "ERR_NOT_FOUND"
+MAX_WORD = 100  # longest provider text kept as a PollAnswer status (it lands in the job row)
+
+
+def build_request(ctx: PollContext) -> StatusRequest:
+    """`GET {base}/creations/{id}`; the key goes in the Authorization header and nowhere else."""
+    return base.bearer_get(ctx, "/creations/")
+
+
+def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
+    """A creation's status answer; junk is `running` (retried until the deadline), never raised."""
+    answer = base.json_object(body)
+    if status_code == 404:
+        return PollAnswer(NOT_FOUND, status=_error_code(answer) or "http 404")
+    if not 200 <= status_code < 300:
+        return PollAnswer(RUNNING, status=f"unreadable: http {status_code}")
+    if answer is None:
+        return PollAnswer(RUNNING, status="unreadable: not a JSON object")
+    word = answer.get("status")
+    if not isinstance(word, str):
+        return PollAnswer(RUNNING, status="unreadable: no status word")
+    status = STATUSES.get(word.strip().lower())
+    if status not in events.TERMINAL_STATUSES:
+        return PollAnswer(RUNNING, status=word[:MAX_WORD])  # queued, processing, or unknown
+    event = events.generation_event(
+        source=ctx.source,
+        provider=ctx.provider,
+        job_id=ctx.job_id,  # the watched id, so the key matches the webhook's (`id` is the same)
+        status=status,
+        via="poll",
+        raw=answer,
+        outputs=base.url_list(answer.get("result_urls")),
+        error=_error_text(answer.get("error")),
+        cost=base.as_float(answer.get("cost")),
+        metadata=ctx.metadata,
+    )
+    return PollAnswer(DONE, event=event, status=word[:MAX_WORD])
+
+
+def job_id_of(payload: Any) -> str | None:
+    """The creation a webhook body is about: its `id`."""
+    return base.as_str(payload.get("id")) if isinstance(payload, dict) else None
+
+
+def _error_code(answer: Mapping[str, Any] | None) -> str | None:
+    """`ERR_…` from an error body: `error.code`, a bare `error` string, or a top-level `code`."""
+    if answer is None:
+        return None
+    error = answer.get("error")
+    code = error.get("code") if isinstance(error, dict) else error
+    found = base.as_str(code) or base.as_str(answer.get("code"))
+    return found[:MAX_WORD] if found else None
+
+
+POLL = Poll(
+    base_url=BASE_URL,
+    build_request=build_request,
+    parse_answer=parse_answer,
+    job_id_of=job_id_of,
+    # Polling is only the safety net here (the webhook usually wins), and the 120/min key budget
+    # is shared by every watched creation: start after 10 s and back off to 30 s, so a few
+    # dozen jobs in flight stay well inside it.
+    first_delay_s=10.0,
+    max_interval_s=30.0,
+    min_interval_s=5.0,  # "poll at most once every 5 seconds per creation"; faster is 429
+    rate_per_min=120.0,  # per key, fixed 60 s window
+)
+
 PROVIDER = Provider(
-    name="rendergrid", signature_preset=SIGNATURE_PRESET, parse_webhook=parse_webhook
+    name="rendergrid",
+    signature_preset=SIGNATURE_PRESET,
+    parse_webhook=parse_webhook,
+    poll=POLL,
+    pushes_webhooks=True,
 )

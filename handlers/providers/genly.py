@@ -1,0 +1,139 @@
+"""Genly ReRender: polling only (`https://genly.ai`).
+
+Docs: the "ReRender API" page (kept as shared/providers/004_*.txt; facts it leaves out are in
+shared/providers/README.md). Its curl examples use the host `rerender.genly.ai` instead: a
+source that needs it sets `base_url`.
+
+No webhooks and no signing: a Genly source has no /hooks URL (`signature_preset=None`,
+`pushes_webhooks=False`); anything posted to one is stored as `webhook.unrecognized`.
+
+    POST /api/workflows/{workflow_id}   Authorization: Bearer … → {render_id}
+    GET  /api/renders/{render_id}       {_id, workflow_id, inputs[], outputs[], phase,
+                                         created_at, updated_at (unix seconds), misc}
+
+`phase` is `pending | processing | completed | failed | dead`; `dead` is a failure too. Image
+URLs are `outputs[].cover_src`. No published rate limits; the error body shape is not
+documented (404 is read as an unknown render whatever its body says).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from handlers.providers import base
+from handlers.providers.base import (
+    DONE,
+    NOT_FOUND,
+    RUNNING,
+    Poll,
+    PollAnswer,
+    PollContext,
+    Provider,
+    StatusRequest,
+    WebhookContext,
+)
+from receiver import events
+
+BASE_URL = "https://genly.ai"
+MAX_WORD = 100  # longest provider text kept as a PollAnswer status (it lands in the job row)
+
+# Genly's phase words (lower-cased) → ours. Any other word: still running.
+PHASES: Mapping[str, str] = MappingProxyType(
+    {
+        "pending": "queued",
+        "processing": "processing",
+        "completed": "completed",
+        "failed": "failed",
+        "dead": "failed",
+    }
+)
+
+
+def parse_webhook(ctx: WebhookContext) -> events.Event:
+    """Genly sends no webhooks: whatever arrives is kept as `webhook.unrecognized`."""
+    return base.unrecognized(ctx)
+
+
+def build_request(ctx: PollContext) -> StatusRequest:
+    """`GET {base}/api/renders/{id}`; the key goes in the Authorization header and nowhere else."""
+    return base.bearer_get(ctx, "/api/renders/")
+
+
+def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
+    """A render's `phase`; junk is `running` (retried until the deadline), never raised."""
+    answer = base.json_object(body)
+    if status_code == 404:
+        return PollAnswer(NOT_FOUND, status=_error_text(answer) or "http 404")
+    if not 200 <= status_code < 300:
+        return PollAnswer(RUNNING, status=f"unreadable: http {status_code}")
+    if answer is None:
+        return PollAnswer(RUNNING, status="unreadable: not a JSON object")
+    word = answer.get("phase")
+    if not isinstance(word, str):
+        return PollAnswer(RUNNING, status="unreadable: no phase")
+    status = PHASES.get(word.strip().lower())
+    if status not in events.TERMINAL_STATUSES:
+        return PollAnswer(RUNNING, status=word[:MAX_WORD])  # pending, processing, or unknown
+    event = events.generation_event(
+        source=ctx.source,
+        provider=ctx.provider,
+        job_id=ctx.job_id,
+        status=status,
+        via="poll",
+        raw=answer,
+        outputs=_cover_sources(answer.get("outputs")),
+        error=None if status == "completed" else _error_text(answer),
+        metadata=ctx.metadata,
+    )
+    return PollAnswer(DONE, event=event, status=word[:MAX_WORD])
+
+
+def job_id_of(payload: Any) -> str | None:
+    """Genly posts nothing; a relayed answer names `render_id` (create) or `_id` (status)."""
+    if not isinstance(payload, dict):
+        return None
+    return base.as_str(payload.get("render_id")) or base.as_str(payload.get("_id"))
+
+
+def _cover_sources(outputs: Any) -> list[str]:
+    """`outputs[].cover_src`, strings only, in order."""
+    items = outputs if isinstance(outputs, list) else []
+    return base.url_list(*[item.get("cover_src") for item in items if isinstance(item, dict)])
+
+
+def _error_text(answer: Mapping[str, Any] | None) -> str | None:
+    """`error`/`message` at the top or in `misc`: undocumented, so looked for, never required."""
+    if answer is None:
+        return None
+    misc = answer.get("misc")
+    places = [answer, misc] if isinstance(misc, dict) else [answer]
+    for place in places:
+        for key in ("error", "message"):
+            text = base.as_str(place.get(key))
+            if text is not None:
+                return text[:MAX_WORD]
+    return None
+
+
+POLL = Poll(
+    base_url=BASE_URL,
+    build_request=build_request,
+    parse_answer=parse_answer,
+    job_id_of=job_id_of,
+    # A ReRender run is a diffusion workflow of 1-4 images (tens of seconds) and no limit is
+    # published: first look after 10 s, back off to at most 30 s between looks.
+    first_delay_s=10.0,
+    max_interval_s=30.0,
+    min_interval_s=0.0,
+    rate_per_min=None,  # not published; not guessed
+)
+
+PROVIDER = Provider(
+    name="genly",
+    signature_preset=None,
+    parse_webhook=parse_webhook,
+    poll=POLL,
+    pushes_webhooks=False,
+)
