@@ -117,7 +117,7 @@ class AsgiServer:
         """Start serving; return once the server accepts connections."""
         config = uvicorn.Config(
             self.app, log_level="warning", access_log=False, lifespan="off", ws="none",
-            http="h11", loop="asyncio", timeout_graceful_shutdown=1,
+            http="h11", loop="uvloop", timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
