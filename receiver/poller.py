@@ -32,6 +32,7 @@ from handlers import providers
 from handlers.providers.base import DONE, NOT_FOUND, Poll, PollAnswer, PollContext
 from handlers.sinks.base import retry_after_seconds
 from receiver import events
+from receiver.metrics import Metrics
 from receiver.pacing import RateLimiter
 from receiver.pipeline import Pipeline
 from receiver.settings import Settings, SourceSettings
@@ -93,8 +94,10 @@ def poll_sources(settings: Settings) -> dict[str, PollSource]:
         if provider.poll is None or not src.api_key:
             continue
         per_min = provider.poll.rate_per_min
+        # "N requests per minute" per key: N/60 a second, and never N+1 in any 60 s window.
         key_limit = shared.setdefault(
-            (provider.name, src.api_key), RateLimiter(per_min / 60 if per_min else None)
+            (provider.name, src.api_key),
+            RateLimiter(per_min / 60, window_s=60) if per_min else RateLimiter(None),
         )
         found[name] = PollSource(
             src,
@@ -167,6 +170,7 @@ class Poller:
         http: httpx.AsyncClient,
         *,
         concurrency: int = 32,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -174,6 +178,7 @@ class Poller:
         self.http = http
         self.concurrency = concurrency
         self.sources = poll_sources(settings)
+        self.metrics = metrics or Metrics()
         self.watched: dict[tuple[str, str], dict[str, Any]] = {}  # key → metadata
         self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
@@ -340,9 +345,13 @@ class Poller:
                 timeout=REQUEST_TIMEOUT_S,
             )
         except httpx.HTTPError as exc:
+            self._count(src, "network_error")
             await self._again(job, time.time(), f"{type(exc).__name__}: {exc}"[:300], None)
             return
         await self._answered(job, src, ctx, response)
+
+    def _count(self, src: PollSource, answer: str) -> None:
+        self.metrics.polls.labels(src.settings.provider, answer).inc()
 
     async def _answered(
         self, job: Job, src: PollSource, ctx: PollContext, response: httpx.Response
@@ -350,8 +359,11 @@ class Poller:
         code, now = response.status_code, time.time()
         if 200 <= code < 300 or code == 404:
             answer = src.poll.parse_answer(ctx, code, response.content)
+            self._count(src, answer.state)
             await self._apply(job, src, answer, response.content, now)
-        elif code in (429, 503):
+            return
+        self._count(src, str(code))
+        if code in (429, 503):
             wait = min(
                 retry_after_seconds(response.headers.get("retry-after")) or 0.0, RETRY_AFTER_CAP_S
             )
