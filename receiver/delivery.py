@@ -24,6 +24,7 @@ import structlog
 
 from handlers.sinks import SINK_SPECS
 from handlers.sinks.base import Sink, SinkContext, SinkError
+from receiver.metrics import Metrics
 from receiver.pacing import RateLimiter
 from receiver.settings import SinkSettings
 from receiver.store import Due, NewEvent, Outcome, Store, Stored
@@ -31,7 +32,9 @@ from receiver.store import Due, NewEvent, Outcome, Store, Stored
 log = structlog.get_logger("hookyard.delivery")
 
 RETRY_AFTER_CAP_S = 3600.0
-IDLE_RECHECK_S = 30.0  # a sleeping runner looks again this often, whatever it was told
+# A sleeping runner looks again this often, whatever it was told: rows added by another
+# process (the CLI's replay) are picked up within this time.
+IDLE_RECHECK_S = 5.0
 JITTER = 0.2
 
 
@@ -106,9 +109,12 @@ class OutcomeWriter:
     """Commits attempt outcomes in batches; retries the commit if the store is down (the rows
     stay claimed meanwhile, so nothing is sent twice by this process)."""
 
-    def __init__(self, store: Store, on_committed: Callable[[Sequence[Outcome]], None]) -> None:
+    def __init__(
+        self, store: Store, on_committed: Callable[[Sequence[Outcome]], None], metrics: Metrics
+    ) -> None:
         self.store = store
         self.on_committed = on_committed
+        self.metrics = metrics
         self._queue: asyncio.Queue[Outcome | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -117,6 +123,8 @@ class OutcomeWriter:
 
     def submit(self, outcome: Outcome) -> None:
         self._queue.put_nowait(outcome)
+        kind = "retry" if outcome.status == "pending" else outcome.status
+        self.metrics.deliveries.labels(outcome.sink, kind).inc()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -335,18 +343,16 @@ class Delivery:
         http: httpx.AsyncClient | None = None,
         breaker_factory: Callable[[], Breaker] = Breaker,
         grace_s: float = 10.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sink_settings = dict(sinks)
         self.store = store
         self.grace_s = grace_s
-        self._own_http = http is None
-        self.http = http or httpx.AsyncClient(
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=200),
-            headers={"User-Agent": "hookyard"},
-        )
+        self.shared_http = http  # tests pass one client (a mock transport) for every sink
+        self._clients: list[httpx.AsyncClient] = []
         self.breaker_factory = breaker_factory
-        self.outcomes = OutcomeWriter(store, self._outcomes_committed)
+        self.metrics = metrics or Metrics()
+        self.outcomes = OutcomeWriter(store, self._outcomes_committed, self.metrics)
         self.runners: dict[str, SinkRunner] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -354,7 +360,8 @@ class Delivery:
         rng = random.Random()
         for name, settings in self.sink_settings.items():
             sink = SINK_SPECS[settings.type].create(
-                settings, SinkContext(self.http, settings.timeout_s)
+                settings,
+                SinkContext(self.shared_http or self._client(settings), settings.timeout_s),
             )
             self.runners[name] = SinkRunner(
                 settings, sink, self.store, self.outcomes, self.breaker_factory(), rng
@@ -363,6 +370,18 @@ class Delivery:
         self._tasks = [
             asyncio.create_task(r.run(), name=f"sink-{n}") for n, r in self.runners.items()
         ]
+
+    def _client(self, settings: SinkSettings) -> httpx.AsyncClient:
+        """A connection pool per sink, sized to its concurrency: httpcore scans the whole pool
+        on every request, so one big shared pool makes every send pay for every sink."""
+        size = settings.concurrency
+        client = httpx.AsyncClient(
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            headers={"User-Agent": "hookyard"},
+        )
+        self._clients.append(client)
+        return client
 
     def events_stored(self, items: Sequence[NewEvent], results: Sequence[Stored]) -> None:
         """Pipeline listener: new delivery rows exist, wake every runner."""
@@ -386,5 +405,5 @@ class Delivery:
         await self.outcomes.stop()
         for runner in self.runners.values():
             await runner.sink.aclose()
-        if self._own_http:
-            await self.http.aclose()
+        for client in self._clients:
+            await client.aclose()
