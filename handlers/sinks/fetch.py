@@ -124,8 +124,9 @@ async def open_output(
             return
         finally:
             await response.aclose()
-    raise SinkError(f"output URL {raw_url[:200]} redirects more than {MAX_REDIRECTS} times",
-                    permanent=True)
+    raise SinkError(
+        f"output URL {raw_url[:200]} redirects more than {MAX_REDIRECTS} times", permanent=True
+    )
 
 
 async def _check(response: httpx.Response, what: str) -> None:
@@ -143,7 +144,10 @@ async def _check(response: httpx.Response, what: str) -> None:
 
 async def _send(http: httpx.AsyncClient, target: Target, timeout_s: float) -> httpx.Response:
     request = http.build_request(
-        "GET", target.connect_url, headers=target.headers, extensions=target.extensions,
+        "GET",
+        target.connect_url,
+        headers=target.headers,
+        extensions=target.extensions,
         timeout=timeout_s,
     )
     try:

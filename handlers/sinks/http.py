@@ -23,8 +23,13 @@ if TYPE_CHECKING:
 
 
 class HttpSink:
-    def __init__(self, url: str, ctx: SinkContext, secret: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        ctx: SinkContext,
+        secret: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.url = url
         self.ctx = ctx
         self.headers = dict(headers or {})
@@ -38,11 +43,13 @@ class HttpSink:
         if self.signer is not None:
             headers.update(self.signer.sign(body, message_id=str(event["id"])))
         else:  # unsigned, but still the ids a receiver dedupes on
-            headers.update({"webhook-id": str(event["id"]),
-                            "webhook-timestamp": str(int(time.time()))})
+            headers.update(
+                {"webhook-id": str(event["id"]), "webhook-timestamp": str(int(time.time()))}
+            )
         try:
-            response = await self.ctx.http.post(self.url, content=body, headers=headers,
-                                                timeout=self.ctx.timeout_s)
+            response = await self.ctx.http.post(
+                self.url, content=body, headers=headers, timeout=self.ctx.timeout_s
+            )
         except httpx.HTTPError as exc:
             raise transport_error(exc, f"POST {self.url}") from None
         return check_response(response, f"POST {self.url}")

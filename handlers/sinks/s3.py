@@ -56,12 +56,28 @@ MISSING_EXTRA = "the s3 sink needs the s3 extra: pip install 'hookyard[s3]'"
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 PERMANENT_CODES = frozenset(
-    {"AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-     "InvalidBucketName", "AllAccessDisabled", "AccountProblem", "InvalidObjectState"}
+    {
+        "AccessDenied",
+        "NoSuchBucket",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidBucketName",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidObjectState",
+    }
 )
 TRANSIENT_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-     "InternalError", "ServiceUnavailable", "OperationAborted"}
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+    }
 )
 T = TypeVar("T")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -81,8 +97,9 @@ def received_day(value: Any) -> datetime:
     try:
         when = datetime.fromisoformat(str(value))
     except ValueError:
-        raise SinkError(f"event received_at {str(value)[:40]!r} is not an ISO time",
-                        permanent=True) from None
+        raise SinkError(
+            f"event received_at {str(value)[:40]!r} is not an ISO time", permanent=True
+        ) from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
@@ -125,8 +142,10 @@ def s3_error(exc: Exception, what: str) -> SinkError:
     if isinstance(exc, boto_errors.ClientError):
         return client_error(exc, what)
     permanent = isinstance(
-        exc, boto_errors.NoCredentialsError | boto_errors.PartialCredentialsError
-        | boto_errors.ParamValidationError
+        exc,
+        boto_errors.NoCredentialsError
+        | boto_errors.PartialCredentialsError
+        | boto_errors.ParamValidationError,
     )
     return SinkError(f"{what}: {type(exc).__name__}: {str(exc)[:200]}", permanent=permanent)
 
@@ -143,19 +162,29 @@ def client_error(exc: Any, what: str) -> SinkError:
         permanent = 400 <= status < 500 and status not in RETRYABLE_4XX
     message = f"{what}: {code or 'error'}" + (f" ({status})" if status else "")
     detail = str(error.get("Message", ""))[:200]
-    return SinkError(message + (f": {detail}" if detail else ""),
-                     status_code=status if isinstance(status, int) else None,
-                     permanent=permanent)
+    return SinkError(
+        message + (f": {detail}" if detail else ""),
+        status_code=status if isinstance(status, int) else None,
+        permanent=permanent,
+    )
 
 
 # -- the sink --------------------------------------------------------------------------------
 
 
 class S3Sink:
-    def __init__(self, bucket: str, ctx: SinkContext, *, prefix: str = "",
-                 endpoint_url: str | None = None, region: str = DEFAULT_REGION,
-                 mirror_outputs: bool = False, allow_private_networks: bool = False,
-                 max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        ctx: SinkContext,
+        *,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str = DEFAULT_REGION,
+        mirror_outputs: bool = False,
+        allow_private_networks: bool = False,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    ) -> None:
         self.bucket = bucket
         self.ctx = ctx
         self.prefix = prefix
@@ -185,7 +214,8 @@ class S3Sink:
         async with self._lock:
             if self._client is None:
                 config = AioConfig(
-                    connect_timeout=self.ctx.timeout_s, read_timeout=self.ctx.timeout_s,
+                    connect_timeout=self.ctx.timeout_s,
+                    read_timeout=self.ctx.timeout_s,
                     retries={"total_max_attempts": 1, "mode": "standard"},
                 )
                 creator = get_session().create_client(
@@ -204,8 +234,9 @@ class S3Sink:
         except (boto_errors.BotoCoreError, boto_errors.ClientError) as exc:
             raise s3_error(exc, f"S3 {operation} s3://{self.bucket}/{key}") from None
         except OSError as exc:  # TimeoutError included
-            raise SinkError(f"S3 {operation} s3://{self.bucket}/{key}: "
-                            f"{type(exc).__name__}: {exc}") from None
+            raise SinkError(
+                f"S3 {operation} s3://{self.bucket}/{key}: {type(exc).__name__}: {exc}"
+            ) from None
 
     # -- mirroring -----------------------------------------------------------------------
 
@@ -216,14 +247,17 @@ class S3Sink:
 
     async def mirror_one(self, event: Mapping[str, Any], index: int, url: str) -> str:
         async with fetch.open_output(
-            self.ctx.http, url, timeout_s=self.ctx.timeout_s,
+            self.ctx.http,
+            url,
+            timeout_s=self.ctx.timeout_s,
             allow_private=self.allow_private_networks,
         ) as response:
             content_type = response.headers.get("content-type") or "application/octet-stream"
             key = output_key(self.prefix, event, index, extension(content_type, url))
             async with (
-                contextlib.aclosing(fetch.read_capped(response, self.max_output_bytes, url))
-                as chunks,
+                contextlib.aclosing(
+                    fetch.read_capped(response, self.max_output_bytes, url)
+                ) as chunks,
                 contextlib.aclosing(fetch.parts(chunks, PART_BYTES)) as parts,
             ):
                 await self.upload(key, parts, content_type)
@@ -238,24 +272,30 @@ class S3Sink:
         else:
             await self.multipart(key, [first, second], parts, content_type)
 
-    async def multipart(self, key: str, head: list[bytes], rest: AsyncIterator[bytes],
-                        content_type: str) -> None:
+    async def multipart(
+        self, key: str, head: list[bytes], rest: AsyncIterator[bytes], content_type: str
+    ) -> None:
         created = await self.call("create_multipart_upload", key, ContentType=content_type)
         upload_id = created["UploadId"]
         try:
             done = [await self.part(key, upload_id, n, body) for n, body in enumerate(head, 1)]
             async for body in rest:
                 done.append(await self.part(key, upload_id, len(done) + 1, body))
-            await self.call("complete_multipart_upload", key, UploadId=upload_id,
-                            MultipartUpload={"Parts": done})
+            await self.call(
+                "complete_multipart_upload",
+                key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": done},
+            )
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.call("abort_multipart_upload", key, UploadId=upload_id)
             raise
 
     async def part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
-        answer = await self.call("upload_part", key, UploadId=upload_id, PartNumber=number,
-                                 Body=body)
+        answer = await self.call(
+            "upload_part", key, UploadId=upload_id, PartNumber=number, Body=body
+        )
         return {"ETag": answer["ETag"], "PartNumber": number}
 
 
@@ -265,7 +305,8 @@ def create(settings: SinkSettings, ctx: SinkContext) -> S3Sink:
     options = settings.options
     where = f"[sinks.{settings.name}]"
     return S3Sink(
-        str(options["bucket"]), ctx,
+        str(options["bucket"]),
+        ctx,
         prefix=option(options, "prefix", str, "", where),
         endpoint_url=option(options, "endpoint_url", str, "", where) or None,
         region=option(options, "region", str, DEFAULT_REGION, where),

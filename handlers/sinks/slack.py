@@ -167,8 +167,11 @@ def link_name(url: str) -> str:
 
 
 def context_block(event: Mapping[str, Any]) -> dict[str, Any]:
-    parts = [f"`{event.get('id', '')}`", str(event.get("received_at") or ""),
-             f"via {event.get('via') or 'webhook'}"]
+    parts = [
+        f"`{event.get('id', '')}`",
+        str(event.get("received_at") or ""),
+        f"via {event.get('via') or 'webhook'}",
+    ]
     text = escape(" · ".join(p for p in parts if p))
     return {"type": "context", "elements": [mrkdwn(clip(text, CONTEXT_TEXT_CHARS))]}
 
@@ -218,9 +221,7 @@ def classify(response: httpx.Response) -> int:
     if 200 <= status < 300:
         return status
     word = response.text.strip()[:100]
-    permanent = word in PERMANENT_ERRORS or (
-        400 <= status < 500 and status not in RETRYABLE_4XX
-    )
+    permanent = word in PERMANENT_ERRORS or (400 <= status < 500 and status not in RETRYABLE_4XX)
     retry_after = None if permanent else response.headers.get("retry-after")
     raise SinkError(
         f"{WHAT} answered {status}" + (f": {word}" if word else ""),
