@@ -1,8 +1,10 @@
 """The admin API under /v1: bearer `admin_token`, JSON in and out.
 
-Every route needs `Authorization: Bearer <server.admin_token>` (compared in constant time);
-without a configured token the whole API is off and answers 404. Lists answer
-`{"items": [...], "next_cursor": "…" | null}`; pass `cursor` back to get the next page.
+Every route needs `Authorization: Bearer <server.admin_token>` (compared in constant time),
+except the OpenAPI document at /v1/openapi.json that describes them (receiver.openapi); without
+a configured token the whole API is off and answers 404. Lists answer
+`{"items": [...], "next_cursor": "…" | null}`; pass `cursor` back to get the next page. Bad
+parameters are 400 `invalid_request` naming the parameter, never a 500.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,27 +20,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver.errors import NotFound, PayloadInvalid, RequestError, Unauthorized
+from receiver import openapi
+from receiver.errors import Conflict, InvalidRequest, NotFound, PayloadInvalid, Unauthorized
+from receiver.openapi import MAX_DEADLINE_S, MAX_PAGE
 from receiver.poller import NotPollable
+from receiver.replay import Replayer, ReplayRequest, delivery_status, event_filter, sink_list
 from receiver.store import JOB_STATES
 
 if TYPE_CHECKING:
     from receiver.app import Hookyard
 
 Handler = Callable[[Request], Awaitable[Response]]
-MAX_PAGE = 500
-
-
-class InvalidRequest(RequestError):
-    status = 400
-    code = "invalid_request"
+_MAX_ID = 2**63 - 1  # SQLite's INTEGER
 
 
 def routes(service: Hookyard) -> list[Route]:
-    """The /v1 routes, each behind the token check."""
+    """The /v1 routes, each behind the token check (the OpenAPI document is public)."""
     api = AdminApi(service)
     guard = _Guard(service.settings.server.admin_token)
     return [
+        Route("/v1/openapi.json", guard.public(api.openapi), methods=["GET"]),
+        Route("/v1/events", guard(api.list_events), methods=["GET"]),
+        Route("/v1/events/{event_id}", guard(api.get_event), methods=["GET"]),
+        Route("/v1/events/{event_id}/replay", guard(api.replay_event), methods=["POST"]),
+        Route("/v1/replay", guard(api.replay), methods=["POST"]),
+        Route("/v1/deliveries", guard(api.list_deliveries), methods=["GET"]),
+        Route("/v1/deliveries/{delivery_id}/retry", guard(api.retry), methods=["POST"]),
         Route("/v1/jobs", guard(api.watch_job), methods=["POST"]),
         Route("/v1/jobs", guard(api.list_jobs), methods=["GET"]),
         Route("/v1/jobs/{source}/{job_id:path}", guard(api.delete_job), methods=["DELETE"]),
@@ -55,9 +63,22 @@ class _Guard:
 
         return guarded
 
-    def check(self, header: str) -> None:
+    def public(self, handler: Handler) -> Handler:
+        """No token needed, but off with the rest of the API."""
+
+        async def unguarded(request: Request) -> Response:
+            self.check_on()
+            return await handler(request)
+
+        return unguarded
+
+    def check_on(self) -> None:
         if self.token is None:
             raise NotFound("the admin API is off: set server.admin_token to turn it on")
+
+    def check(self, header: str) -> None:
+        self.check_on()
+        assert self.token is not None
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode(), self.token
@@ -68,6 +89,86 @@ class _Guard:
 class AdminApi:
     def __init__(self, service: Hookyard) -> None:
         self.service = service
+        self.replayer = Replayer(
+            service.store, service.pipeline.router.sinks_for, service.settings.sinks
+        )
+
+    async def openapi(self, _: Request) -> Response:
+        return JSONResponse(openapi.DOCUMENT)
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def list_events(self, request: Request) -> Response:
+        query = request.query_params
+        where = event_filter(query)
+        before = decode_cursor(query.get("cursor"), parts=1)
+        limit = page_size(query.get("limit"))
+        events = await self.service.store.list_events(
+            where, before[0] if before else None, limit + 1
+        )
+        cursor = encode_cursor([events[limit - 1]["id"]]) if len(events) > limit else None
+        return JSONResponse({"items": events[:limit], "next_cursor": cursor})
+
+    async def get_event(self, request: Request) -> Response:
+        event_id = request.path_params["event_id"]
+        event = await self.service.store.get_event(event_id)
+        if event is None:
+            raise NotFound(f"no event {event_id!r}")
+        return JSONResponse(event)
+
+    async def replay_event(self, request: Request) -> Response:
+        body = await json_object(request, empty_ok=True)
+        unknown = sorted(set(body) - {"sinks"})
+        if unknown:
+            raise InvalidRequest(f"unknown field {unknown[0]!r}; the only field is sinks")
+        event_id = request.path_params["event_id"]
+        made = await self.replayer.replay_event(event_id, sink_list(body.get("sinks")))
+        self.service.delivery.wake(sink for _, sink in made)
+        return JSONResponse(
+            {"event_id": event_id, "deliveries": [{"id": i, "sink": s} for i, s in made]},
+            status_code=202,
+        )
+
+    async def replay(self, request: Request) -> Response:
+        asked = ReplayRequest.from_json(await json_object(request))
+        scope, counts = await self.replayer.plan(asked)
+        if asked.dry_run:
+            return JSONResponse(counts.to_json())
+        done = await self.replayer.run(scope)
+        self.service.delivery.wake(self.replayer.sinks_of(scope))
+        return JSONResponse(done.to_json(), status_code=202)
+
+    # -- deliveries ------------------------------------------------------------------------
+
+    async def list_deliveries(self, request: Request) -> Response:
+        query = request.query_params
+        status = delivery_status(query.get("status"), "status")
+        sink = query.get("sink")
+        if sink is not None and not sink:
+            raise InvalidRequest("sink must be a non-empty string")
+        after = decode_cursor(query.get("cursor"), parts=1)
+        limit = page_size(query.get("limit"))
+        rows = await self.service.store.list_deliveries(
+            status, sink, _cursor_id(after[0]) if after else None, limit + 1
+        )
+        cursor = encode_cursor([str(rows[limit - 1]["id"])]) if len(rows) > limit else None
+        return JSONResponse({"items": rows[:limit], "next_cursor": cursor})
+
+    async def retry(self, request: Request) -> Response:
+        raw = request.path_params["delivery_id"]
+        delivery_id = int(raw) if raw.isdigit() and len(raw) <= 19 else 0
+        if not 0 < delivery_id <= _MAX_ID:
+            raise NotFound(f"no delivery {raw!r}")
+        try:
+            row, changed = await self.service.store.retry_delivery(delivery_id, time.time())
+        except KeyError:
+            raise NotFound(f"no delivery {delivery_id}") from None
+        if not changed:
+            raise Conflict(f"delivery {delivery_id} is pending already; it will be sent when due")
+        self.service.delivery.wake([row["sink"]])
+        return JSONResponse(row, status_code=202)
+
+    # -- watched jobs ----------------------------------------------------------------------
 
     async def watch_job(self, request: Request) -> Response:
         body = await json_object(request)
@@ -75,9 +176,13 @@ class AdminApi:
         job_id = _required_str(body, "job_id")
         deadline = body.get("deadline_s")
         if deadline is not None and (
-            isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0
+            isinstance(deadline, bool)
+            or not isinstance(deadline, int | float)
+            or not 0 < deadline <= MAX_DEADLINE_S
         ):
-            raise InvalidRequest("deadline_s must be a positive number of seconds")
+            raise InvalidRequest(
+                f"deadline_s must be a positive number of seconds, at most {MAX_DEADLINE_S}"
+            )
         metadata = body.get("metadata", {})
         if not isinstance(metadata, dict):
             raise InvalidRequest("metadata must be a JSON object")
@@ -112,15 +217,25 @@ class AdminApi:
         return Response(status_code=204)
 
 
-async def json_object(request: Request) -> dict[str, Any]:
+async def json_object(request: Request, *, empty_ok: bool = False) -> dict[str, Any]:
     raw = await request.body()
+    if empty_ok and not raw.strip():
+        return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         raise PayloadInvalid("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise PayloadInvalid("the body must be a JSON object")
+    try:  # "\ud800" is valid JSON but no text the database can store
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise PayloadInvalid("the body contains an unpaired UTF-16 surrogate") from None
     return body
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python's json accepts them
 
 
 def _required_str(body: dict[str, Any], key: str) -> str:
@@ -135,6 +250,12 @@ def page_size(value: str | None, default: int = 100) -> int:
         return default
     if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
         raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return int(value)
+
+
+def _cursor_id(value: str) -> int:
+    if not value.isdigit() or len(value) > 19:
+        raise InvalidRequest("cursor is not one this API gave out")
     return int(value)
 
 

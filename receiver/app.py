@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -23,6 +24,7 @@ from receiver import admin, signing
 from receiver.delivery import Delivery
 from receiver.errors import HookyardError, Unauthorized
 from receiver.hooks import PREFIX, Intake, WebhookEndpoint, new_request_id, request_id_of
+from receiver.metrics import CONTENT_TYPE, Metrics
 from receiver.pipeline import Pipeline
 from receiver.poller import Poller
 from receiver.router import Router
@@ -39,14 +41,15 @@ class Hookyard:
         self.settings = settings
         self.store = store or open_store(settings.server.database)
         self.pipeline = Pipeline(self.store, Router(settings.routes))
-        # One pool of outbound connections for sinks and provider polls alike.
+        # Provider polls share one pool; each sink gets its own (receiver.delivery).
         self.http = httpx.AsyncClient(
             follow_redirects=False,
             headers={"User-Agent": "hookyard"},
-            limits=httpx.Limits(max_connections=200),
+            limits=httpx.Limits(max_connections=64),
         )
-        self.delivery = Delivery(settings.sinks, self.store, http=self.http)
-        self.poller = Poller(settings, self.store, self.pipeline, self.http)
+        self.metrics = Metrics(settings.sources)
+        self.delivery = Delivery(settings.sinks, self.store, metrics=self.metrics)
+        self.poller = Poller(settings, self.store, self.pipeline, self.http, metrics=self.metrics)
         self.pipeline.listeners += [self.delivery.events_stored, self.poller.events_stored]
         receiving = {n: s for n, s in settings.sources.items() if s.receives_webhooks}
         intakes = {
@@ -59,6 +62,7 @@ class Hookyard:
             self.poller,
             settings.server.max_body_bytes,
             polled_only=[n for n in settings.sources if n not in receiving],
+            metrics=self.metrics,
         )
 
     @contextlib.asynccontextmanager
@@ -85,6 +89,17 @@ class Hookyard:
 
     async def healthz(self, _: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def metrics_text(self, _: Request) -> Response:
+        return Response(await self.metrics.render(self._refresh_gauges), media_type=CONTENT_TYPE)
+
+    async def _refresh_gauges(self, m: Metrics) -> None:
+        pending, oldest = await self.store.pending_stats()
+        m.pending.set(pending)
+        m.oldest_pending.set(max(0.0, time.time() - oldest) if oldest is not None else 0.0)
+        for name, runner in self.delivery.runners.items():
+            m.breaker_open.labels(name).set(1 if runner.breaker.is_open else 0)
+        m.jobs_watched.set(len(self.poller.watched))
 
     async def readyz(self, _: Request) -> Response:
         problems = []
@@ -123,6 +138,7 @@ def create_app(settings: Settings, store: Store | None = None) -> App:
         routes=[
             Route("/healthz", service.healthz, methods=["GET"]),
             Route("/readyz", service.readyz, methods=["GET"]),
+            Route("/metrics", service.metrics_text, methods=["GET"]),
             *admin.routes(service),
         ],
         exception_handlers={

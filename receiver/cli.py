@@ -1,4 +1,9 @@
-"""The `hookyard` command: serve, check, sign."""
+"""The `hookyard` command: serve, check, sign, jobs, events, deliveries, replay.
+
+The verbs that read or replay open the configured SQLite file directly, so they work whether
+the server is stopped or running; a running server's sink runners pick up replayed rows at
+their next idle re-check.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from receiver import __version__, logs, poller, settings, signing
-from receiver.errors import ConfigError
-from receiver.store import JOB_STATES, Job, Store, open_store
+from receiver import __version__, logs, poller, replay, settings, signing
+from receiver.errors import ConfigError, RequestError
+from receiver.router import Router
+from receiver.store import DELIVERY_STATUSES, JOB_STATES, Job, Store, open_store
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -30,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hookyard: {exc.message}", file=sys.stderr)
         return 2
+    except RequestError as exc:  # a bad filter, an unknown event or sink
+        print(f"hookyard: {exc.message}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,10 +68,68 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--state", choices=JOB_STATES)
     listing.add_argument("--limit", type=int, default=100)
 
+    events = verbs.add_parser("events", help="list and show stored events")
+    event_verbs = events.add_subparsers(required=True, metavar="VERB")
+    elist = _verb(event_verbs, "list", "list stored events, newest first", cmd_events_list)
+    _filters(elist)
+    _paging(elist)
+    show = _verb(event_verbs, "show", "one event with its deliveries and attempts", cmd_events_show)
+    show.add_argument("event_id")
+
+    deliveries = verbs.add_parser("deliveries", help="list deliveries")
+    delivery_verbs = deliveries.add_subparsers(required=True, metavar="VERB")
+    dlist = _verb(delivery_verbs, "list", "list deliveries by id", cmd_deliveries_list)
+    dlist.add_argument("--status", choices=DELIVERY_STATUSES)
+    dlist.add_argument("--sink", help="sink name from [sinks.NAME]")
+    _paging(dlist)
+
+    again = _verb(
+        verbs,
+        "replay",
+        "send stored events again: one by id, those matching a filter, or every dead delivery",
+        cmd_replay,
+    )
+    again.add_argument("event_id", nargs="?", help="replay this one event")
+    _filters(again)
+    again.add_argument(
+        "--status",
+        choices=DELIVERY_STATUSES,
+        help="replay the (event, sink) pairs whose latest delivery has this status",
+    )
+    again.add_argument("--dead", action="store_true", help="short for --status dead")
+    again.add_argument("--all", action="store_true", help="replay every event (no filter)")
+    again.add_argument(
+        "--sink",
+        action="append",
+        dest="sinks",
+        metavar="NAME",
+        help="only this sink (repeatable); default: the routes' sinks",
+    )
+    again.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
+    again.add_argument(
+        "--yes", action="store_true", help=f"do not ask before replaying over {CONFIRM_OVER}"
+    )
+
     sign = _verb(verbs, "sign", "print the headers that sign a body for a source", cmd_sign)
     sign.add_argument("--source", required=True, help="source name from [sources.NAME]")
     sign.add_argument("--body-file", required=True, help="file with the exact body, or - for stdin")
     return parser
+
+
+CONFIRM_OVER = 100  # deliveries a bulk replay may add without asking
+
+
+def _filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", help="source name from [sources.NAME]")
+    parser.add_argument("--type", help="event type, e.g. generation.completed")
+    parser.add_argument("--job-id", help="the provider's job id")
+    parser.add_argument("--since", help="received at or after: ISO 8601 (UTC) or unix seconds")
+    parser.add_argument("--until", help="received before: ISO 8601 (UTC) or unix seconds")
+
+
+def _paging(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, default=50, help="at most this many (1..500)")
+    parser.add_argument("--cursor", help="next_cursor from the previous page")
 
 
 def _verb(verbs: Any, name: str, help_: str, command: Command) -> argparse.ArgumentParser:
@@ -200,6 +267,237 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     if not jobs:
         print("no watched jobs")
     return 0
+
+
+def _page(args: argparse.Namespace, parts: int = 1) -> tuple[str | None, int]:
+    from receiver.admin import decode_cursor, page_size
+
+    cursor = decode_cursor(args.cursor, parts)
+    return (cursor[0] if cursor else None), page_size(str(args.limit))
+
+
+def _envelope(items: list[dict[str, Any]], limit: int, key: str) -> dict[str, Any]:
+    from receiver.admin import encode_cursor
+
+    more = len(items) > limit
+    cursor = encode_cursor([str(items[limit - 1][key])]) if more else None
+    return {"items": items[:limit], "next_cursor": cursor}
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    config = _load(args)
+    where = replay.event_filter(vars(args))
+    before, limit = _page(args)
+
+    async def go() -> list[dict[str, Any]]:
+        async with _store(config) as store:
+            return await store.list_events(where, before, limit + 1)
+
+    page = _envelope(asyncio.run(go()), limit, "id")
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    for e in page["items"]:
+        print(
+            f"{e['id']}  {e['received_at'][:19]}Z  {e['source']:<12} {e['type']:<22} "
+            f"{e.get('job_id') or '-'}"
+        )
+    _more(page, "no events match")
+    return 0
+
+
+def cmd_events_show(args: argparse.Namespace) -> int:
+    config = _load(args)
+
+    async def go() -> dict[str, Any] | None:
+        async with _store(config) as store:
+            return await store.get_event(args.event_id)
+
+    event = asyncio.run(go())
+    if event is None:
+        print(f"hookyard: no event {args.event_id!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(event, indent=2))
+    else:
+        print("\n".join(describe_event(event)))
+    return 0
+
+
+def describe_event(event: dict[str, Any]) -> list[str]:
+    """An event and the story of its deliveries, for a person."""
+    lines = [
+        f"{event['id']}  {event['type']}  from {event['source']} ({event['provider']})",
+        f"  job {event.get('job_id') or '-'}  status {event.get('status') or '-'}  "
+        f"received {event['received_at']} via {event['via']}",
+    ]
+    lines += [f"  output {url}" for url in event.get("outputs") or []]
+    if event.get("error"):
+        lines.append(f"  error  {event['error']}")
+    if not event["deliveries"]:
+        lines.append("  deliveries: none (no route sent this event to a sink)")
+    for d in event["deliveries"]:
+        lines.append("  " + _delivery_line(d))
+        for a in d["attempt_log"]:
+            code = a["status_code"] if a["status_code"] is not None else "-"
+            lines.append(
+                f"      {_when(a['started_at'])}  {a['outcome']:<9} {code}  "
+                f"{a['duration_ms']:.0f} ms  {a['error'] or ''}".rstrip()
+            )
+    return lines
+
+
+def _delivery_line(d: dict[str, Any]) -> str:
+    how = f"replay of #{d['replay_of']}" if d["replay_of"] else d["cause"]
+    due = f"  next {_when(d['next_attempt_at'])}" if d["status"] == "pending" else ""
+    error = f"  last error: {d['last_error']}" if d["last_error"] else ""
+    return (
+        f"#{d['id']:<6} {d['sink']:<12} {d['status']:<9} attempts={d['attempts']} ({how})"
+        f"{due}{error}"
+    )
+
+
+def cmd_deliveries_list(args: argparse.Namespace) -> int:
+    config = _load(args)
+    after, limit = _page(args)
+    if after is not None and not after.isdigit():
+        raise ConfigError("--cursor is not one hookyard gave out")
+
+    async def go() -> list[dict[str, Any]]:
+        async with _store(config) as store:
+            return await store.list_deliveries(
+                args.status, args.sink, None if after is None else int(after), limit + 1
+            )
+
+    page = _envelope(asyncio.run(go()), limit, "id")
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    for d in page["items"]:
+        print(f"{d['event_id']}  {_delivery_line(d)}")
+    _more(page, "no deliveries match")
+    return 0
+
+
+def _more(page: dict[str, Any], empty: str) -> None:
+    if not page["items"]:
+        print(empty)
+    if page["next_cursor"]:
+        print(f"(more: --cursor {page['next_cursor']})")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    config = _load(args)
+    status = "dead" if args.dead else args.status
+    if args.dead and args.status not in (None, "dead"):
+        raise ConfigError(f"--dead and --status {args.status} contradict each other")
+    filtered = any(
+        getattr(args, k) is not None for k in ("source", "type", "job_id", "since", "until")
+    )
+    sinks = tuple(args.sinks) if args.sinks else None
+    if args.event_id is not None:
+        if filtered or status or args.all or args.dry_run:
+            raise ConfigError("replay EVENT_ID takes only --sink; filters are for bulk replays")
+        return _replay_one(config, args.event_id, sinks, args.json)
+    if not (filtered or status or args.all):
+        raise ConfigError(
+            "say what to replay: an event id, a filter (--source, --type, --job-id, --since, "
+            "--until), --dead or --status, or --all for every event"
+        )
+    request = replay.ReplayRequest(replay.event_filter(vars(args)), status, sinks, args.dry_run)
+    return asyncio.run(_replay_bulk(config, request, yes=args.yes, as_json=args.json))
+
+
+def _replay_one(
+    config: settings.Settings, event_id: str, sinks: tuple[str, ...] | None, as_json: bool
+) -> int:
+    async def go() -> list[tuple[int, str]]:
+        async with _store(config) as store:
+            return await _replayer(config, store).replay_event(event_id, sinks)
+
+    made = asyncio.run(go())
+    if as_json:
+        deliveries = [{"id": i, "sink": s} for i, s in made]
+        print(json.dumps({"event_id": event_id, "deliveries": deliveries}, indent=2))
+    else:
+        print(f"{event_id}: replaying to " + ", ".join(f"{s} (#{i})" for i, s in made))
+    return 0
+
+
+def _replayer(config: settings.Settings, store: Store) -> replay.Replayer:
+    return replay.Replayer(store, Router(config.routes).sinks_for, config.sinks)
+
+
+async def _replay_bulk(
+    config: settings.Settings, request: replay.ReplayRequest, *, yes: bool, as_json: bool
+) -> int:
+    async with _store(config) as store:
+        replayer = _replayer(config, store)
+        scope, plan = await replayer.plan(request)
+        if request.dry_run or not plan.deliveries:
+            _report(plan if request.dry_run else replay.Counts(0, 0), as_json)
+            return 0
+        if plan.deliveries > CONFIRM_OVER and not yes and not _confirm(plan):
+            return 1
+        bar = ProgressBar(plan.deliveries)
+        done = await replayer.run(scope, bar.update)
+        bar.finish()
+    _report(done, as_json)
+    return 0
+
+
+def _confirm(plan: replay.Counts) -> bool:
+    what = f"{plan.deliveries} deliveries of {plan.events} events"
+    if sys.stdin is None or not sys.stdin.isatty():
+        print(
+            f"hookyard: this would replay {what} (more than {CONFIRM_OVER}) and there is no "
+            "terminal to ask on; pass --yes to go ahead, or --dry-run to only count",
+            file=sys.stderr,
+        )
+        return False
+    print(f"replay {what}? [y/N] ", end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() in ("y", "yes"):
+        return True
+    print("nothing replayed", file=sys.stderr)
+    return False
+
+
+def _report(counts: replay.Counts, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(counts.to_json(), indent=2))
+    elif counts.dry_run:
+        print(
+            f"would replay {counts.deliveries} deliveries of {counts.events} events "
+            "(dry run: nothing written)"
+        )
+    else:
+        print(
+            f"replayed {counts.deliveries} deliveries of {counts.events} events; the sink "
+            "runners send them at each sink's pace"
+        )
+
+
+class ProgressBar:
+    """Replay progress on stderr: a bar redrawn in place on a terminal, a line per step else."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.tty = sys.stderr.isatty()
+
+    def update(self, deliveries: int, events: int) -> None:
+        if self.tty:
+            filled = min(self.WIDTH, self.WIDTH * deliveries // self.total)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            print(f"\r[{bar}] {deliveries}/{self.total} deliveries", end="", file=sys.stderr)
+        else:
+            print(f"replay: {deliveries}/{self.total} deliveries queued", file=sys.stderr)
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
 
 
 def _when(at: float) -> str:

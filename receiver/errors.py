@@ -5,10 +5,14 @@
   * RequestError — the caller sent something we refuse (4xx).
     * SignatureInvalid — 401 `signature_invalid`: missing, wrong, malformed or stale signature.
     * PayloadInvalid — 400 `payload_invalid`: the verified body is not JSON.
+    * InvalidRequest — 400 `invalid_request`: an admin API parameter or field is wrong (the
+      message names it).
     * NotFound — 404 `not_found`: unknown source or object.
     * UnsupportedMediaType — 415 `unsupported_media_type`.
     * BodyTooLarge — 413 `payload_too_large`.
     * Unauthorized — 401 `unauthorized`: admin token missing or wrong.
+    * Conflict — 409 `conflict`: the object is not in a state that allows this (a retry of a
+      delivery that is pending already).
   * StoreUnavailable — 503 `store_unavailable`: the store could not commit; the sender retries.
 
 Messages tell the operator what to fix. They never contain a secret, a signature or a key.
@@ -50,6 +54,16 @@ class SignatureInvalid(RequestError):
 class PayloadInvalid(RequestError):
     status = 400
     code = "payload_invalid"
+
+
+class InvalidRequest(RequestError):
+    status = 400
+    code = "invalid_request"
+
+
+class Conflict(RequestError):
+    status = 409
+    code = "conflict"
 
 
 class NotFound(RequestError):

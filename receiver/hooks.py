@@ -12,6 +12,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,7 @@ from receiver.errors import (
     StoreUnavailable,
     UnsupportedMediaType,
 )
+from receiver.metrics import Metrics
 from receiver.pipeline import Pipeline
 from receiver.poller import NotPollable, Poller
 from receiver.settings import SourceSettings
@@ -70,16 +73,20 @@ class WebhookEndpoint:
         poller: Poller,
         max_body_bytes: int,
         polled_only: Sequence[str] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self.intakes = intakes
         self.pipeline = pipeline
         self.poller = poller
         self.max_body_bytes = max_body_bytes
         self.polled_only = frozenset(polled_only)
+        self.metrics = metrics or Metrics(intakes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         headers = _header_dict(scope)
         request_id = request_id_of(headers.get("x-request-id")) or new_request_id()
+        source = scope["path"][len(PREFIX) :]
         extra: list[tuple[bytes, bytes]] = []
         try:
             status, answer = await self.handle(scope, receive, headers, request_id)
@@ -89,13 +96,20 @@ class WebhookEndpoint:
             status, answer = exc.status, exc.to_json()
             extra = [(b"allow", b"POST")] if exc.status == 405 else []
             _log_refusal(scope, exc, request_id)
+            self.metrics.webhook_refused(source, exc.code, started)
         except Exception as exc:
             log.error("request.crashed", path=scope["path"], request_id=request_id, exc_info=exc)
+            self.metrics.webhook_refused(source, "internal_error", started)
             status, extra = 500, []
             answer = {
                 "error": "internal_error",
                 "message": "hookyard failed on this request; the logs have the details",
             }
+        else:
+            if status == 200:
+                self.metrics.webhook_accepted(source, bool(answer["duplicate"]), started)
+            else:
+                self.metrics.webhooks.labels(source, "confirming", "").inc()
         await respond(send, status, answer, request_id, extra)
 
     async def handle(
@@ -239,12 +253,35 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        payload = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         raise PayloadInvalid(f"the body is not valid JSON: {detail}") from None
+    # JSON may escape half of a UTF-16 pair (\ud800) that no UTF-8 text can hold; such a
+    # string would fail later, in the store. The byte scan keeps the common case cheap.
+    if _SURROGATE_ESCAPE.search(body) and not _encodable(payload):
+        raise PayloadInvalid("the body has an unpaired UTF-16 surrogate escape (\\ud800-"
+                             "\\udfff) that is not valid Unicode text")
+    return payload
+
+
+def _encodable(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
 
 
 async def respond(

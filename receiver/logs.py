@@ -110,5 +110,10 @@ def configure(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        # uvicorn may have configured these (in tests, an in-process server does): route them
+        # through the root handler, so every line is JSON and redacted.
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
     for chatty in ("httpx", "httpcore", "botocore", "aiobotocore"):  # a line per request
         logging.getLogger(chatty).setLevel(max(level, logging.WARNING))

@@ -60,6 +60,47 @@ class Outcome:
 
 
 JOB_STATES = ("watching", "done", "failed", "expired")
+DELIVERY_STATUSES = ("pending", "delivered", "dead")
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a list or a replay covers; None matches anything.
+
+    `since` (inclusive) and `until` (exclusive) are times in the stored form of `received_at`
+    (UTC, `2026-11-22T10:00:59.000000Z`), so they compare as strings."""
+
+    source: str | None = None
+    type: str | None = None
+    job_id: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayScope:
+    """The (event, sink) pairs a bulk replay covers, fixed when it is planned.
+
+    With `delivery_status`: the pairs whose LATEST delivery has that status (a dead row that
+    was replayed since is no longer dead), to `sinks`. Without: every event matching the
+    filter, to `routes[(source, type)]`. Only rows and events up to `upto` (a delivery id, or
+    an event sequence number from `replay_horizon`) count, so what arrives meanwhile is left out.
+    """
+
+    filter: EventFilter
+    delivery_status: str | None
+    sinks: tuple[str, ...]
+    routes: Mapping[tuple[str, str], tuple[str, ...]]
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayChunk:
+    """What one `replay_chunk` call did; `after` is None once the scope is exhausted."""
+
+    after: int | None
+    event_ids: frozenset[str]  # the events it added deliveries for
+    deliveries: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +201,46 @@ class Store(Protocol):
 
     async def get_event(self, event_id: str) -> dict[str, Any] | None:
         """The event JSON (with `raw`) and its deliveries, or None."""
+
+    async def list_events(
+        self, where: EventFilter, before: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Events (JSON without `raw`), newest first, with ids below the cursor `before`."""
+
+    async def list_deliveries(
+        self,
+        status: str | None = None,
+        sink: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Delivery rows by id, starting after the cursor `after`."""
+
+    async def retry_delivery(self, delivery_id: int, now: float) -> tuple[dict[str, Any], bool]:
+        """Put a delivered or dead row back to pending, due at `now`, attempts kept. Returns
+        the row and whether it changed (False: it was pending already). KeyError if unknown."""
+
+    async def add_replays(self, pairs: Sequence[tuple[str, str]], now: float) -> list[int]:
+        """New pending deliveries for (event id, sink) pairs, in ONE transaction; each is linked
+        to the latest earlier delivery of its pair. Returns their ids."""
+
+    async def replay_horizon(self) -> tuple[int, int]:
+        """The newest event sequence number and delivery id now (bounds for a ReplayScope)."""
+
+    async def event_kinds(self, where: EventFilter, upto: int) -> dict[tuple[str, str], int]:
+        """(source, type) → number of matching events up to sequence number `upto`."""
+
+    async def count_latest(self, scope: ReplayScope) -> tuple[int, int]:
+        """For a scope with `delivery_status`: (events, deliveries) it covers."""
+
+    async def replay_chunk(
+        self, scope: ReplayScope, after: int, limit: int, now: float
+    ) -> ReplayChunk:
+        """Add replay deliveries for the next `limit` events or rows of `scope` after the
+        position `after` (0 to start), in ONE transaction."""
+
+    async def pending_stats(self) -> tuple[int, float | None]:
+        """The number of pending deliveries and the created_at of the oldest one."""
 
 
 def is_outage(exc: BaseException) -> bool:

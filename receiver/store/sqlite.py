@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from receiver.events import TERMINAL_STATUSES
-from receiver.store import Due, Job, NewEvent, Outcome, Stored
+from receiver.store import (
+    Due,
+    EventFilter,
+    Job,
+    NewEvent,
+    Outcome,
+    ReplayChunk,
+    ReplayScope,
+    Stored,
+)
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -86,6 +95,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (source, job_id)
         )""",
         "CREATE INDEX jobs_due ON jobs (state, next_poll_at)",
+    ),
+    (
+        # Replays add rows like the routes do; these say which kind a row is and what it repeats.
+        "ALTER TABLE deliveries ADD COLUMN cause TEXT NOT NULL DEFAULT 'route'",
+        "ALTER TABLE deliveries ADD COLUMN replay_of INTEGER REFERENCES deliveries (id)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -276,6 +290,88 @@ class SqliteStore:
 
     async def get_event(self, event_id: str) -> dict[str, Any] | None:
         return await self._read(_get_event, event_id)
+
+    async def list_events(
+        self, where: EventFilter, before: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        clauses, params = _event_where(where, "events")
+        if before is not None:
+            clauses.append("id < ?")
+            params.append(before)
+        sql = (
+            f"SELECT event_json FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
+            " ORDER BY id DESC LIMIT ?"
+        )
+        return [json.loads(r[0]) for r in await self._read(_fetch_all, sql, (*params, limit))]
+
+    async def list_deliveries(
+        self,
+        status: str | None = None,
+        sink: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        clauses: list[str] = ["1 = 1"]
+        params: list[Any] = []
+        for column, value in (("status", status), ("sink", sink)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if after is not None:
+            clauses.append("id > ?")
+            params.append(after)
+        sql = (
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(clauses)}"  # noqa: S608
+            " ORDER BY id LIMIT ?"
+        )
+        return await self._read(_dicts, sql, (*params, limit))
+
+    async def retry_delivery(self, delivery_id: int, now: float) -> tuple[dict[str, Any], bool]:
+        return await self._write(_retry_delivery, delivery_id, now)
+
+    async def add_replays(self, pairs: Sequence[tuple[str, str]], now: float) -> list[int]:
+        return await self._write(_add_replays, pairs, now)
+
+    async def replay_horizon(self) -> tuple[int, int]:
+        [(events, deliveries)] = await self._read(
+            _fetch_all,
+            "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM events),"
+            " (SELECT COALESCE(MAX(id), 0) FROM deliveries)",
+            (),
+        )
+        return int(events), int(deliveries)
+
+    async def event_kinds(self, where: EventFilter, upto: int) -> dict[tuple[str, str], int]:
+        clauses, params = _event_where(where, "events")
+        sql = (
+            f"SELECT source, type, COUNT(*) FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
+            " AND rowid <= ? GROUP BY source, type"
+        )
+        rows = await self._read(_fetch_all, sql, (*params, upto))
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    async def count_latest(self, scope: ReplayScope) -> tuple[int, int]:
+        where, params = _latest_where(scope)
+        sql = (
+            "SELECT COUNT(DISTINCT d.event_id), COUNT(*) FROM deliveries d"  # noqa: S608
+            f" JOIN events e ON e.id = d.event_id WHERE {where}"
+        )
+        [(events, deliveries)] = await self._read(_fetch_all, sql, params)
+        return int(events), int(deliveries)
+
+    async def replay_chunk(
+        self, scope: ReplayScope, after: int, limit: int, now: float
+    ) -> ReplayChunk:
+        chooser = _latest_pairs if scope.delivery_status is not None else _routed_pairs
+        return await self._write(_replay_chunk, chooser, scope, after, limit, now)
+
+    async def pending_stats(self) -> tuple[int, float | None]:
+        [(count, oldest)] = await self._read(
+            _fetch_all,
+            "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status = 'pending'",
+            (),
+        )
+        return int(count), None if oldest is None else float(oldest)
 
 
 # -- functions that run on a connection's thread ---------------------------------------------
@@ -573,8 +669,7 @@ def _get_event(conn: Sql, event_id: str) -> dict[str, Any] | None:
     event = _event_doc(row[0], row[1])
     deliveries = _dicts(
         conn,
-        "SELECT id, sink, status, attempts, next_attempt_at, last_status_code, last_error"
-        " FROM deliveries WHERE event_id = ? ORDER BY id",
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ? ORDER BY id",  # noqa: S608
         (event_id,),
     )
     attempts = _dicts(
@@ -592,6 +687,117 @@ def _get_event(conn: Sql, event_id: str) -> dict[str, Any] | None:
         ]
     event["deliveries"] = deliveries
     return event
+
+
+_DELIVERY_COLUMNS = (
+    "id, event_id, sink, status, attempts, next_attempt_at, last_status_code, last_error,"
+    " cause, replay_of, created_at, updated_at"
+)
+
+
+def _retry_delivery(conn: Sql, delivery_id: int, now: float) -> tuple[dict[str, Any], bool]:
+    sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?"  # noqa: S608
+    found = _dicts(conn, sql, (delivery_id,))
+    if not found:
+        raise KeyError(delivery_id)
+    if found[0]["status"] == "pending":
+        return found[0], False
+    conn.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, updated_at = ?"
+        " WHERE id = ?",
+        (now, now, delivery_id),
+    )
+    return _dicts(conn, sql, (delivery_id,))[0], True
+
+
+def _add_replays(conn: Sql, pairs: Sequence[tuple[str, str]], now: float) -> list[int]:
+    if not pairs:
+        return []
+    conn.executemany(
+        "INSERT INTO deliveries (event_id, sink, status, next_attempt_at, created_at, updated_at,"
+        " cause, replay_of) VALUES (?, ?, 'pending', ?, ?, ?, 'replay',"
+        " (SELECT MAX(id) FROM deliveries WHERE event_id = ? AND sink = ?))",
+        [(event_id, sink, now, now, now, event_id, sink) for event_id, sink in pairs],
+    )
+    # AUTOINCREMENT ids in one write transaction are consecutive.
+    (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+    return list(range(last - len(pairs) + 1, last + 1))
+
+
+def _event_where(where: EventFilter, table: str) -> tuple[list[str], list[Any]]:
+    """SQL conditions on `table` (events or its alias) for `where`; only placeholders carry
+    values."""
+    clauses: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    for column, value in (("source", where.source), ("type", where.type), ("job_id", where.job_id)):
+        if value is not None:
+            clauses.append(f"{table}.{column} = ?")
+            params.append(value)
+    if where.since is not None:
+        clauses.append(f"{table}.received_at >= ?")
+        params.append(where.since)
+    if where.until is not None:
+        clauses.append(f"{table}.received_at < ?")
+        params.append(where.until)
+    return clauses, params
+
+
+def _latest_where(scope: ReplayScope) -> tuple[str, list[Any]]:
+    """Deliveries `d` (joined to events `e`) that are the latest of their (event, sink) pair
+    and in the scope's status, to the scope's sinks."""
+    clauses, params = _event_where(scope.filter, "e")
+    marks = ",".join("?" * len(scope.sinks)) or "NULL"
+    clauses += [
+        "d.status = ?",
+        "d.id <= ?",
+        f"d.sink IN ({marks})",
+        "NOT EXISTS (SELECT 1 FROM deliveries l"
+        " WHERE l.event_id = d.event_id AND l.sink = d.sink AND l.id > d.id)",
+    ]
+    params += [scope.delivery_status, scope.upto, *scope.sinks]
+    return " AND ".join(clauses), params
+
+
+Chooser = Callable[[Sql, ReplayScope, int, int], tuple[int | None, list[tuple[str, str]]]]
+
+
+def _replay_chunk(
+    conn: Sql, choose: Chooser, scope: ReplayScope, after: int, limit: int, now: float
+) -> ReplayChunk:
+    position, pairs = choose(conn, scope, after, limit)
+    _add_replays(conn, pairs, now)
+    return ReplayChunk(position, frozenset(e for e, _ in pairs), len(pairs))
+
+
+def _latest_pairs(
+    conn: Sql, scope: ReplayScope, after: int, limit: int
+) -> tuple[int | None, list[tuple[str, str]]]:
+    where, params = _latest_where(scope)
+    sql = (
+        "SELECT d.id, d.event_id, d.sink FROM deliveries d"  # noqa: S608
+        f" JOIN events e ON e.id = d.event_id WHERE {where} AND d.id > ? ORDER BY d.id LIMIT ?"
+    )
+    rows = conn.execute(sql, (*params, after, limit)).fetchall()
+    position = rows[-1][0] if len(rows) == limit else None
+    return position, [(r[1], r[2]) for r in rows]
+
+
+def _routed_pairs(
+    conn: Sql, scope: ReplayScope, after: int, limit: int
+) -> tuple[int | None, list[tuple[str, str]]]:
+    clauses, params = _event_where(scope.filter, "events")
+    sql = (
+        f"SELECT rowid, id, source, type FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
+        " AND rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+    )
+    rows = conn.execute(sql, (*params, after, scope.upto, limit)).fetchall()
+    position = rows[-1][0] if len(rows) == limit else None
+    pairs = [
+        (event_id, sink)
+        for _, event_id, source, type_ in rows
+        for sink in (scope.sinks or scope.routes.get((source, type_), ()))
+    ]
+    return position, pairs
 
 
 def _dicts(conn: Sql, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:

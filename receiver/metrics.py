@@ -1,0 +1,96 @@
+"""Prometheus metrics at GET /metrics (text format, no token: scrape from your network only).
+
+One registry per app (not the process-global one), so several apps in one process (tests)
+never collide. Gauges about the store (pending deliveries, age of the oldest) are read from the
+store when scraped, not kept up to date on the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """Every metric hookyard exports."""
+
+    def __init__(self, sources: Iterable[str] = ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.webhooks = Counter(
+            "hookyard_webhooks",
+            "Webhooks received, by source and outcome (new, duplicate, "
+            "confirming, rejected) and, for rejections, the error code",
+            ["source", "outcome", "reason"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "hookyard_webhook_request_seconds",
+            "Time from request to answer on /hooks/{source}",
+            ["source"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "hookyard_deliveries",
+            "Delivery attempts by sink and outcome (delivered, retry, dead)",
+            ["sink", "outcome"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "hookyard_deliveries_pending", "Delivery rows not yet delivered or dead", registry=r
+        )
+        self.oldest_pending = Gauge(
+            "hookyard_oldest_pending_delivery_age_seconds",
+            "Age of the oldest pending delivery (0 when none)",
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            "hookyard_sink_circuit_open",
+            "1 while a sink's circuit breaker holds its deliveries back",
+            ["sink"],
+            registry=r,
+        )
+        self.polls = Counter(
+            "hookyard_polls",
+            "Status polls by provider and answer (running, "
+            "done, not_found, or the HTTP status / error class)",
+            ["provider", "answer"],
+            registry=r,
+        )
+        self.jobs_watched = Gauge("hookyard_jobs_watched", "Jobs being watched", registry=r)
+        # The hot path uses pre-bound children: labels() costs a dict lookup and a lock.
+        self._accepted = {
+            s: (
+                self.webhooks.labels(s, "new", ""),
+                self.webhooks.labels(s, "duplicate", ""),
+                self.request_seconds.labels(s),
+            )
+            for s in sources
+        }
+
+    def webhook_accepted(self, source: str, duplicate: bool, started: float) -> None:
+        new, dup, seconds = self._accepted.get(source) or (
+            self.webhooks.labels(source, "new", ""),
+            self.webhooks.labels(source, "duplicate", ""),
+            self.request_seconds.labels(source),
+        )
+        (dup if duplicate else new).inc()
+        seconds.observe(time.perf_counter() - started)
+
+    def webhook_refused(self, source: str | None, reason: str, started: float) -> None:
+        # Unknown source names are not labels: anyone could mint unlimited series.
+        label = source if source in self._accepted else ""
+        self.webhooks.labels(label, "rejected", reason).inc()
+        if label:
+            self.request_seconds.labels(label).observe(time.perf_counter() - started)
+
+    async def render(self, refresh: Callable[[Metrics], Awaitable[None]]) -> bytes:
+        await refresh(self)
+        return generate_latest(self.registry)
