@@ -88,11 +88,11 @@ class Recorded:
         return json.loads(self.body)
 
 
-def free_socket() -> socket.socket:
-    """A listening-ready socket bound to 127.0.0.1 on a port the OS picked (no race)."""
+def free_socket(port: int = 0) -> socket.socket:
+    """A listening-ready socket bound to 127.0.0.1 on `port`, or one the OS picked (no race)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
@@ -104,9 +104,9 @@ def free_port() -> int:
 class AsgiServer:
     """An ASGI app served by uvicorn on 127.0.0.1 in a background thread."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, port: int = 0) -> None:
         self.app = app
-        self._socket = free_socket()
+        self._socket = free_socket(port)  # a given port: a server that comes back after a stop
         self.port = int(self._socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self._stopping = threading.Event()
@@ -159,9 +159,9 @@ class AsgiServer:
 class FakeSink(AsgiServer):
     """Records every request and answers from a script (see the module docstring)."""
 
-    def __init__(self, default: Reply | None = None) -> None:
+    def __init__(self, default: Reply | None = None, port: int = 0) -> None:
         super().__init__(Starlette(routes=[Route("/{path:path}", self._endpoint,
-                                                 methods=ALL_METHODS)]))
+                                                 methods=ALL_METHODS)]), port)
         self.default = default or Reply(200, "ok")
         self._lock = threading.Lock()
         self._script: collections.deque[Reply] = collections.deque()

@@ -1,0 +1,102 @@
+"""A sink outage: 5xx, then connection refused, then back. Nothing is lost; what ran out of
+attempts is dead, and a replay of the dead deliveries brings every event exactly once more."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from receiver import settings as settings_mod
+from tests.fakes import FakeSink, Reply
+from tests.support import RENDERGRID_SECRET, Server, signed_headers
+
+TOKEN = "outage-admin-token-0123456789"
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def counts(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
+
+
+def refused(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        [(n,)] = conn.execute("SELECT COUNT(*) FROM attempts WHERE error LIKE '%ConnectError%'")
+    return int(n)
+
+
+def test_sink_outage_then_recovery_then_replay_of_the_dead(tmp_path: Path) -> None:
+    down = FakeSink(default=Reply(503, "maintenance")).start()
+    port = down.port
+    config_path = tmp_path / "hookyard.toml"
+    config_path.write_text(f"""
+[server]
+database = "sqlite:///{tmp_path}/hookyard.db"
+admin_token = "{TOKEN}"
+
+[sources.rendergrid]
+provider = "rendergrid"
+secrets = ["{RENDERGRID_SECRET}"]
+
+[sinks.backend]
+type = "http"
+url = "http://127.0.0.1:{port}/events"
+retry_schedule_s = [0.2]
+max_attempts = 2
+concurrency = 1
+
+[[routes]]
+sources = ["*"]
+types = ["*"]
+sinks = ["backend"]
+""")
+    config = settings_mod.load(str(config_path))
+    db = tmp_path / "hookyard.db"
+    server = Server(config_path, tmp_path).start()
+
+    def send(i: int) -> str:
+        body = json.dumps({"id": f"job-{i}", "status": "completed", "result_urls": []}).encode()
+        r = httpx.post(f"{server.url}/hooks/rendergrid", content=body,
+                       headers=signed_headers(config, "rendergrid", body))
+        assert r.status_code == 200  # the intake never depends on a sink
+        return str(r.json()["event_id"])
+
+    try:
+        # 5xx phase: two events use up both attempts (4 failures, under the breaker's 5).
+        ids = [send(0), send(1)]
+        wait_for(lambda: counts(db).get("dead", 0) == 2)
+        down.stop()  # connection refused phase: new events fail, the breaker opens
+        ids += [send(i) for i in range(2, 8)]
+        wait_for(lambda: refused(db) >= 1)  # the fifth failure in a row opened the breaker
+        up = FakeSink(port=port).start()  # the sink is back, same address
+        try:
+            # The breaker's next probe succeeds; everything still pending arrives.
+            wait_for(lambda: counts(db).get("pending", 0) == 0, timeout=60)
+            dead = counts(db).get("dead", 0)
+            arrived = {r.headers["webhook-id"] for r in up.requests}
+            replay = httpx.post(f"{server.url}/v1/replay", json={"delivery_status": "dead"},
+                                headers={"Authorization": f"Bearer {TOKEN}"})
+            wait_for(lambda: counts(db).get("pending", 0) == 0
+                     and len(up.requests) >= len(ids), timeout=60)
+            time.sleep(0.5)
+            final = [r.headers["webhook-id"] for r in up.requests]
+        finally:
+            up.stop()
+    finally:
+        server.kill()
+    assert replay.status_code == 202 and replay.json()["deliveries"] == dead
+    assert dead >= 2, "the outage should outlast some events' attempts"
+    assert sorted(final) == sorted(ids)  # every event exactly once after the outage
+    assert set(final) - arrived == {i for i in ids if i not in arrived}
