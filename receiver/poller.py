@@ -32,6 +32,7 @@ from handlers import providers
 from handlers.providers.base import DONE, NOT_FOUND, Poll, PollAnswer, PollContext
 from handlers.sinks.base import retry_after_seconds
 from receiver import events
+from receiver.batching import GroupCommit
 from receiver.metrics import Metrics
 from receiver.pacing import RateLimiter
 from receiver.pipeline import Pipeline
@@ -184,6 +185,8 @@ class Poller:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Job updates share commits: polls that finish together pay one fsync.
+        self._saver = GroupCommit(store.save_jobs)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -248,7 +251,7 @@ class Poller:
             self.wake()
         elif confirm and stored.state == "watching":
             stored = dataclasses.replace(stored, next_poll_at=now, updated_at=now)
-            await self.store.save_job(stored)
+            await self._saver.submit(stored)
             self.wake()
         return stored, new
 
@@ -429,7 +432,7 @@ class Poller:
         await self._schedule(job, now, max(interval, wait_s or 0.0), error)
 
     async def _schedule(self, job: Job, now: float, interval: float, error: str | None) -> None:
-        await self.store.save_job(
+        await self._saver.submit(
             dataclasses.replace(
                 job,
                 next_poll_at=min(now + interval, job.deadline_at),
@@ -471,6 +474,6 @@ class Poller:
         if state == "failed":
             log.error("poll.failed", source=job.source, job_id=job.job_id, error=error)
         self.watched.pop((job.source, job.job_id), None)
-        await self.store.save_job(
+        await self._saver.submit(
             dataclasses.replace(job, state=state, last_error=error, updated_at=time.time())
         )

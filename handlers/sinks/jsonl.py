@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from handlers.sinks.base import SinkContext, SinkError
+from receiver.batching import GroupCommit
 
 if TYPE_CHECKING:
     from receiver.settings import SinkSettings
@@ -24,28 +25,18 @@ if TYPE_CHECKING:
 class JsonlSink:
     def __init__(self, path: str) -> None:
         self.path = Path(path)
-        self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._lines: GroupCommit[bytes] = GroupCommit(self._write)
 
     async def send(self, event: Mapping[str, Any]) -> int | None:
         line = json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n"
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((line.encode(), done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_all())
-        await done
+        await self._lines.submit(line.encode())
         return None
 
-    async def _write_all(self) -> None:
-        while self._waiting:
-            group, self._waiting = self._waiting, []
-            try:
-                await asyncio.to_thread(self._append, b"".join(line for line, _ in group))
-            except OSError as exc:
-                error = SinkError(f"cannot append to {self.path}: {exc.strerror}")
-                _settle(group, error)
-            else:
-                _settle(group, None)
+    async def _write(self, lines: list[bytes]) -> None:
+        try:
+            await asyncio.to_thread(self._append, b"".join(lines))
+        except OSError as exc:
+            raise SinkError(f"cannot append to {self.path}: {exc.strerror}") from None
 
     def _append(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,18 +46,7 @@ class JsonlSink:
             os.fsync(f.fileno())
 
     async def aclose(self) -> None:
-        if self._writer is not None:
-            await self._writer
-
-
-def _settle(group: list[tuple[bytes, asyncio.Future[None]]], error: SinkError | None) -> None:
-    for _, done in group:
-        if done.done():
-            continue
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
+        await self._lines.drain()
 
 
 def create(settings: SinkSettings, ctx: SinkContext) -> JsonlSink:

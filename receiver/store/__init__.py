@@ -175,8 +175,8 @@ class Store(Protocol):
 
     async def next_job_due_at(self) -> float | None: ...
 
-    async def save_job(self, job: Job) -> None:
-        """Overwrite the job's state and schedule."""
+    async def save_jobs(self, jobs: Sequence[Job]) -> None:
+        """Overwrite these jobs' state and schedule, in ONE transaction."""
 
     async def finish_jobs(self, keys: Sequence[tuple[str, str]], now: float) -> None:
         """Mark these watching jobs done (their terminal event is stored)."""

@@ -242,8 +242,8 @@ class SqliteStore:
         )
         return None if at is None else float(at)
 
-    async def save_job(self, job: Job) -> None:
-        await self._write(_update_job, job)
+    async def save_jobs(self, jobs: Sequence[Job]) -> None:
+        await self._write(_update_jobs, jobs)
 
     async def finish_jobs(self, keys: Sequence[tuple[str, str]], now: float) -> None:
         await self._write(_finish_jobs, keys, now)
@@ -603,13 +603,12 @@ def _insert_job(conn: Sql, job: Job) -> tuple[Job, bool]:
     return _job(row), False
 
 
-def _update_job(conn: Sql, job: Job) -> None:
-    row = _job_row(job)
-    conn.execute(
+def _update_jobs(conn: Sql, jobs: Sequence[Job]) -> None:
+    conn.executemany(
         "UPDATE jobs SET state = ?, metadata_json = ?, created_at = ?, deadline_at = ?,"
         " next_poll_at = ?, interval_s = ?, polls = ?, not_found = ?, last_status = ?,"
         " last_error = ?, updated_at = ? WHERE source = ? AND job_id = ?",
-        (*row[2:], job.source, job.job_id),
+        [(*_job_row(job)[2:], job.source, job.job_id) for job in jobs],
     )
 
 
