@@ -142,3 +142,51 @@ def bearer_get(ctx: PollContext, path: str) -> StatusRequest:
     if ctx.api_key:
         headers["Authorization"] = f"Bearer {ctx.api_key}"
     return StatusRequest(method="GET", url=url, headers=headers)
+
+
+MAX_WORD = 100  # the longest provider text kept as a PollAnswer status (it lands in the job row)
+
+
+def read_answer(
+    status_code: int, body: bytes, not_found_text: Callable[[dict[str, Any] | None], str | None]
+) -> dict[str, Any] | PollAnswer:
+    """The JSON object of a 2xx status answer, or the PollAnswer that settles it: a 404 is
+    `not_found` (with the provider's own error text), anything else unreadable is `running`
+    (the scheduler retries until the deadline). Never raises."""
+    answer = json_object(body)
+    if status_code == 404:
+        return PollAnswer(NOT_FOUND, status=not_found_text(answer) or "http 404")
+    if not 200 <= status_code < 300:
+        return PollAnswer(RUNNING, status=f"unreadable: http {status_code}")
+    if answer is None:
+        return PollAnswer(RUNNING, status="unreadable: not a JSON object")
+    return answer
+
+
+def terminal_status(
+    word: Any, table: Mapping[str, str], field: str = "status word"
+) -> str | PollAnswer:
+    """Our terminal status for the provider's word, or a `running` answer (a running word,
+    an unknown one, or no word at all)."""
+    if not isinstance(word, str):
+        return PollAnswer(RUNNING, status=f"unreadable: no {field}")
+    status = table.get(word.strip().lower())
+    if status not in events.TERMINAL_STATUSES:
+        return PollAnswer(RUNNING, status=word[:MAX_WORD])
+    return status
+
+
+def finished(ctx: PollContext, status: str, word: str, answer: Any, **fields: Any) -> PollAnswer:
+    """The `done` answer: a terminal event with via="poll", keyed on the WATCHED job id, so its
+    idempotency key is the one the provider's webhook for the same outcome gets."""
+    event = events.generation_event(
+        source=ctx.source,
+        provider=ctx.provider,
+        job_id=ctx.job_id,
+        status=status,
+        via="poll",
+        raw=answer,
+        metadata=ctx.metadata,
+        **fields,
+    )
+    return PollAnswer(DONE, event=event, status=word[:MAX_WORD])

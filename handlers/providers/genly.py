@@ -24,9 +24,6 @@ from typing import Any
 
 from handlers.providers import base
 from handlers.providers.base import (
-    DONE,
-    NOT_FOUND,
-    RUNNING,
     Poll,
     PollAnswer,
     PollContext,
@@ -37,7 +34,6 @@ from handlers.providers.base import (
 from receiver import events
 
 BASE_URL = "https://genly.ai"
-MAX_WORD = 100  # longest provider text kept as a PollAnswer status (it lands in the job row)
 
 # Genly's phase words (lower-cased) → ours. Any other word: still running.
 PHASES: Mapping[str, str] = MappingProxyType(
@@ -63,31 +59,20 @@ def build_request(ctx: PollContext) -> StatusRequest:
 
 def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
     """A render's `phase`; junk is `running` (retried until the deadline), never raised."""
-    answer = base.json_object(body)
-    if status_code == 404:
-        return PollAnswer(NOT_FOUND, status=_error_text(answer) or "http 404")
-    if not 200 <= status_code < 300:
-        return PollAnswer(RUNNING, status=f"unreadable: http {status_code}")
-    if answer is None:
-        return PollAnswer(RUNNING, status="unreadable: not a JSON object")
-    word = answer.get("phase")
-    if not isinstance(word, str):
-        return PollAnswer(RUNNING, status="unreadable: no phase")
-    status = PHASES.get(word.strip().lower())
-    if status not in events.TERMINAL_STATUSES:
-        return PollAnswer(RUNNING, status=word[:MAX_WORD])  # pending, processing, or unknown
-    event = events.generation_event(
-        source=ctx.source,
-        provider=ctx.provider,
-        job_id=ctx.job_id,
-        status=status,
-        via="poll",
-        raw=answer,
+    answer = base.read_answer(status_code, body, _error_text)
+    if isinstance(answer, PollAnswer):
+        return answer
+    status = base.terminal_status(answer.get("phase"), PHASES, "phase")
+    if isinstance(status, PollAnswer):
+        return status  # pending, processing, or a word we do not know
+    return base.finished(
+        ctx,
+        status,
+        answer["phase"],
+        answer,
         outputs=_cover_sources(answer.get("outputs")),
         error=None if status == "completed" else _error_text(answer),
-        metadata=ctx.metadata,
     )
-    return PollAnswer(DONE, event=event, status=word[:MAX_WORD])
 
 
 def job_id_of(payload: Any) -> str | None:
@@ -113,7 +98,7 @@ def _error_text(answer: Mapping[str, Any] | None) -> str | None:
         for key in ("error", "message"):
             text = base.as_str(place.get(key))
             if text is not None:
-                return text[:MAX_WORD]
+                return text[: base.MAX_WORD]
     return None
 
 

@@ -34,9 +34,6 @@ from typing import Any
 
 from handlers.providers import base
 from handlers.providers.base import (
-    DONE,
-    NOT_FOUND,
-    RUNNING,
     Poll,
     PollAnswer,
     PollContext,
@@ -112,7 +109,6 @@ def _status(record: Mapping[str, Any], event_name: str | None) -> str | None:
 # --- Polling ------------------------------------------------------------------------------------
 
 BASE_URL = "https://api.renderful.ai/api/v1"
-MAX_WORD = 100  # longest provider text kept as a PollAnswer status (it lands in the job row)
 
 
 def build_request(ctx: PollContext) -> StatusRequest:
@@ -122,34 +118,23 @@ def build_request(ctx: PollContext) -> StatusRequest:
 
 def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
     """A generation's status answer; junk is `running` (retried until the deadline), not raised."""
-    answer = base.json_object(body)
-    if status_code == 404:
-        return PollAnswer(NOT_FOUND, status=_error_word(answer) or "http 404")
-    if not 200 <= status_code < 300:
-        return PollAnswer(RUNNING, status=f"unreadable: http {status_code}")
-    if answer is None:
-        return PollAnswer(RUNNING, status="unreadable: not a JSON object")
+    answer = base.read_answer(status_code, body, _error_word)
+    if isinstance(answer, PollAnswer):
+        return answer
     record = _record(answer)
-    word = record.get("status")
-    if not isinstance(word, str):
-        return PollAnswer(RUNNING, status="unreadable: no status word")
-    status = STATUSES.get(word.strip().lower())
-    if status not in events.TERMINAL_STATUSES:
-        return PollAnswer(RUNNING, status=word[:MAX_WORD])  # queued, processing, or unknown
-    event = events.generation_event(
-        source=ctx.source,
-        provider=ctx.provider,
-        job_id=ctx.job_id,  # the watched id, so the key matches the webhook's `data.id`
-        status=status,
-        via="poll",
-        raw=answer,
+    status = base.terminal_status(record.get("status"), STATUSES)
+    if isinstance(status, PollAnswer):
+        return status  # queued, processing, or unknown
+    return base.finished(
+        ctx,
+        status,
+        record["status"],
+        answer,
         outputs=base.url_list(record.get("outputs"), record.get("output")),
         error=base.as_str(record.get("error")),
         cost=base.as_float(record.get("cost")),
         model=base.as_str(record.get("model")),
-        metadata=ctx.metadata,
     )
-    return PollAnswer(DONE, event=event, status=word[:MAX_WORD])
 
 
 def job_id_of(payload: Any) -> str | None:
@@ -160,7 +145,7 @@ def job_id_of(payload: Any) -> str | None:
 def _error_word(answer: Mapping[str, Any] | None) -> str | None:
     """The `error` of Renderful's `{error, message}` error body."""
     found = base.as_str(answer.get("error")) if answer is not None else None
-    return found[:MAX_WORD] if found else None
+    return found[: base.MAX_WORD] if found else None
 
 
 POLL = Poll(

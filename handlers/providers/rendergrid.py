@@ -29,9 +29,6 @@ from typing import Any
 
 from handlers.providers import base
 from handlers.providers.base import (
-    DONE,
-    NOT_FOUND,
-    RUNNING,
     Poll,
     PollAnswer,
     PollContext,
@@ -126,7 +123,6 @@ def _error_text(value: Any) -> str | None:
 
 BASE_URL = "https://api.rendergrid.io/api/public/v1"
 NOT_FOUND_CODE = "ERR_NOT_FOUND"
-MAX_WORD = 100  # longest provider text kept as a PollAnswer status (it lands in the job row)
 
 
 def build_request(ctx: PollContext) -> StatusRequest:
@@ -136,32 +132,21 @@ def build_request(ctx: PollContext) -> StatusRequest:
 
 def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
     """A creation's status answer; junk is `running` (retried until the deadline), never raised."""
-    answer = base.json_object(body)
-    if status_code == 404:
-        return PollAnswer(NOT_FOUND, status=_error_code(answer) or "http 404")
-    if not 200 <= status_code < 300:
-        return PollAnswer(RUNNING, status=f"unreadable: http {status_code}")
-    if answer is None:
-        return PollAnswer(RUNNING, status="unreadable: not a JSON object")
-    word = answer.get("status")
-    if not isinstance(word, str):
-        return PollAnswer(RUNNING, status="unreadable: no status word")
-    status = STATUSES.get(word.strip().lower())
-    if status not in events.TERMINAL_STATUSES:
-        return PollAnswer(RUNNING, status=word[:MAX_WORD])  # queued, processing, or unknown
-    event = events.generation_event(
-        source=ctx.source,
-        provider=ctx.provider,
-        job_id=ctx.job_id,  # the watched id, so the key matches the webhook's (`id` is the same)
-        status=status,
-        via="poll",
-        raw=answer,
+    answer = base.read_answer(status_code, body, _error_code)
+    if isinstance(answer, PollAnswer):
+        return answer
+    status = base.terminal_status(answer.get("status"), STATUSES)
+    if isinstance(status, PollAnswer):
+        return status  # queued, processing, or unknown
+    return base.finished(
+        ctx,
+        status,
+        answer["status"],
+        answer,
         outputs=base.url_list(answer.get("result_urls")),
         error=_error_text(answer.get("error")),
         cost=base.as_float(answer.get("cost")),
-        metadata=ctx.metadata,
     )
-    return PollAnswer(DONE, event=event, status=word[:MAX_WORD])
 
 
 def job_id_of(payload: Any) -> str | None:
@@ -176,7 +161,7 @@ def _error_code(answer: Mapping[str, Any] | None) -> str | None:
     error = answer.get("error")
     code = error.get("code") if isinstance(error, dict) else error
     found = base.as_str(code) or base.as_str(answer.get("code"))
-    return found[:MAX_WORD] if found else None
+    return found[: base.MAX_WORD] if found else None
 
 
 POLL = Poll(

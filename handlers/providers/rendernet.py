@@ -49,7 +49,6 @@ from handlers.providers.base import (
 from receiver import events
 
 BASE_URL = "https://api.rendernet.ai"
-MAX_WORD = 100  # longest provider text kept as a PollAnswer status (it lands in the job row)
 
 # A media item's status word → ours. An unknown word counts as not finished yet.
 MEDIA_STATUSES: Mapping[str, str] = MappingProxyType(
@@ -82,13 +81,9 @@ def build_request(ctx: PollContext) -> StatusRequest:
 
 def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
     """A generation's envelope; junk is `running` (retried until the deadline), never raised."""
-    answer = base.json_object(body)
-    if status_code == 404:
-        return PollAnswer(NOT_FOUND, status=_err_text(answer) or "http 404")
-    if not 200 <= status_code < 300:
-        return PollAnswer(RUNNING, status=f"unreadable: http {status_code}")
-    if answer is None:
-        return PollAnswer(RUNNING, status="unreadable: not a JSON object")
+    answer = base.read_answer(status_code, body, _err_text)
+    if isinstance(answer, PollAnswer):
+        return answer
     data = answer.get("data")
     if not isinstance(data, dict):
         return _without_data(answer)
@@ -142,7 +137,7 @@ def _without_data(answer: Mapping[str, Any]) -> PollAnswer:
         return PollAnswer(RUNNING, status="unreadable: no data")
     if any(marker in err.lower() for marker in NOT_FOUND_MARKERS):
         return PollAnswer(NOT_FOUND, status=err)
-    return PollAnswer(RUNNING, status=f"err: {err}"[:MAX_WORD])
+    return PollAnswer(RUNNING, status=f"err: {err}"[: base.MAX_WORD])
 
 
 def _media_word(item: Any) -> str | None:
@@ -157,7 +152,7 @@ def _media_url(item: Mapping[str, Any]) -> str | None:
 
 def _summary(words: Sequence[str]) -> str:
     """`2 success, 1 censored`: each word with its count, in order of first appearance."""
-    return ", ".join(f"{n} {word}" for word, n in Counter(words).items())[:MAX_WORD]
+    return ", ".join(f"{n} {word}" for word, n in Counter(words).items())[: base.MAX_WORD]
 
 
 def _failure_text(words: Sequence[str]) -> str:
@@ -176,7 +171,7 @@ def _err_text(answer: Mapping[str, Any] | None) -> str | None:
         text = ": ".join(part for part in parts if part)
     else:
         text = base.as_str(err) or ""
-    return text[:MAX_WORD] or None
+    return text[: base.MAX_WORD] or None
 
 
 POLL = Poll(

@@ -27,9 +27,6 @@ from typing import Any
 
 from handlers.providers import base
 from handlers.providers.base import (
-    DONE,
-    NOT_FOUND,
-    RUNNING,
     Poll,
     PollAnswer,
     PollContext,
@@ -40,7 +37,6 @@ from handlers.providers.base import (
 from receiver import events
 
 BASE_URL = "https://ai.revidapi.com"
-MAX_WORD = 100  # longest provider text kept as a PollAnswer status (it lands in the job row)
 
 # RevidAPI's status words (lower-cased) → ours. Any other word: still running.
 STATUSES: Mapping[str, str] = MappingProxyType(
@@ -65,32 +61,21 @@ def build_request(ctx: PollContext) -> StatusRequest:
 
 def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
     """A job's `{status, result}`; junk is `running` (retried until the deadline), never raised."""
-    answer = base.json_object(body)
-    if status_code == 404:
-        return PollAnswer(NOT_FOUND, status=_error_text(answer) or "http 404")
-    if not 200 <= status_code < 300:
-        return PollAnswer(RUNNING, status=f"unreadable: http {status_code}")
-    if answer is None:
-        return PollAnswer(RUNNING, status="unreadable: not a JSON object")
-    word = answer.get("status")
-    if not isinstance(word, str):
-        return PollAnswer(RUNNING, status="unreadable: no status word")
-    status = STATUSES.get(word.strip().lower())
-    if status not in events.TERMINAL_STATUSES:
-        return PollAnswer(RUNNING, status=word[:MAX_WORD])  # processing, or a word we do not know
+    answer = base.read_answer(status_code, body, _error_text)
+    if isinstance(answer, PollAnswer):
+        return answer
+    status = base.terminal_status(answer.get("status"), STATUSES)
+    if isinstance(status, PollAnswer):
+        return status  # processing, or a word we do not know (the deadline ends it)
     completed = status == "completed"
-    event = events.generation_event(
-        source=ctx.source,
-        provider=ctx.provider,
-        job_id=ctx.job_id,
-        status=status,
-        via="poll",
-        raw=answer,
+    return base.finished(
+        ctx,
+        status,
+        answer["status"],
+        answer,
         outputs=base.url_list(answer.get("result")) if completed else (),
         error=None if completed else _error_text(answer),
-        metadata=ctx.metadata,
     )
-    return PollAnswer(DONE, event=event, status=word[:MAX_WORD])
 
 
 def job_id_of(payload: Any) -> str | None:
@@ -109,7 +94,7 @@ def _error_text(answer: Mapping[str, Any] | None) -> str | None:
             value = value.get("message") or value.get("code")
         text = base.as_str(value)
         if text is not None:
-            return text[:MAX_WORD]
+            return text[: base.MAX_WORD]
     return None
 
 
