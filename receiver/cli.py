@@ -556,7 +556,9 @@ def describe(config: settings.Settings, host: str, port: int) -> list[str]:
         f"  database  {db}  ({os.path.abspath(config.server.sqlite_path)})",
     ]
     for name, s in config.sources.items():
-        lines.append(f"  source    {name:<14} {s.provider}/{s.scheme:<18} POST {base}/hooks/{name}")
+        kind = f"{s.provider}/{s.scheme}"
+        url = f"POST {base}/hooks/{name}" if s.receives_webhooks else "polled (no webhook URL)"
+        lines.append(f"  source    {name:<14} {kind:<28} {url}")
     for name, sink in config.sinks.items():
         lines.append(f"  sink      {name:<14} {sink.type:<6} {_sink_target(sink)}")
     for route in config.routes:
