@@ -90,7 +90,7 @@ class WebhookEndpoint:
         source = scope["path"][len(PREFIX) :]
         extra: list[tuple[bytes, bytes]] = []
         try:
-            status, answer = await self.handle(scope, receive, headers, request_id)
+            status, answer = await self.handle(source, scope, receive, headers, request_id)
         except ClientGone:
             return
         except HookyardError as exc:
@@ -110,13 +110,13 @@ class WebhookEndpoint:
             if status == 200:
                 self.metrics.webhook_accepted(source, bool(answer["duplicate"]), started)
             else:
-                self.metrics.webhooks.labels(source, "confirming", "").inc()
+                self.metrics.webhook_confirming(source)
         await respond(send, status, answer, request_id, extra)
 
     async def handle(
-        self, scope: Scope, receive: Receive, headers: Mapping[str, str], request_id: str
+        self, name: str, scope: Scope, receive: Receive, headers: Mapping[str, str],
+        request_id: str,
     ) -> tuple[int, dict[str, Any]]:
-        name = scope["path"][len(PREFIX) :]
         intake = self.intakes.get(name)
         if intake is None:
             raise NotFound(self._unknown(name))

@@ -84,6 +84,9 @@ class Metrics:
         (dup if duplicate else new).inc()
         seconds.observe(time.perf_counter() - started)
 
+    def webhook_confirming(self, source: str) -> None:
+        self.webhooks.labels(source, "confirming", "").inc()
+
     def webhook_refused(self, source: str | None, reason: str, started: float) -> None:
         # Unknown source names are not labels: anyone could mint unlimited series.
         label = source if source in self._accepted else ""
