@@ -9,19 +9,26 @@ import time
 
 
 class RateLimiter:
-    """At most `rate_per_s` calls a second, spread evenly, and never more than the allowance
-    in any window of `window_s` (a provider's "120 requests per minute" is rate 2/s with a 60 s
-    window of 120).
+    """At most `rate_per_s` calls a second (less a small margin), spread evenly, and never more
+    than the allowance in any window of `window_s` (a provider's "120 requests per minute" is
+    rate 2/s with a 60 s window).
 
     Spacing alone is not enough: when the event loop stalls, callers that slept until their
     slot all wake late together and would go out in a burst. So each caller also checks, just
     before it goes, how many calls the last window already saw, and waits for room.
     """
 
+    # Requests reach the other side a few milliseconds after they are counted here, and not
+    # all equally late, so a window there can hold a few more than a window here: aim a little
+    # under the limit (measured with 10,000 polled jobs at 100/s: without a margin, 105 arrivals
+    # in the worst 1 s window at the provider).
+    MARGIN = 0.98
+
     def __init__(self, rate_per_s: float | None, window_s: float = 1.0) -> None:
-        self.interval = 1.0 / rate_per_s if rate_per_s else 0.0
+        rate = rate_per_s * self.MARGIN if rate_per_s else None
+        self.interval = 1.0 / rate if rate else 0.0
         self.window_s = window_s
-        self.allowance = max(1, math.floor(rate_per_s * window_s)) if rate_per_s else 0
+        self.allowance = max(1, math.floor(rate * window_s)) if rate else 0
         self.next_at = 0.0  # the next free slot (also pushed out by hold())
         self._sent: collections.deque[float] = collections.deque()
 
@@ -39,10 +46,14 @@ class RateLimiter:
             now = time.monotonic()
             while self._sent and now - self._sent[0] >= self.window_s:
                 self._sent.popleft()
-            if len(self._sent) < self.allowance:
+            gap = now - self._sent[-1] if self._sent else self.interval
+            if len(self._sent) < self.allowance and gap >= self.interval / 2:
                 self._sent.append(now)  # no await between the check and the record
                 return
-            await asyncio.sleep(self._sent[0] + self.window_s - now)
+            # No room in the window, or catching up after a stall: even then, no two calls
+            # closer than half the interval, so missed slots drain as a quick stream, not a burst.
+            full = self._sent[0] + self.window_s - now if len(self._sent) >= self.allowance else 0
+            await asyncio.sleep(max(full, self.interval / 2 - gap))
 
     def hold(self, seconds: float) -> None:
         """Nothing before `seconds` from now (a Retry-After the other side asked for)."""
