@@ -1,6 +1,6 @@
 """Crash benchmark: the in-suite SIGKILL test (tests/test_crash.py), longer.
 
-    /tmp/venv/bin/python bench/crash/run.py [--webhooks 12000] [--kills 15] [--concurrency 64]
+    .venv/bin/python bench/crash/run.py [--webhooks 12000] [--kills 15] [--concurrency 64]
                                             [--sink-delay 0.02] [--results bench/RESULTS.md]
 
 Streams unique signed Rendergrid webhooks at a real `hookyard serve` (temp SQLite file, one HTTP
@@ -57,7 +57,7 @@ def main() -> int:
     ok = (report.lost == 0 and report.stored_twice == 0 and report.wrong_id == 0
           and report.pending_at_end == 0 and report.acked == report.webhooks)
     print("RESULT:", "PASS" if ok else "FAIL")
-    command = " ".join(["/tmp/venv/bin/python", "bench/crash/run.py", *sys.argv[1:]])
+    command = " ".join([".venv/bin/python", "bench/crash/run.py", *sys.argv[1:]])
     if args.json:
         Path(args.json).write_text(json.dumps(
             {**asdict(report), "lost": report.lost, "ok": ok, "started_at": started,

@@ -1,6 +1,6 @@
 """Fan-out benchmark: webhooks in, three HTTP deliveries per event out, to a local sink.
 
-    /tmp/venv/bin/python bench/delivery/run.py [--rates 100,500] [--duration 20] [--rounds 2]
+    .venv/bin/python bench/delivery/run.py [--rates 100,500] [--duration 20] [--rounds 2]
         [--stream-duration 15] [--connections 64] [--concurrency 16] [--also-concurrency 4]
 
 Starts a sink server (bench/delivery/sink_app.py under uvicorn: answers 200 at once to

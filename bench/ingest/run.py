@@ -1,6 +1,6 @@
 """Ingest benchmark: hookyard's POST /hooks/{source} against a bare Starlette endpoint.
 
-    /tmp/venv/bin/python bench/ingest/run.py [--rounds 3] [--duration 15] [--connections 64]
+    .venv/bin/python bench/ingest/run.py [--rounds 3] [--duration 15] [--connections 64]
                                              [--threads 1]
 
 Starts `hookyard serve` (a rendergrid source, one jsonl sink routed `*`, a temp SQLite file)

@@ -1,6 +1,6 @@
 """Peer benchmark: hookyard vs adnanh/webhook vs a bare Starlette endpoint, same requests.
 
-    /tmp/venv/bin/python bench/peer/run.py [--rounds 3] [--duration 15] [--connections 64]
+    .venv/bin/python bench/peer/run.py [--rounds 3] [--duration 15] [--connections 64]
                                            [--threads 1] [--with-sync]
 
 The ingest benchmark's method (bench/ingest/run.py, whose helpers this imports): wrk with
@@ -137,7 +137,7 @@ def main() -> int:
     results: dict[str, Any] = {
         "benchmark": "peer: hookyard vs adnanh/webhook vs bare Starlette, POST /hooks/github",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join(["/tmp/venv/bin/python", "bench/peer/run.py", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python", "bench/peer/run.py", *sys.argv[1:]]),
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "chart")},
         "machine": machine,
         "code": ingest._code_version(),

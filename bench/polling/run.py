@@ -1,6 +1,6 @@
 """Polling benchmark: 10,000 watched jobs against a fake provider, one `hookyard serve`.
 
-    /tmp/venv/bin/python bench/polling/run.py [--runs 2] [--jobs 10000] [--rate 200]
+    .venv/bin/python bench/polling/run.py [--runs 2] [--jobs 10000] [--rate 200]
         [--spread 120] [--provider genly|revid] [--max-interval 10] [--first-delay 1]
 
 Three processes besides this runner, each on 127.0.0.1 under uvicorn:
