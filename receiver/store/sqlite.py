@@ -263,13 +263,7 @@ class SqliteStore:
         after: tuple[str, str] | None = None,
         limit: int = 100,
     ) -> list[Job]:
-        where, params = ["1 = 1"], []
-        if source is not None:
-            where.append("source = ?")
-            params.append(source)
-        if state is not None:
-            where.append("state = ?")
-            params.append(state)
+        where, params = _equals("", source=source, state=state)
         if after is not None:
             where.append("(source > ? OR (source = ? AND job_id > ?))")
             params.extend([after[0], after[0], after[1]])
@@ -311,12 +305,7 @@ class SqliteStore:
         after: int | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        clauses: list[str] = ["1 = 1"]
-        params: list[Any] = []
-        for column, value in (("status", status), ("sink", sink)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
+        clauses, params = _equals("", status=status, sink=sink)
         if after is not None:
             clauses.append("id > ?")
             params.append(after)
@@ -530,22 +519,23 @@ def _multi_row(
         yield head + ",".join([marks] * len(chunk)) + tail, [v for row in chunk for v in row]
 
 
+def _events_where_in(conn: Sql, select: str, column: str, values: list[str]) -> list[Any]:
+    """`SELECT {select} FROM events WHERE {column} IN (values)`, in chunks under SQLite's
+    parameter limit; only placeholders carry values."""
+    rows: list[Any] = []
+    for chunk in _chunks(sorted(set(values))):
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT {select} FROM events WHERE {column} IN ({marks})"  # noqa: S608
+        rows.extend(conn.execute(sql, chunk).fetchall())
+    return rows
+
+
 def _existing_ids(conn: Sql, ids: list[str]) -> set[str]:
-    found: set[str] = set()
-    for chunk in _chunks(ids):
-        marks = ",".join("?" * len(chunk))  # placeholders only: no value enters the SQL
-        sql = f"SELECT id FROM events WHERE id IN ({marks})"  # noqa: S608
-        found.update(row[0] for row in conn.execute(sql, chunk).fetchall())
-    return found
+    return {row[0] for row in _events_where_in(conn, "id", "id", ids)}
 
 
 def _ids_by_key(conn: Sql, keys: list[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for chunk in _chunks(sorted(set(keys))):
-        marks = ",".join("?" * len(chunk))  # placeholders only: no value enters the SQL
-        sql = f"SELECT idempotency_key, id FROM events WHERE idempotency_key IN ({marks})"  # noqa: S608
-        found.update(conn.execute(sql, chunk).fetchall())
-    return found
+    return dict(_events_where_in(conn, "idempotency_key, id", "idempotency_key", keys))
 
 
 def _finished_elsewhere(conn: Sql, jobs: dict[str, tuple[str, str]]) -> set[str]:
@@ -723,15 +713,23 @@ def _add_replays(conn: Sql, pairs: Sequence[tuple[str, str]], now: float) -> lis
     return list(range(last - len(pairs) + 1, last + 1))
 
 
+def _equals(prefix: str, **columns: Any) -> tuple[list[str], list[Any]]:
+    """`column = ?` conditions for the columns given a value (None: no condition); the
+    names are ours, only placeholders carry values."""
+    clauses, params = ["1 = 1"], []
+    for column, value in columns.items():
+        if value is not None:
+            clauses.append(f"{prefix}{column} = ?")
+            params.append(value)
+    return clauses, params
+
+
 def _event_where(where: EventFilter, table: str) -> tuple[list[str], list[Any]]:
     """SQL conditions on `table` (events or its alias) for `where`; only placeholders carry
     values."""
-    clauses: list[str] = ["1 = 1"]
-    params: list[Any] = []
-    for column, value in (("source", where.source), ("type", where.type), ("job_id", where.job_id)):
-        if value is not None:
-            clauses.append(f"{table}.{column} = ?")
-            params.append(value)
+    clauses, params = _equals(
+        f"{table}.", source=where.source, type=where.type, job_id=where.job_id
+    )
     if where.since is not None:
         clauses.append(f"{table}.received_at >= ?")
         params.append(where.since)
