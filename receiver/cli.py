@@ -15,16 +15,17 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from receiver import __version__, logs, poller, replay, settings, signing
 from receiver.errors import ConfigError, RequestError
 from receiver.router import Router
-from receiver.store import DELIVERY_STATUSES, JOB_STATES, Job, Store, open_store
+from receiver.store import DELIVERY_STATUSES, JOB_STATES, Store, open_store
 
 Command = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,6 +202,16 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_store(config: settings.Settings, call: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the configured store, make one call, close it."""
+
+    async def go() -> T:
+        async with _store(config) as store:
+            return await call(store)
+
+    return asyncio.run(go())
+
+
 @contextlib.asynccontextmanager
 async def _store(config: settings.Settings) -> AsyncIterator[Store]:
     """The configured store, opened directly (the server may or may not be running)."""
@@ -231,11 +242,7 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
     except poller.NotPollable as exc:
         raise ConfigError(str(exc)) from None
 
-    async def go() -> tuple[Job, bool]:
-        async with _store(config) as store:
-            return await store.watch_job(job)
-
-    stored, new = asyncio.run(go())
+    stored, new = _with_store(config, lambda store: store.watch_job(job))
     if args.json:
         print(json.dumps({**stored.to_json(), "new": new}, indent=2))
     else:
@@ -250,11 +257,9 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     config = _load(args)
 
-    async def go() -> list[Job]:
-        async with _store(config) as store:
-            return await store.list_jobs(args.source, args.state, None, args.limit)
-
-    jobs = asyncio.run(go())
+    jobs = _with_store(
+        config, lambda store: store.list_jobs(args.source, args.state, None, args.limit)
+    )
     if args.json:
         print(json.dumps([j.to_json() for j in jobs], indent=2))
         return 0
@@ -289,11 +294,9 @@ def cmd_events_list(args: argparse.Namespace) -> int:
     where = replay.event_filter(vars(args))
     before, limit = _page(args)
 
-    async def go() -> list[dict[str, Any]]:
-        async with _store(config) as store:
-            return await store.list_events(where, before, limit + 1)
-
-    page = _envelope(asyncio.run(go()), limit, "id")
+    page = _envelope(
+        _with_store(config, lambda store: store.list_events(where, before, limit + 1)), limit, "id"
+    )
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
@@ -309,11 +312,7 @@ def cmd_events_list(args: argparse.Namespace) -> int:
 def cmd_events_show(args: argparse.Namespace) -> int:
     config = _load(args)
 
-    async def go() -> dict[str, Any] | None:
-        async with _store(config) as store:
-            return await store.get_event(args.event_id)
-
-    event = asyncio.run(go())
+    event = _with_store(config, lambda store: store.get_event(args.event_id))
     if event is None:
         print(f"hookyard: no event {args.event_id!r}", file=sys.stderr)
         return 1
@@ -363,13 +362,16 @@ def cmd_deliveries_list(args: argparse.Namespace) -> int:
     if after is not None and not after.isdigit():
         raise ConfigError("--cursor is not one hookyard gave out")
 
-    async def go() -> list[dict[str, Any]]:
-        async with _store(config) as store:
-            return await store.list_deliveries(
+    page = _envelope(
+        _with_store(
+            config,
+            lambda store: store.list_deliveries(
                 args.status, args.sink, None if after is None else int(after), limit + 1
-            )
-
-    page = _envelope(asyncio.run(go()), limit, "id")
+            ),
+        ),
+        limit,
+        "id",
+    )
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
@@ -411,11 +413,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _replay_one(
     config: settings.Settings, event_id: str, sinks: tuple[str, ...] | None, as_json: bool
 ) -> int:
-    async def go() -> list[tuple[int, str]]:
-        async with _store(config) as store:
-            return await _replayer(config, store).replay_event(event_id, sinks)
-
-    made = asyncio.run(go())
+    made = _with_store(config, lambda store: _replayer(config, store).replay_event(event_id, sinks))
     if as_json:
         deliveries = [{"id": i, "sink": s} for i, s in made]
         print(json.dumps({"event_id": event_id, "deliveries": deliveries}, indent=2))
