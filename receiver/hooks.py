@@ -13,7 +13,6 @@ import itertools
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from handlers.providers.base import Provider, WebhookContext
-from receiver import signing
+from receiver import events, signing
 from receiver.errors import (
     BodyTooLarge,
     HookyardError,
@@ -261,35 +260,16 @@ def _finite_float(text: str) -> float:
     return value
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
 def parse_json(body: bytes) -> Any:
     try:
         payload = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         raise PayloadInvalid(f"the body is not valid JSON: {detail}") from None
-    # JSON may escape half of a UTF-16 pair (\ud800) that no UTF-8 text can hold; such a
-    # string would fail later, in the store. The byte scan keeps the common case cheap.
-    if _SURROGATE_ESCAPE.search(body) and not _encodable(payload):
+    if not events.unicode_clean(body, payload):
         raise PayloadInvalid("the body has an unpaired UTF-16 surrogate escape (\\ud800-"
                              "\\udfff) that is not valid Unicode text")
     return payload
-
-
-def _encodable(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_encodable(k) and _encodable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_encodable(v) for v in value)
-    return True
 
 
 async def respond(

@@ -810,3 +810,17 @@ def test_fake_genly_dead_and_running_for(client: httpx.Client) -> None:
         time.sleep(0.35)
         answer = poll_fake(client, fake, "genly", "r1")[1]
         assert (answer.status, done_event(answer).status) == ("dead", "failed")
+
+
+@pytest.mark.parametrize("provider", ["rendergrid", "renderful", "rendernet", "revid", "genly"])
+def test_an_answer_with_a_lone_surrogate_is_unreadable_not_an_event(provider: str) -> None:
+    """`\\ud800` parses to a str that no UTF-8 store can hold: retried until the deadline."""
+    poll = providers.get(provider).poll
+    assert poll is not None
+    ctx = PollContext(provider, provider, "j1", poll.base_url, "key")
+    body = b'{"id": "j1", "status": "completed", "phase": "completed", "result": "\\ud800"}'
+    if provider == "rendernet":  # its answers are an envelope of media items
+        body = b'{"data": {"media": [{"status": "success", "url": "\\ud800"}]}, "err": null}'
+    assert poll.parse_answer(ctx, 200, body.replace(b"\\ud800", b"x")).state == DONE
+    answer = poll.parse_answer(ctx, 200, body)
+    assert answer.state == RUNNING and answer.event is None

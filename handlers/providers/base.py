@@ -131,7 +131,9 @@ def json_object(body: bytes) -> dict[str, Any] | None:
         value = json.loads(body)
     except (ValueError, RecursionError):  # not JSON, not UTF-8, or absurdly nested
         return None
-    return value if isinstance(value, dict) else None
+    if not isinstance(value, dict) or not events.unicode_clean(body, value):
+        return None  # (a lone surrogate escape could not be stored: treat as unreadable)
+    return value
 
 
 def bearer_get(ctx: PollContext, path: str) -> StatusRequest:
