@@ -1,0 +1,124 @@
+"""HTTP helpers every outbound call shares: capped, deadline-bound reads and answer rules.
+
+Every read from the network is capped in size and bounded in time as a whole (DESIGN.md
+"Security"): a peer that answers with an endless body, or drips one byte every few seconds,
+costs at most `limit` bytes of memory and `deadline_s` seconds, never more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+
+# Transient by DESIGN.md "Delivery": 408, 409, 425, 429 and every 5xx. Other 4xx are permanent.
+RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+# How much of an answer we do not need is kept (for the attempt's error text).
+EXCERPT_BYTES = 4096
+RETRY_AFTER_MAX_S = 86400.0 * 7  # a larger or absurd Retry-After is read as this
+
+
+def is_permanent(status: int) -> bool:
+    """A 4xx answer that resending the same request cannot change."""
+    return 400 <= status < 500 and status not in RETRYABLE_4XX
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by name, whatever the case of the mapping's keys (a plain dict in tests)."""
+    found = headers.get(name)
+    if found is not None:
+        return found
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """`Retry-After` as seconds from now: ASCII delta-seconds or an HTTP date; None if absent
+    or junk. Never raises, whatever the peer sent (`²` is a digit to str.isdigit, not to us)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return min(float(value[:12]), RETRY_AFTER_MAX_S) if len(value) <= 12 else RETRY_AFTER_MAX_S
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer read under a cap: `body` holds at most the cap; `truncated` says more
+    was sent (and was not read)."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    truncated: bool = False
+
+    def excerpt(self, limit: int = 200) -> str:
+        """The start of the body as text, for an error message."""
+        return self.body[:limit].decode("utf-8", "replace").strip()
+
+
+class TooLarge(Exception):
+    """The answer was larger than the caller's cap (raised only with `refuse_larger`)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer is larger than {limit} bytes")
+        self.limit = limit
+
+
+async def read_capped(
+    response: httpx.Response, limit: int, *, refuse_larger: bool = False
+) -> tuple[bytes, bool]:
+    """At most `limit` bytes of a streamed response body; (bytes, truncated). A declared
+    Content-Length over the cap is not read at all. With `refuse_larger`, TooLarge instead
+    of a truncated body."""
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and len(declared) < 19 and int(declared) > limit:
+        if refuse_larger:
+            raise TooLarge(limit)
+        return b"", True
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        room = limit - size
+        if len(chunk) > room:
+            if refuse_larger:
+                raise TooLarge(limit)
+            chunks.append(chunk[:room])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
+
+
+async def request_capped(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str | httpx.URL,
+    *,
+    limit: int,
+    deadline_s: float,
+    refuse_larger: bool = False,
+    **kwargs: object,
+) -> Answer:
+    """One request whose whole exchange (connect, send, headers, body) ends within
+    `deadline_s` (TimeoutError otherwise) and whose body is read up to `limit` bytes."""
+    async with asyncio.timeout(deadline_s):
+        async with client.stream(method, url, **kwargs) as response:  # type: ignore[arg-type]
+            body, truncated = await read_capped(response, limit, refuse_larger=refuse_larger)
+            return Answer(response.status_code, response.headers, body, truncated)
