@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver import openapi
-from receiver.errors import Conflict, InvalidRequest, NotFound, PayloadInvalid, Unauthorized
+from receiver.core.errors import Conflict, InvalidRequest, NotFound, PayloadInvalid, Unauthorized
 from receiver.openapi import MAX_DEADLINE_S, MAX_PAGE
 from receiver.poller import NotPollable
 from receiver.replay import Replayer, ReplayRequest, delivery_status, event_filter, sink_list

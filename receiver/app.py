@@ -20,9 +20,10 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from handlers import providers
-from receiver import admin, signing
+from receiver import admin
+from receiver.core import signing
+from receiver.core.errors import HookyardError, Unauthorized
 from receiver.delivery import Delivery
-from receiver.errors import HookyardError, Unauthorized
 from receiver.hooks import PREFIX, Intake, WebhookEndpoint, new_request_id, request_id_of
 from receiver.metrics import CONTENT_TYPE, Metrics
 from receiver.pipeline import Pipeline

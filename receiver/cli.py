@@ -19,8 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from receiver import __version__, logs, poller, replay, settings, signing
-from receiver.errors import ConfigError, RequestError
+from receiver import __version__, logs, poller, replay, settings
+from receiver.core import signing
+from receiver.core.errors import ConfigError, RequestError
 from receiver.router import Router
 from receiver.store import DELIVERY_STATUSES, JOB_STATES, Store, open_store
 

@@ -24,8 +24,8 @@ import structlog
 
 from handlers.sinks import SINK_SPECS
 from handlers.sinks.base import Sink, SinkContext, SinkError
+from receiver.core.pacing import RateLimiter
 from receiver.metrics import Metrics
-from receiver.pacing import RateLimiter
 from receiver.settings import SinkSettings
 from receiver.store import Due, NewEvent, Outcome, Store, Stored
 
@@ -360,7 +360,8 @@ class Delivery:
         rng = random.Random()
         for name, settings in self.sink_settings.items():
             sink = SINK_SPECS[settings.type].create(
-                settings,
+                name,
+                settings.options,
                 SinkContext(self.shared_http or self._client(settings), settings.timeout_s),
             )
             self.runners[name] = SinkRunner(

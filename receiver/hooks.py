@@ -22,8 +22,8 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from handlers.providers.base import Provider, WebhookContext
-from receiver import events, signing
-from receiver.errors import (
+from receiver.core import events, signing
+from receiver.core.errors import (
     BodyTooLarge,
     HookyardError,
     NotFound,

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from receiver import events
+from receiver.core import events
 
 SENSITIVE_KEYS = frozenset(
     {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from receiver.events import EVENT_TYPES
+from receiver.core.events import EVENT_TYPES
 from receiver.store import DELIVERY_STATUSES, JOB_STATES
 
 MAX_PAGE = 500  # the largest `limit` of a list

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
-from receiver.errors import StoreUnavailable
-from receiver.events import Event
+from receiver.core.errors import StoreUnavailable
+from receiver.core.events import Event
 from receiver.router import Router
 from receiver.store import NewEvent, Store, Stored, is_outage
 

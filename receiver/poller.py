@@ -31,10 +31,10 @@ import structlog
 from handlers import providers
 from handlers.providers.base import DONE, NOT_FOUND, Poll, PollAnswer, PollContext
 from handlers.sinks.base import retry_after_seconds
-from receiver import events
-from receiver.batching import GroupCommit
+from receiver.core import events
+from receiver.core.batching import GroupCommit
+from receiver.core.pacing import RateLimiter
 from receiver.metrics import Metrics
-from receiver.pacing import RateLimiter
 from receiver.pipeline import Pipeline
 from receiver.settings import Settings, SourceSettings
 from receiver.store import Job, NewEvent, Store, Stored

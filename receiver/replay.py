@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from receiver.errors import InvalidRequest, NotFound
+from receiver.core.errors import InvalidRequest, NotFound
 from receiver.store import DELIVERY_STATUSES, EventFilter, ReplayScope, Store
 
 CHUNK = 1000  # events or rows per transaction

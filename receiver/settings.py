@@ -18,8 +18,8 @@ from typing import Any
 from handlers import providers
 from handlers.providers.base import Provider
 from handlers.sinks import SINK_SPECS
-from receiver import events, signing
-from receiver.errors import ConfigError
+from receiver.core import events, signing
+from receiver.core.errors import ConfigError
 
 ENV_VAR = "HOOKYARD_CONFIG"
 DEFAULT_RETRY_SCHEDULE_S = (

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 from receiver import settings as settings_mod
-from receiver import signing
 from receiver.app import Hookyard, create_app
+from receiver.core import signing
 from receiver.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures"

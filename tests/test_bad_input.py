@@ -46,8 +46,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from receiver import settings as settings_mod
-from receiver import signing
-from receiver.errors import SignatureInvalid
+from receiver.core import signing
+from receiver.core.errors import SignatureInvalid
 from tests.support import (
     RENDERFUL_SECRET,
     RENDERGRID_SECRET,

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from receiver import settings as settings_mod
-from receiver import signing
+from receiver.core import signing
 from tests.support import app_client, fixture
 
 Signer = Callable[[bytes, float, int], dict[str, str]]

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from receiver import events
 from receiver import settings as settings_mod
+from receiver.core import events
 from receiver.delivery import Breaker, Delivery, retry_delay
 from receiver.store import NewEvent
 from receiver.store.sqlite import SqliteStore

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import time
 
-from receiver.pacing import RateLimiter
+from receiver.core.pacing import RateLimiter
 
 
 async def sends(limiter: RateLimiter, n: int, stall_s: float = 0.0) -> list[float]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from receiver import events
 from receiver import settings as settings_mod
+from receiver.core import events
 from receiver.pipeline import Pipeline
 from receiver.poller import NotPollable, Poller
 from receiver.router import Router

@@ -26,8 +26,8 @@ from handlers.providers.base import (
     PollContext,
     WebhookContext,
 )
-from receiver import events
-from receiver.events import Event
+from receiver.core import events
+from receiver.core.events import Event
 from tests.fake_providers import (
     FAKES,
     FakeGenly,

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from handlers import providers
 from handlers.providers import generic, renderful, rendergrid
 from handlers.providers.base import Provider, WebhookContext
-from receiver import events
-from receiver.events import Event
+from receiver.core import events
+from receiver.core.events import Event
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

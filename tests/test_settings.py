@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from receiver import settings as settings_mod
-from receiver.errors import ConfigError
+from receiver.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "deploy" / "hookyard.example.toml"

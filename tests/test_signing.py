@@ -22,8 +22,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.datastructures import Headers
 
-from receiver.errors import ConfigError, SignatureInvalid
-from receiver.signing import SCHEMES, Verified, Verifier, build_verifier
+from receiver.core.errors import ConfigError, SignatureInvalid
+from receiver.core.signing import SCHEMES, Verified, Verifier, build_verifier
 
 # ============================================================ published test vectors
 

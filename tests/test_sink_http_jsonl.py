@@ -88,8 +88,8 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 def make_sink(client: httpx.AsyncClient, url: str, timeout_s: float = 5.0,
               **options: Any) -> http_sink.HttpSink:
-    settings = SinkSettings(name="backend", type="http", options={"url": url, **options})
-    return http_sink.create(settings, SinkContext(http=client, timeout_s=timeout_s))
+    ctx = SinkContext(http=client, timeout_s=timeout_s)
+    return http_sink.create("backend", {"url": url, **options}, ctx)
 
 
 async def deliver(receiver: FakeSink, client: httpx.AsyncClient, event: Mapping[str, Any],
@@ -191,7 +191,7 @@ async def test_a_hanging_receiver_times_out_transiently(receiver: FakeSink,
 
 def jsonl_sink(path: Path) -> jsonl.JsonlSink:
     settings = SinkSettings(name="log", type="jsonl", options={"path": str(path)})
-    return jsonl.create(settings, SinkContext(http=None, timeout_s=1))  # type: ignore[arg-type]
+    return jsonl.create(settings.name, settings.options, SinkContext(http=None, timeout_s=1))  # type: ignore[arg-type]
 
 
 async def test_jsonl_appends_lines_that_parse_back(tmp_path: Path) -> None:

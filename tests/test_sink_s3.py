@@ -14,7 +14,7 @@ import pytest
 
 from handlers.sinks import fetch, s3
 from handlers.sinks.base import SinkContext, SinkError
-from receiver.errors import ConfigError
+from receiver.core.errors import ConfigError
 from receiver.settings import SinkSettings
 from tests.fakes import JPG_BYTES, PNG_BYTES, FileServer, MotoS3, Reply, free_port
 
@@ -74,7 +74,7 @@ async def make_sink(
     def build(timeout_s: float = 5.0, **options: Any) -> s3.S3Sink:
         options = {"bucket": bucket, "prefix": PREFIX, "endpoint_url": moto.endpoint_url,
                    **options}
-        sink = s3.create(SinkSettings(name="archive", type="s3", options=options),
+        sink = s3.create("archive", options,
                          SinkContext(http=http, timeout_s=timeout_s))
         sinks.append(sink)
         return sink
@@ -403,7 +403,7 @@ def test_create_without_the_extra_says_how_to_install(monkeypatch: pytest.Monkey
     monkeypatch.setattr(s3, "get_session", None)
     settings = SinkSettings(name="archive", type="s3", options={"bucket": "b"})
     with pytest.raises(ConfigError, match=r"pip install 'hookyard\[s3\]'"):
-        s3.create(settings, SinkContext(http=http, timeout_s=1))
+        s3.create(settings.name, settings.options, SinkContext(http=http, timeout_s=1))
 
 
 @pytest.mark.parametrize(("key", "value"), [("mirror_outputs", "yes"), ("max_output_bytes", 0),
@@ -412,7 +412,7 @@ def test_bad_option_types_are_config_errors(http: httpx.AsyncClient, key: str,
                                             value: Any) -> None:
     settings = SinkSettings(name="archive", type="s3", options={"bucket": "b", key: value})
     with pytest.raises(ConfigError, match=key):
-        s3.create(settings, SinkContext(http=http, timeout_s=1))
+        s3.create(settings.name, settings.options, SinkContext(http=http, timeout_s=1))
 
 
 async def test_a_malformed_endpoint_url_is_permanent(make_sink: MakeSink) -> None:

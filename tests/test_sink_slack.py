@@ -10,7 +10,6 @@ import pytest
 
 from handlers.sinks import SINK_SPECS, slack
 from handlers.sinks.base import SinkContext, SinkError
-from receiver.settings import SinkSettings
 from tests.fakes import SLACK_ANSWERS, FakeSlack, Reply, free_port
 
 CDN = "https://cdn.example.com/renders"
@@ -212,8 +211,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def make_sink(url: str, http: httpx.AsyncClient, timeout_s: float = 5.0) -> slack.SlackSink:
-    settings = SinkSettings(name="team", type="slack", options={"url": url})
-    return slack.create(settings, SinkContext(http=http, timeout_s=timeout_s))
+    return slack.create("team", {"url": url}, SinkContext(http=http, timeout_s=timeout_s))
 
 
 async def send_error(sink: slack.SlackSink) -> SinkError:

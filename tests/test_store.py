@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from receiver import events
-from receiver.errors import StoreUnavailable
+from receiver.core import events
+from receiver.core.errors import StoreUnavailable
 from receiver.pipeline import Pipeline
 from receiver.router import Router
 from receiver.settings import Route

@@ -181,7 +181,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _verifier(config: Path) -> Any:
     sys.path.insert(0, str(ROOT))
-    from receiver import settings, signing
+    from receiver import settings
+    from receiver.core import signing
 
     src = settings.load(str(config)).sources[SOURCE]
     return signing.build_verifier(src.signature, src.secrets, src.tolerance_s,

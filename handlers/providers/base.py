@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from receiver import events
-from receiver.events import Event
+from receiver.core import events
+from receiver.core.events import Event
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,8 @@ from typing import Any
 
 from handlers.providers import base
 from handlers.providers.base import Provider, WebhookContext
-from receiver import events
-from receiver.events import Event
+from receiver.core import events
+from receiver.core.events import Event
 
 # Where a job id is looked for, in order: Replicate `id`, fal `request_id`, a user's `job_id`,
 # and an envelope's `data.id`. The first non-empty string wins.

@@ -31,7 +31,7 @@ from handlers.providers.base import (
     StatusRequest,
     WebhookContext,
 )
-from receiver import events
+from receiver.core import events
 
 BASE_URL = "https://genly.ai"
 

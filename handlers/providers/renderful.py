@@ -41,8 +41,8 @@ from handlers.providers.base import (
     StatusRequest,
     WebhookContext,
 )
-from receiver import events
-from receiver.events import Event
+from receiver.core import events
+from receiver.core.events import Event
 
 # No "header": it is per account (see the docstring), so the source must name it.
 SIGNATURE_PRESET: Mapping[str, Any] = MappingProxyType(

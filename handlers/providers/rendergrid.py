@@ -36,8 +36,8 @@ from handlers.providers.base import (
     StatusRequest,
     WebhookContext,
 )
-from receiver import events
-from receiver.events import Event
+from receiver.core import events
+from receiver.core.events import Event
 
 SIGNATURE_PRESET: Mapping[str, Any] = MappingProxyType(
     {

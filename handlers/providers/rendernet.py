@@ -46,7 +46,7 @@ from handlers.providers.base import (
     StatusRequest,
     WebhookContext,
 )
-from receiver import events
+from receiver.core import events
 
 BASE_URL = "https://api.rendernet.ai"
 

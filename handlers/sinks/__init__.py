@@ -5,15 +5,12 @@ An explicit, hand-written registry: `[sinks.NAME] type = "…"` must name one of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from handlers.sinks import http, jsonl, s3, slack
 from handlers.sinks.base import Sink, SinkContext
-
-if TYPE_CHECKING:
-    from receiver.settings import SinkSettings
 
 # Keys every sink takes: how deliveries to it are retried and paced (DESIGN.md "Delivery").
 COMMON_KEYS = frozenset(
@@ -25,7 +22,8 @@ COMMON_KEYS = frozenset(
 class SinkSpec:
     """One sink type: its configuration keys (besides COMMON_KEYS) and its factory."""
 
-    create: Callable[[SinkSettings, SinkContext], Sink]
+    # create(sink name, its own config keys, context)
+    create: Callable[[str, Mapping[str, Any], SinkContext], Sink]
     required: frozenset[str]
     optional: frozenset[str] = frozenset()
     default_rate_per_s: float | None = None  # a pace the destination imposes (Slack: 1/s)

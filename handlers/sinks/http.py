@@ -11,15 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from handlers.sinks.base import SinkContext, check_response, transport_error
-from receiver import signing
-
-if TYPE_CHECKING:
-    from receiver.settings import SinkSettings
+from receiver.core import signing
 
 
 class HttpSink:
@@ -58,7 +55,6 @@ class HttpSink:
         return None
 
 
-def create(settings: SinkSettings, ctx: SinkContext) -> HttpSink:
-    options = settings.options
+def create(name: str, options: Mapping[str, Any], ctx: SinkContext) -> HttpSink:
     headers = options.get("headers") or {}
     return HttpSink(str(options["url"]), ctx, options.get("secret"), headers)

@@ -13,13 +13,10 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from handlers.sinks.base import SinkContext, SinkError
-from receiver.batching import GroupCommit
-
-if TYPE_CHECKING:
-    from receiver.settings import SinkSettings
+from receiver.core.batching import GroupCommit
 
 
 class JsonlSink:
@@ -49,5 +46,5 @@ class JsonlSink:
         await self._lines.drain()
 
 
-def create(settings: SinkSettings, ctx: SinkContext) -> JsonlSink:
-    return JsonlSink(str(settings.options["path"]))
+def create(name: str, options: Mapping[str, Any], ctx: SinkContext) -> JsonlSink:
+    return JsonlSink(str(options["path"]))

@@ -33,11 +33,11 @@ import re
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from handlers.sinks import fetch
 from handlers.sinks.base import RETRYABLE_4XX, SinkContext, SinkError
-from receiver.errors import ConfigError
+from receiver.core.errors import ConfigError
 
 try:
     from aiobotocore.config import AioConfig
@@ -46,8 +46,6 @@ try:
 except ImportError:  # the s3 extra is optional; create() says how to install it
     get_session = None
 
-if TYPE_CHECKING:
-    from receiver.settings import SinkSettings
 
 PART_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 50 * 1024 * 1024
@@ -299,11 +297,10 @@ class S3Sink:
         return {"ETag": answer["ETag"], "PartNumber": number}
 
 
-def create(settings: SinkSettings, ctx: SinkContext) -> S3Sink:
+def create(name: str, options: Mapping[str, Any], ctx: SinkContext) -> S3Sink:
     if get_session is None:
         raise ConfigError(MISSING_EXTRA)
-    options = settings.options
-    where = f"[sinks.{settings.name}]"
+    where = f"[sinks.{name}]"
     return S3Sink(
         str(options["bucket"]),
         ctx,

@@ -26,14 +26,11 @@ from __future__ import annotations
 import posixpath
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from handlers.sinks.base import RETRYABLE_4XX, SinkContext, SinkError, retry_after_seconds
-
-if TYPE_CHECKING:
-    from receiver.settings import SinkSettings
 
 WHAT = "the Slack webhook"
 
@@ -258,5 +255,5 @@ class SlackSink:
         return None
 
 
-def create(settings: SinkSettings, ctx: SinkContext) -> SlackSink:
-    return SlackSink(str(settings.options["url"]), ctx)
+def create(name: str, options: Mapping[str, Any], ctx: SinkContext) -> SlackSink:
+    return SlackSink(str(options["url"]), ctx)

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from receiver.errors import ConfigError
-from receiver.events import Event
+from receiver.core.errors import ConfigError
+from receiver.core.events import Event
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from receiver.events import TERMINAL_STATUSES
+from receiver.core.events import TERMINAL_STATUSES
 from receiver.store import (
     Due,
     EventFilter,

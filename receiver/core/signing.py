@@ -36,7 +36,7 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from receiver.errors import ConfigError, SignatureInvalid
+from receiver.core.errors import ConfigError, SignatureInvalid
 
 SCHEMES: tuple[str, ...] = ("standard-webhooks", "stripe", "hmac", "fal", "none")
 
