@@ -90,7 +90,7 @@ class AdminApi:
     def __init__(self, service: Hookyard) -> None:
         self.service = service
         self.replayer = Replayer(
-            service.store, service.pipeline.router.sinks_for, service.settings.sinks
+            service.store, service.ingest.router.sinks_for, service.settings.sinks
         )
 
     async def openapi(self, _: Request) -> Response:

@@ -25,8 +25,8 @@ from receiver.core import signing
 from receiver.core.errors import HookyardError, Unauthorized
 from receiver.delivery import Delivery
 from receiver.hooks import PREFIX, Intake, WebhookEndpoint, new_request_id, request_id_of
+from receiver.ingest import Ingest
 from receiver.metrics import CONTENT_TYPE, Metrics
-from receiver.pipeline import Pipeline
 from receiver.poller import Poller
 from receiver.router import Router
 from receiver.settings import Settings, SourceSettings
@@ -36,12 +36,12 @@ log = structlog.get_logger("hookyard.http")
 
 
 class Hookyard:
-    """The running service: settings, store, pipeline and delivery, shared by the routes."""
+    """The running service: settings, store, ingest and delivery, shared by the routes."""
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or open_store(settings.server.database)
-        self.pipeline = Pipeline(self.store, Router(settings.routes))
+        self.ingest = Ingest(self.store, Router(settings.routes))
         # Provider polls share one pool; each sink gets its own (receiver.delivery).
         self.http = httpx.AsyncClient(
             follow_redirects=False,
@@ -50,8 +50,8 @@ class Hookyard:
         )
         self.metrics = Metrics(settings.sources)
         self.delivery = Delivery(settings.sinks, self.store, metrics=self.metrics)
-        self.poller = Poller(settings, self.store, self.pipeline, self.http, metrics=self.metrics)
-        self.pipeline.listeners += [self.delivery.events_stored, self.poller.events_stored]
+        self.poller = Poller(settings, self.store, self.ingest, self.http, metrics=self.metrics)
+        self.ingest.listeners.extend([self.delivery.events_stored, self.poller.events_stored])
         receiving = {n: s for n, s in settings.sources.items() if s.receives_webhooks}
         intakes = {
             name: Intake(src, _verifier(src), providers.PROVIDERS[src.provider])
@@ -59,7 +59,7 @@ class Hookyard:
         }
         self.webhooks = WebhookEndpoint(
             intakes,
-            self.pipeline,
+            self.ingest,
             self.poller,
             settings.server.max_body_bytes,
             polled_only=[n for n in settings.sources if n not in receiving],
@@ -69,7 +69,7 @@ class Hookyard:
     @contextlib.asynccontextmanager
     async def lifespan(self, _: object = None) -> AsyncIterator[None]:
         await self.store.open()
-        await self.pipeline.start()
+        await self.ingest.start()
         await self.delivery.start()
         await self.poller.start()
         log.info(
@@ -82,7 +82,7 @@ class Hookyard:
             yield
         finally:
             await self.poller.stop()
-            await self.pipeline.stop()
+            await self.ingest.stop()
             await self.delivery.stop()
             await self.http.aclose()
             await self.store.close()
@@ -104,7 +104,7 @@ class Hookyard:
 
     async def readyz(self, _: Request) -> Response:
         problems = []
-        if not self.pipeline.running:
+        if not self.ingest.running:
             problems.append("the event writer is not running")
         try:
             await self.store.ping()

@@ -2,8 +2,10 @@
 
 One `SinkRunner` per configured sink claims that sink's due rows and sends them, under the
 sink's own concurrency cap, rate limit and circuit breaker, so a slow or dead sink never holds up
-another sink or the ingest path. Outcomes are committed in batches by one `OutcomeWriter`.
-New rows wake the runners at once (the pipeline tells us); retries sleep until they are due.
+another sink or the ingest path. Each runner is a due-loop (receiver.core.dueloop): new rows
+wake it at once (ingest tells us), retries sleep until they are due. Outcomes are committed in
+groups (receiver.core.batching, policy RETRY: a store outage delays them, never drops them; the
+rows stay claimed meanwhile).
 
 Failures retry on the sink's `retry_schedule_s` with ±20 % jitter, never sooner than a
 `Retry-After` (capped at an hour); a permanent failure (a 4xx other than 408/409/425/429) or
@@ -24,6 +26,8 @@ import structlog
 
 from handlers.sinks import SINK_SPECS
 from handlers.sinks.base import Sink, SinkContext, SinkError
+from receiver.core.batching import GroupCommit, OnError
+from receiver.core.dueloop import DueLoop
 from receiver.core.pacing import RateLimiter
 from receiver.metrics import Metrics
 from receiver.settings import SinkSettings
@@ -32,9 +36,6 @@ from receiver.store import Due, NewEvent, Outcome, Store, Stored
 log = structlog.get_logger("hookyard.delivery")
 
 RETRY_AFTER_CAP_S = 3600.0
-# A sleeping runner looks again this often, whatever it was told: rows added by another
-# process (the CLI's replay) are picked up within this time.
-IDLE_RECHECK_S = 5.0
 JITTER = 0.2
 
 
@@ -105,68 +106,19 @@ class Breaker:
         return True
 
 
-class OutcomeWriter:
-    """Commits attempt outcomes in batches; retries the commit if the store is down (the rows
-    stay claimed meanwhile, so nothing is sent twice by this process)."""
+class Outcomes:
+    """Attempt outcomes on their way to the store: counted at once, committed in groups."""
 
-    def __init__(
-        self, store: Store, on_committed: Callable[[Sequence[Outcome]], None], metrics: Metrics
-    ) -> None:
-        self.store = store
-        self.on_committed = on_committed
+    def __init__(self, store: Store, metrics: Metrics) -> None:
         self.metrics = metrics
-        self._queue: asyncio.Queue[Outcome | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="hookyard-outcome-writer")
+        self.writer: GroupCommit[Outcome, None] = GroupCommit(
+            store.record_outcomes, on_error=OnError.RETRY, name="delivery.outcomes"
+        )
 
     def submit(self, outcome: Outcome) -> None:
-        self._queue.put_nowait(outcome)
         kind = "retry" if outcome.status == "pending" else outcome.status
         self.metrics.deliveries.labels(outcome.sink, kind).inc()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._queue.put_nowait(None)
-            await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch: list[Outcome] = []
-            for item in [await self._queue.get(), *_drain(self._queue)]:
-                if item is None:
-                    stopping = True
-                else:
-                    batch.append(item)
-            if batch:
-                await self._commit(batch)
-                self.on_committed(batch)
-
-    async def _commit(self, batch: list[Outcome]) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self.store.record_outcomes(batch)
-                return
-            except Exception as exc:
-                log.error(
-                    "delivery.outcomes_not_saved",
-                    outcomes=len(batch),
-                    error=repr(exc)[:300],
-                    retry_in_s=delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-
-
-def _drain(queue: asyncio.Queue[Outcome | None]) -> list[Outcome | None]:
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
+        self.writer.put(outcome)
 
 
 class SinkRunner:
@@ -177,7 +129,7 @@ class SinkRunner:
         settings: SinkSettings,
         sink: Sink,
         store: Store,
-        outcomes: OutcomeWriter,
+        outcomes: Outcomes,
         breaker: Breaker,
         rng: random.Random,
     ) -> None:
@@ -190,33 +142,32 @@ class SinkRunner:
         self.rng = rng
         self.limiter = RateLimiter(settings.rate_per_s)
         self.inflight: dict[int, asyncio.Task[None]] = {}
-        self._wakeup = asyncio.Event()
+        self.loop = DueLoop(self._claim, self._idle_wait)
+        self._budget = 0
 
     def wake(self) -> None:
-        self._wakeup.set()
+        self.loop.wake()
 
     async def run(self) -> None:
-        while True:
-            self._wakeup.clear()
-            budget = self.breaker.allowance(self.settings.concurrency - len(self.inflight))
-            due = await self.store.claim_due(self.name, time.time(), budget) if budget else []
-            for item in due:
-                await self.limiter.acquire()
-                self._start(item)
-            if not due:
-                await self._sleep(budget)
+        await self.loop.run()
 
-    async def _sleep(self, budget: int) -> None:
-        timeout: float | None = IDLE_RECHECK_S
+    async def _claim(self) -> int:
+        self._budget = self.breaker.allowance(self.settings.concurrency - len(self.inflight))
+        if not self._budget:
+            return 0
+        due = await self.store.claim_due(self.name, time.time(), self._budget)
+        for item in due:
+            await self.limiter.acquire()
+            self._start(item)
+        return len(due)
+
+    async def _idle_wait(self) -> float | None:
         if self.breaker.is_open:
-            timeout = self.breaker.wait_s()
-        elif budget:  # idle: sleep until the next retry is due (new rows wake us sooner)
-            next_at = await self.store.next_due_at(self.name)
-            if next_at is not None:
-                timeout = min(max(0.0, next_at - time.time()), IDLE_RECHECK_S)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._wakeup.wait()
+            return self.breaker.wait_s()
+        if not self._budget:  # every slot busy: a finished send wakes us
+            return None
+        next_at = await self.store.next_due_at(self.name)  # new rows wake us sooner
+        return None if next_at is None else next_at - time.time()
 
     def _start(self, due: Due) -> None:
         task = asyncio.create_task(
@@ -352,7 +303,8 @@ class Delivery:
         self._clients: list[httpx.AsyncClient] = []
         self.breaker_factory = breaker_factory
         self.metrics = metrics or Metrics()
-        self.outcomes = OutcomeWriter(store, self._outcomes_committed, self.metrics)
+        self.outcomes = Outcomes(store, self.metrics)
+        self.outcomes.writer.listeners.append(self._outcomes_committed)
         self.runners: dict[str, SinkRunner] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -367,7 +319,6 @@ class Delivery:
             self.runners[name] = SinkRunner(
                 settings, sink, self.store, self.outcomes, self.breaker_factory(), rng
             )
-        self.outcomes.start()
         self._tasks = [
             asyncio.create_task(r.run(), name=f"sink-{n}") for n, r in self.runners.items()
         ]
@@ -385,7 +336,7 @@ class Delivery:
         return client
 
     def events_stored(self, items: Sequence[NewEvent], results: Sequence[Stored]) -> None:
-        """Pipeline listener: new delivery rows exist, wake every runner."""
+        """Ingest listener: new delivery rows exist, wake every runner."""
         if any(r.deliveries for r in results):
             self.wake(self.runners)
 
@@ -394,7 +345,7 @@ class Delivery:
             if name in self.runners:
                 self.runners[name].wake()
 
-    def _outcomes_committed(self, outcomes: Sequence[Outcome]) -> None:
+    def _outcomes_committed(self, outcomes: Sequence[Outcome], _: Sequence[None]) -> None:
         self.wake({o.sink for o in outcomes if o.status == "pending"})
 
     async def stop(self) -> None:
@@ -403,7 +354,7 @@ class Delivery:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(r.drain(self.grace_s) for r in self.runners.values()))
-        await self.outcomes.stop()
+        await self.outcomes.writer.drain()
         for runner in self.runners.values():
             await runner.sink.aclose()
         for client in self._clients:

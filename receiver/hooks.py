@@ -29,14 +29,12 @@ from receiver.core.errors import (
     NotFound,
     PayloadInvalid,
     RequestError,
-    StoreUnavailable,
     UnsupportedMediaType,
 )
+from receiver.ingest import Ingest
 from receiver.metrics import Metrics
-from receiver.pipeline import Pipeline
 from receiver.poller import NotPollable, Poller
 from receiver.settings import SourceSettings
-from receiver.store import is_outage
 
 log = structlog.get_logger("hookyard.http")
 
@@ -69,14 +67,14 @@ class WebhookEndpoint:
     def __init__(
         self,
         intakes: Mapping[str, Intake],
-        pipeline: Pipeline,
+        ingest: Ingest,
         poller: Poller,
         max_body_bytes: int,
         polled_only: Sequence[str] = (),
         metrics: Metrics | None = None,
     ) -> None:
         self.intakes = intakes
-        self.pipeline = pipeline
+        self.ingest = ingest
         self.poller = poller
         self.max_body_bytes = max_body_bytes
         self.polled_only = frozenset(polled_only)
@@ -139,7 +137,7 @@ class WebhookEndpoint:
         if metadata:
             event.metadata = metadata  # the job was registered with metadata for its events
         kept = {k: v for k, v in headers.items() if k not in UNSTORED_HEADERS}
-        stored = await self.pipeline.ingest(event, body, kept)
+        stored = await self.ingest.submit(event, body, kept)
         log.info(
             "webhook.accepted",
             source=name,
@@ -179,10 +177,6 @@ class WebhookEndpoint:
             await self.poller.watch(ctx.source, job_id, confirm=True)
         except NotPollable as exc:
             raise PayloadInvalid(str(exc)) from None
-        except Exception as exc:
-            if is_outage(exc):
-                raise StoreUnavailable("the job store could not commit; retry later") from None
-            raise
         log.info("webhook.confirming", source=ctx.source, job_id=job_id, request_id=request_id)
         return 202, {"job_id": job_id, "confirming": True}
 

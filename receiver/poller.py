@@ -6,7 +6,7 @@ two pacers: the provider's documented limit per API key (Rendergrid 120/min, Rev
 and the source's own `poll_rate_per_s`. A job's next poll backs off while it runs (x1.5 up to
 the cap), never comes sooner than the provider's per-job minimum (Rendergrid: 5 s) nor before a
 `Retry-After`, and a network error or 5xx is retried later. A terminal answer becomes an event
-through `pipeline.ingest`, with the same idempotency key a webhook would have, so a webhook and
+through `ingest.submit`, with the same idempotency key a webhook would have, so a webhook and
 a poll reporting the same outcome are one event. At the deadline the job gets
 `generation.expired`; after repeated 404s it is marked failed.
 
@@ -34,8 +34,8 @@ from handlers.sinks.base import retry_after_seconds
 from receiver.core import events
 from receiver.core.batching import GroupCommit
 from receiver.core.pacing import RateLimiter
+from receiver.ingest import Ingest
 from receiver.metrics import Metrics
-from receiver.pipeline import Pipeline
 from receiver.settings import Settings, SourceSettings
 from receiver.store import Job, NewEvent, Store, Stored
 
@@ -167,7 +167,7 @@ class Poller:
         self,
         settings: Settings,
         store: Store,
-        pipeline: Pipeline,
+        ingest: Ingest,
         http: httpx.AsyncClient,
         *,
         concurrency: int = 32,
@@ -175,7 +175,7 @@ class Poller:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.pipeline = pipeline
+        self.ingest = ingest
         self.http = http
         self.concurrency = concurrency
         self.sources = poll_sources(settings)
@@ -186,7 +186,7 @@ class Poller:
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         # Job updates share commits: polls that finish together pay one fsync.
-        self._saver = GroupCommit(store.save_jobs)
+        self._saver: GroupCommit[Job, None] = GroupCommit(store.save_jobs, name="job-saver")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -260,7 +260,7 @@ class Poller:
         return self.watched.get((source, job_id)) if job_id is not None else None
 
     def events_stored(self, items: Sequence[NewEvent], results: Sequence[Stored]) -> None:
-        """Pipeline listener: a terminal event for a watched job ends the watch."""
+        """Ingest listener: a terminal event for a watched job ends the watch."""
         finished = [
             key
             for item in items
@@ -391,7 +391,7 @@ class Poller:
         self, job: Job, src: PollSource, answer: PollAnswer, body: bytes, now: float
     ) -> None:
         if answer.state == DONE and answer.event is not None:
-            stored = await self.pipeline.ingest(answer.event, body, {})
+            stored = await self.ingest.submit(answer.event, body, {})
             log.info(
                 "poll.finished",
                 source=job.source,
@@ -460,7 +460,7 @@ class Poller:
             error=f"no outcome within {waited} s (last status: {job.last_status or 'unknown'})",
             metadata=job.metadata,
         )
-        stored = await self.pipeline.ingest(event, json.dumps(raw).encode(), {})
+        stored = await self.ingest.submit(event, json.dumps(raw).encode(), {})
         log.warning(
             "poll.expired",
             source=job.source,

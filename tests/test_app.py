@@ -220,14 +220,14 @@ async def test_health_and_readiness(tmp_path: Path) -> None:
 
 async def test_readyz_is_503_when_the_writer_stopped(tmp_path: Path) -> None:
     async with app_client(load(tmp_path)) as (client, service):
-        await service.pipeline.stop()
+        await service.ingest.stop()
         ready = await client.get("/readyz")
         r = await client.post(
             "/hooks/rendergrid",
             content=COMPLETED,
             headers=signed_headers(service.settings, "rendergrid", COMPLETED),
         )
-        await service.pipeline.start()  # let the lifespan stop it again cleanly
+        await service.ingest.start()  # let the lifespan stop it again cleanly
     assert ready.status_code == 503
     assert r.status_code == 503
 

@@ -14,7 +14,7 @@ import pytest
 
 from receiver import settings as settings_mod
 from receiver.core import events
-from receiver.pipeline import Pipeline
+from receiver.ingest import Ingest
 from receiver.poller import NotPollable, Poller
 from receiver.router import Router
 from receiver.store.sqlite import SqliteStore
@@ -96,18 +96,18 @@ async def rig(
     config = settings_mod.load(str(path))
     store = SqliteStore(str(tmp / "p.db"))
     await store.open()
-    pipeline = Pipeline(store, Router([]))
-    await pipeline.start()
+    ingest = Ingest(store, Router([]))
+    await ingest.start()
     provider = provider or Provider()
     async with httpx.AsyncClient(transport=httpx.MockTransport(provider)) as http:
-        poller = Poller(config, store, pipeline, http)
-        pipeline.listeners.append(poller.events_stored)
+        poller = Poller(config, store, ingest, http)
+        ingest.listeners.append(poller.events_stored)
         await poller.start()
         try:
             yield Rig(store, poller, provider)
         finally:
             await poller.stop()
-            await pipeline.stop()
+            await ingest.stop()
             await store.close()
 
 
@@ -219,7 +219,7 @@ async def test_a_terminal_webhook_ends_the_watch_before_any_poll(tmp_path: Path)
             via="webhook",
             raw={"id": "c1"},
         )
-        await r.poller.pipeline.ingest(webhook, b'{"id": "c1"}', {})
+        await r.poller.ingest.submit(webhook, b'{"id": "c1"}', {})
         await r.until(lambda: ("rendergrid", "c1") not in r.poller.watched)
         await asyncio.sleep(1.5)
         state = await r.job_state("rendergrid", "c1")

@@ -1,4 +1,4 @@
-"""The SQLite store and the batching pipeline in front of it."""
+"""The SQLite store and the batching ingest writer in front of it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from receiver.core import events
 from receiver.core.errors import StoreUnavailable
-from receiver.pipeline import Pipeline
+from receiver.ingest import Ingest
 from receiver.router import Router
 from receiver.settings import Route
 from receiver.store import NewEvent, Stored
@@ -82,22 +82,22 @@ async def test_a_bad_item_does_not_fail_its_batch(tmp_path: Path) -> None:
     """An item the store rejects (here: a body that is not bytes) fails alone, with a 503."""
     store = SqliteStore(str(tmp_path / "s.db"))
     await store.open()
-    pipeline = Pipeline(store, Router([Route(("*",), ("*",), ("a",))]))
-    await pipeline.start()
+    ingest = Ingest(store, Router([Route(("*",), ("*",), ("a",))]))
+    await ingest.start()
     try:
         bad = completed("bad")
         good = [completed(f"g{i}") for i in range(20)]
-        real_ingest = pipeline.ingest
+        real_ingest = ingest.submit
 
         async def ingest_bad() -> Stored:
             return await real_ingest(bad, object(), {})  # type: ignore[arg-type]
 
         answers = await asyncio.gather(
-            ingest_bad(), *(pipeline.ingest(ev, b"{}", {}) for ev in good),
+            ingest_bad(), *(ingest.submit(ev, b"{}", {}) for ev in good),
             return_exceptions=True,
         )
     finally:
-        await pipeline.stop()
+        await ingest.stop()
         await store.close()
     assert isinstance(answers[0], StoreUnavailable)
     assert all(isinstance(a, Stored) and not a.duplicate for a in answers[1:])
@@ -106,12 +106,12 @@ async def test_a_bad_item_does_not_fail_its_batch(tmp_path: Path) -> None:
 async def test_stop_commits_everything_already_queued(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "s.db"))
     await store.open()
-    pipeline = Pipeline(store, Router([]))
-    await pipeline.start()
-    pending = [asyncio.create_task(pipeline.ingest(completed(f"j{i}"), b"{}", {}))
+    ingest = Ingest(store, Router([]))
+    await ingest.start()
+    pending = [asyncio.create_task(ingest.submit(completed(f"j{i}"), b"{}", {}))
                for i in range(50)]
     await asyncio.sleep(0)  # all 50 are queued
-    await pipeline.stop()
+    await ingest.stop()
     results = await asyncio.gather(*pending)
     assert await store.count_events() == 50 and len({r.event_id for r in results}) == 50
     await store.close()

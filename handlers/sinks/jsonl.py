@@ -22,7 +22,7 @@ from receiver.core.batching import GroupCommit
 class JsonlSink:
     def __init__(self, path: str) -> None:
         self.path = Path(path)
-        self._lines: GroupCommit[bytes] = GroupCommit(self._write)
+        self._lines: GroupCommit[bytes, None] = GroupCommit(self._write, name="jsonl")
 
     async def send(self, event: Mapping[str, Any]) -> int | None:
         line = json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n"

@@ -6,7 +6,6 @@ embedded default; a PostgreSQL backend will implement the same Protocol.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -241,11 +240,6 @@ class Store(Protocol):
 
     async def pending_stats(self) -> tuple[int, float | None]:
         """The number of pending deliveries and the created_at of the oldest one."""
-
-
-def is_outage(exc: BaseException) -> bool:
-    """True when the store itself failed (locked, disk, connection), not one item's data."""
-    return isinstance(exc, sqlite3.OperationalError | OSError | ConnectionError)
 
 
 def open_store(database: str) -> Store:

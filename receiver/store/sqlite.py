@@ -2,7 +2,7 @@
 
 Durability: `synchronous = FULL` in WAL mode fsyncs the log at every commit, so an event whose
 200 went out survives a killed process and a lost machine alike. Commits are shared by batches
-(see receiver.pipeline), which is what keeps that affordable.
+(see receiver.ingest), which is what keeps that affordable.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from receiver.core.errors import StoreUnavailable
 from receiver.core.events import TERMINAL_STATUSES
 from receiver.store import (
     Due,
@@ -372,7 +373,13 @@ async def _run(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
     aiosqlite runs each of its own methods this way (`Connection._execute`); it has no public
     name for running a whole function, so the private one is used here and only here.
     """
-    result: T = await db._execute(lambda: fn(db._conn, *args))  # type: ignore[no-untyped-call]
+    try:
+        result: T = await db._execute(lambda: fn(db._conn, *args))  # type: ignore[no-untyped-call]
+    except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+        if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.ProgrammingError):
+            raise  # this item's data, not the store: the caller's problem
+        # Translated here, at the boundary: callers see the store's own error, not the driver's.
+        raise StoreUnavailable(f"the SQLite store failed: {exc}"[:300]) from exc
     return result
 
 

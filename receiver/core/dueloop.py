@@ -1,0 +1,50 @@
+"""The due-loop: claim what is due, start it, sleep until the next thing is due or a wake-up.
+
+The one scheduler shape behind the delivery runners (one per sink) and the poller. The owner
+says how to take work (`claim`, which starts what it took and returns how many) and how long
+there is nothing to do (`idle_wait`); the loop owns the waiting. Sleeps are measured on the
+monotonic clock, so a wall-clock step neither stalls nor hurries a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+# Whatever a loop was told, it looks again this often: work added by another process (the CLI,
+# another worker) is picked up within this time even when no wake-up reaches us.
+IDLE_RECHECK_S = 5.0
+
+
+class DueLoop:
+    """Runs `claim()` until it takes nothing, then sleeps `idle_wait()` seconds (None: the idle
+    re-check), capped at `recheck_s`, or until `wake()`."""
+
+    def __init__(
+        self,
+        claim: Callable[[], Awaitable[int]],
+        idle_wait: Callable[[], Awaitable[float | None]],
+        *,
+        recheck_s: float = IDLE_RECHECK_S,
+    ) -> None:
+        self.claim = claim
+        self.idle_wait = idle_wait
+        self.recheck_s = recheck_s
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            if not await self.claim():
+                await self.sleep(await self.idle_wait())
+
+    async def sleep(self, seconds: float | None) -> None:
+        """Wait `seconds` (at most the re-check interval) or until woken."""
+        timeout = self.recheck_s if seconds is None else min(max(0.0, seconds), self.recheck_s)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
