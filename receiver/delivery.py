@@ -280,7 +280,7 @@ class SinkRunner:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*late, return_exceptions=True)
-            self.store.release([i for i, t in pending if t in late])
+            await self.store.release([i for i, t in pending if t in late])
 
 
 class Delivery:

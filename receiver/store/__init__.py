@@ -6,6 +6,9 @@ embedded default; a PostgreSQL backend will implement the same Protocol.
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,6 +44,7 @@ class Due:
     sink: str
     attempts: int  # attempts made before this one
     event: dict[str, Any]
+    lease_until: float = 0.0  # the claim is ours until then (renew it for a longer send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,18 +156,26 @@ class Store(Protocol):
         idempotency key; a non-terminal event after a terminal one of its job gets no
         deliveries. Returns one Stored per item, in order."""
 
-    async def claim_due(self, sink: str, now: float, limit: int) -> list[Due]:
-        """Up to `limit` pending deliveries to `sink` due by `now`, oldest first, that nobody
-        holds; they stay held until their outcome is recorded or they are released."""
+    async def claim_due(
+        self, sink: str, now: float, limit: int, lease_s: float | None = None
+    ) -> list[Due]:
+        """Lease up to `limit` pending deliveries to `sink` due by `now`, oldest first, that no
+        live lease holds, to this store's owner for `lease_s` (default: the store's). Another
+        process can take them only once the lease has ended; taking them again is no attempt."""
 
     async def next_due_at(self, sink: str) -> float | None:
-        """When the earliest unheld pending delivery to `sink` is due (None: there is none)."""
+        """When the earliest unleased pending delivery to `sink` is due (None: there is none)."""
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        """Store attempts and delivery states in ONE transaction, then release the rows."""
+        """Store attempts and, for rows this owner still holds, the delivery states, in ONE
+        transaction; the leases end."""
 
-    def release(self, delivery_ids: Sequence[int]) -> None:
-        """Give claimed rows back unchanged (a send cancelled at shutdown)."""
+    async def renew(self, delivery_ids: Sequence[int], until: float) -> int:
+        """Extend this owner's leases (a long send); rows it no longer holds are left alone.
+        Returns how many were extended."""
+
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        """Give this owner's claimed rows back unchanged (a send cancelled at shutdown)."""
 
     async def watch_job(self, job: Job) -> tuple[Job, bool]:
         """Store a new watched job; if (source, job_id) is known, return the stored one.
@@ -240,6 +252,27 @@ class Store(Protocol):
 
     async def pending_stats(self) -> tuple[int, float | None]:
         """The number of pending deliveries and the created_at of the oldest one."""
+
+
+def new_owner_id() -> str:
+    """Who holds a lease: this host and process, plus a random part (pids are reused)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True when `owner` was a process on this host that no longer runs, so its leases can be
+    ended at once instead of waiting them out (a restart after a crash)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname()[:40] or not pid.isascii() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    return False
 
 
 def open_store(database: str) -> Store:

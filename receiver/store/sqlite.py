@@ -29,6 +29,8 @@ from receiver.store import (
     ReplayChunk,
     ReplayScope,
     Stored,
+    new_owner_id,
+    owner_is_dead,
 )
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
@@ -102,9 +104,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE deliveries ADD COLUMN cause TEXT NOT NULL DEFAULT 'route'",
         "ALTER TABLE deliveries ADD COLUMN replay_of INTEGER REFERENCES deliveries (id)",
     ),
+    (
+        # Claims are leases in rows, so any number of processes can share the file: a worker
+        # that dies holds its rows only until lease_until.
+        "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE deliveries ADD COLUMN lease_until REAL",
+        "CREATE INDEX deliveries_pending ON deliveries (sink, next_attempt_at)"
+        " WHERE status = 'pending'",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _CHUNK = 500  # rows or values per statement: far below SQLite's 32766 parameters
+DEFAULT_LEASE_S = 300.0
 
 
 class SchemaTooNew(RuntimeError):
@@ -123,14 +134,20 @@ class SqliteStore:
     database thread instead of one per statement: under load each hop waits for a busy loop.
     """
 
-    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout_ms: int = 5000,
+        owner: str | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        self.owner = owner or new_owner_id()  # whose claims are ours (one per process)
+        self.lease_s = lease_s
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        # One process owns a SQLite file, so claims live in memory: a crash forgets them and
-        # every pending row is sent again after the restart (at-least-once).
-        self._claimed: set[int] = set()
         self._write_lock = asyncio.Lock()  # transactions on the writer must not interleave
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -140,6 +157,7 @@ class SqliteStore:
         try:
             self._writer = await self._connect()
             await _run(self._writer, _migrate, self.path)
+            await self._write(_release_dead_owners)
             self._reader = await self._connect()
         except BaseException:
             await self.close()
@@ -159,12 +177,14 @@ class SqliteStore:
                 await db.close()
         self._reader = self._writer = None
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn(connection, *args) in ONE transaction on the writer's thread."""
+    async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
+        """Run fn(connection, *args) in ONE transaction on the writer's thread; a durable
+        write is fsynced before this returns."""
         if self._writer is None:
             raise RuntimeError("store is not open")
+        wrapped = _in_transaction if durable else _in_light_transaction
         async with self._write_lock:
-            return await _run(self._writer, _in_transaction, fn, *args)
+            return await _run(self._writer, wrapped, fn, *args)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._reader is None:
@@ -183,38 +203,32 @@ class SqliteStore:
 
     # -- delivering ------------------------------------------------------------------------
 
-    async def claim_due(self, sink: str, now: float, limit: int) -> list[Due]:
-        # Rows held when the query starts are skipped even if released meanwhile: the query
-        # may have read them from before their outcome was committed.
-        held = set(self._claimed)
-        rows = await self._read(
-            _fetch_all,
-            "SELECT d.id, d.attempts, e.event_json, e.raw_body FROM deliveries d"
-            " JOIN events e ON e.id = d.event_id"
-            " WHERE d.sink = ? AND d.status = 'pending' AND d.next_attempt_at <= ?"
-            " ORDER BY d.next_attempt_at, d.id LIMIT ?",
-            (sink, now, limit + len(held)),
-        )
-        rows = [r for r in rows if r[0] not in held and r[0] not in self._claimed][:limit]
-        self._claimed.update(r[0] for r in rows)
-        return [Due(r[0], sink, r[1], _event_doc(r[2], r[3])) for r in rows]
+    async def claim_due(
+        self, sink: str, now: float, limit: int, lease_s: float | None = None
+    ) -> list[Due]:
+        until = now + (lease_s or self.lease_s)
+        # A claim need not survive a power cut (the row would simply be sent again), so it
+        # skips the fsync: the next durable commit writes it out with its own.
+        rows = await self._write(_claim, sink, now, limit, self.owner, until, durable=False)
+        return [Due(r[0], sink, r[1], _event_doc(r[2], r[3]), until) for r in rows]
 
     async def next_due_at(self, sink: str) -> float | None:
-        held = set(self._claimed)
         rows = await self._read(
             _fetch_all,
-            "SELECT id, next_attempt_at FROM deliveries WHERE sink = ? AND status = 'pending'"
-            " ORDER BY next_attempt_at LIMIT ?",
-            (sink, len(held) + 1),
+            "SELECT next_attempt_at FROM deliveries WHERE sink = ? AND status = 'pending'"
+            " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT 1",
+            (sink, time.time()),
         )
-        return next((float(r[1]) for r in rows if r[0] not in held), None)
+        return float(rows[0][0]) if rows else None
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        await self._write(_record_outcomes, outcomes)
-        self.release([o.delivery_id for o in outcomes])
+        await self._write(_record_outcomes, outcomes, self.owner)
 
-    def release(self, delivery_ids: Sequence[int]) -> None:
-        self._claimed.difference_update(delivery_ids)
+    async def renew(self, delivery_ids: Sequence[int], until: float) -> int:
+        return await self._write(_renew, delivery_ids, self.owner, until, durable=False)
+
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        await self._write(_renew, delivery_ids, self.owner, None, durable=False)
 
     async def delivery_counts(self) -> dict[tuple[str, str], int]:
         rows = await self._read(
@@ -393,6 +407,66 @@ def _in_transaction(conn: Sql, fn: Callable[..., T], *args: Any) -> T:
             conn.execute("ROLLBACK")
         raise
     return result
+
+
+def _in_light_transaction(conn: Sql, fn: Callable[..., T], *args: Any) -> T:
+    """A transaction that is atomic but not fsynced at commit (WAL, synchronous = NORMAL)."""
+    conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        return _in_transaction(conn, fn, *args)
+    finally:
+        conn.execute("PRAGMA synchronous = FULL")
+
+
+def _claim(
+    conn: Sql, sink: str, now: float, limit: int, owner: str, until: float
+) -> list[tuple[Any, ...]]:
+    """Lease up to `limit` due rows of `sink` to `owner`; (id, attempts, event_json, raw_body)."""
+    claimed = conn.execute(
+        "UPDATE deliveries SET claimed_by = ?, lease_until = ? WHERE id IN ("
+        " SELECT id FROM deliveries WHERE sink = ? AND status = 'pending'"
+        " AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+        " ORDER BY next_attempt_at, id LIMIT ?) RETURNING id, attempts, event_id",
+        (owner, until, sink, now, now, limit),
+    ).fetchall()
+    if not claimed:
+        return []
+    bodies = {
+        r[0]: (r[1], r[2])
+        for r in _events_where_in(
+            conn, "id, event_json, raw_body", "id", [c[2] for c in claimed]
+        )
+    }
+    claimed.sort(key=lambda c: c[0])
+    return [(c[0], c[1], *bodies[c[2]]) for c in claimed]
+
+
+def _release_dead_owners(conn: Sql) -> None:
+    """End the leases of processes of this host that died (kill -9, a crash): a restart sends
+    their rows at once instead of after the lease."""
+    owners = conn.execute(
+        "SELECT DISTINCT claimed_by FROM deliveries WHERE claimed_by IS NOT NULL"
+    ).fetchall()
+    dead = [o for (o,) in owners if owner_is_dead(o)]
+    conn.executemany(
+        "UPDATE deliveries SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = ?",
+        [(o,) for o in dead],
+    )
+
+
+def _renew(conn: Sql, ids: Sequence[int], owner: str, until: float | None) -> int:
+    """Move the lease end of `owner`'s rows among `ids` (None: give them back)."""
+    changed = 0
+    for chunk in _chunks(list(ids)):
+        marks = ",".join("?" * len(chunk))
+        claimed_by = owner if until is not None else None
+        cur = conn.execute(
+            f"UPDATE deliveries SET claimed_by = ?, lease_until = ? WHERE id IN ({marks})"  # noqa: S608
+            " AND claimed_by = ? AND status = 'pending'",
+            (claimed_by, until, *chunk, owner),
+        )
+        changed += cur.rowcount
+    return changed
 
 
 def _fetch_all(conn: Sql, sql: str, params: Sequence[Any]) -> list[Any]:
@@ -622,7 +696,9 @@ def _delete_job(conn: Sql, source: str, job_id: str) -> bool:
     return cur.rowcount > 0
 
 
-def _record_outcomes(conn: Sql, outcomes: Sequence[Outcome]) -> None:
+def _record_outcomes(conn: Sql, outcomes: Sequence[Outcome], owner: str) -> None:
+    """Every attempt is logged; a delivery's state changes only while `owner` still holds its
+    lease (a worker whose lease ran out must not overwrite what the next holder did)."""
     conn.executemany(
         "INSERT INTO attempts (delivery_id, started_at, duration_ms, status_code, error, outcome)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -640,7 +716,8 @@ def _record_outcomes(conn: Sql, outcomes: Sequence[Outcome]) -> None:
     )
     conn.executemany(
         "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
-        " last_status_code = ?, last_error = ?, updated_at = ? WHERE id = ?",
+        " last_status_code = ?, last_error = ?, updated_at = ?, claimed_by = NULL,"
+        " lease_until = NULL WHERE id = ? AND claimed_by = ?",
         [
             (
                 o.status,
@@ -650,6 +727,7 @@ def _record_outcomes(conn: Sql, outcomes: Sequence[Outcome]) -> None:
                 o.error,
                 o.started_at + o.duration_s,
                 o.delivery_id,
+                owner,
             )
             for o in outcomes
         ],
@@ -844,6 +922,6 @@ def _decode_raw(body: bytes) -> Any:
         return body.decode("utf-8", "replace")
 
 
-def _chunks(values: list[str]) -> Iterable[list[str]]:
+def _chunks(values: Sequence[T]) -> Iterable[list[T]]:
     for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
+        yield list(values[start : start + _CHUNK])

@@ -1,0 +1,101 @@
+"""Delivery claims are leases in rows: several store instances (processes) on one SQLite file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from receiver.core import events
+from receiver.store import NewEvent, Outcome, owner_is_dead
+from receiver.store.sqlite import SqliteStore
+
+
+def new_item(job: str) -> NewEvent:
+    event = events.generation_event(source="rg", provider="rendergrid", job_id=job,
+                                    status="completed", via="webhook", raw={"id": job})
+    return NewEvent(event, b'{"id": "x"}', {}, ("a",))
+
+
+@contextlib.asynccontextmanager
+async def opened(path: Path, owner: str, lease_s: float = 60.0) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(str(path), owner=owner, lease_s=lease_s)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def outcome(delivery_id: int, status: str = "delivered") -> Outcome:
+    now = time.time()
+    return Outcome(delivery_id, "a", status, 1, now, now, 0.01, 200)
+
+
+async def test_a_leased_row_is_not_claimed_by_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with opened(path, "host:1:a") as one, opened(path, "host:2:b") as two:
+        await one.write_events([new_item(f"j{i}") for i in range(5)])
+        mine = await one.claim_due("a", time.time(), 3)
+        theirs = await two.claim_due("a", time.time(), 10)
+        assert len(mine) == 3 and len(theirs) == 2
+        assert not {d.delivery_id for d in mine} & {d.delivery_id for d in theirs}
+        assert await two.claim_due("a", time.time(), 10) == []
+
+
+async def test_an_ended_lease_is_claimed_again_without_counting_an_attempt(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with opened(path, "host:1:a", lease_s=0.2) as one, opened(path, "host:2:b") as two:
+        await one.write_events([new_item("j")])
+        [first] = await one.claim_due("a", time.time(), 1)
+        assert await two.claim_due("a", time.time(), 1) == []
+        later = first.lease_until + 0.01
+        [again] = await two.claim_due("a", later, 1)
+        assert again.delivery_id == first.delivery_id
+        assert again.attempts == first.attempts == 0
+
+
+async def test_a_stale_owner_cannot_overwrite_the_new_holder(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with opened(path, "host:1:a", lease_s=0.2) as one, opened(path, "host:2:b") as two:
+        await one.write_events([new_item("j")])
+        [stale] = await one.claim_due("a", time.time(), 1)
+        [fresh] = await two.claim_due("a", stale.lease_until + 0.01, 1)
+        await one.record_outcomes([outcome(stale.delivery_id, "dead")])
+        assert await one.renew([stale.delivery_id], time.time() + 60) == 0
+        await two.record_outcomes([outcome(fresh.delivery_id, "delivered")])
+        event = await two.get_event(fresh.event["id"])
+        assert event is not None
+        [delivery] = event["deliveries"]
+        assert delivery["status"] == "delivered"
+        assert len(delivery["attempt_log"]) == 2  # both attempts happened and are logged
+
+
+async def test_release_gives_rows_back_and_renew_extends_only_our_own(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with opened(path, "host:1:a") as one, opened(path, "host:2:b") as two:
+        await one.write_events([new_item("j1"), new_item("j2")])
+        claimed = await one.claim_due("a", time.time(), 2)
+        ids = [d.delivery_id for d in claimed]
+        assert await two.renew(ids, time.time() + 600) == 0
+        assert await one.renew(ids, time.time() + 600) == 2
+        await one.release(ids[:1])
+        [back] = await two.claim_due("a", time.time(), 5)
+        assert back.delivery_id == ids[0]
+
+
+async def test_a_restart_on_this_host_ends_a_dead_process_leases_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    dead_pid = 2**22 + 12345  # above the default pid_max: no such process
+    dead = f"{socket.gethostname()}:{dead_pid}:x"
+    assert owner_is_dead(dead)
+    assert not owner_is_dead(f"{socket.gethostname()}:{os.getpid()}:y")
+    assert not owner_is_dead(f"another-host:{dead_pid}:z")  # not ours to judge: wait it out
+    async with opened(path, dead) as crashed:
+        await crashed.write_events([new_item("j")])
+        assert len(await crashed.claim_due("a", time.time(), 1)) == 1
+    async with opened(path, "host:2:b") as restarted:
+        assert len(await restarted.claim_due("a", time.time(), 1)) == 1
