@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 from handlers import providers
 from receiver import admin
 from receiver.core import signing
-from receiver.core.errors import HookyardError, Unauthorized
+from receiver.core.errors import HookyardError, StoreUnavailable, Unauthorized
 from receiver.delivery import Delivery
 from receiver.hooks import PREFIX, Intake, WebhookEndpoint, new_request_id, request_id_of
 from receiver.ingest import Ingest
@@ -72,6 +73,7 @@ class Hookyard:
         await self.ingest.start()
         await self.delivery.start()
         await self.poller.start()
+        follower = asyncio.create_task(self._follow_changes(), name="hookyard-change-follower")
         log.info(
             "hookyard.started",
             sources=sorted(self.settings.sources),
@@ -81,12 +83,28 @@ class Hookyard:
         try:
             yield
         finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
             await self.poller.stop()
             await self.ingest.stop()
             await self.delivery.stop()
             await self.http.aclose()
             await self.store.close()
             log.info("hookyard.stopped")
+
+    async def _follow_changes(self) -> None:
+        """Wake idle sink runners and the poller when anyone commits to the store: rows that
+        another process (a web worker, the CLI) added are sent within tens of milliseconds."""
+        while True:
+            try:
+                changed = await self.store.wait_for_change(1.0)
+            except StoreUnavailable:
+                await asyncio.sleep(1.0)  # readiness reports the store; keep following
+                continue
+            if changed:
+                self.delivery.wake(self.delivery.runners)
+                self.poller.wake()
 
     async def healthz(self, _: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -9,9 +10,12 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from receiver import settings as settings_mod
 from receiver.core import events
 from receiver.store import NewEvent, Outcome, owner_is_dead
 from receiver.store.sqlite import SqliteStore
+from tests.fakes import FakeSink
+from tests.support import BASE_CONFIG, app_client, write_config
 
 
 def new_item(job: str) -> NewEvent:
@@ -99,3 +103,36 @@ async def test_a_restart_on_this_host_ends_a_dead_process_leases_at_once(tmp_pat
         assert len(await crashed.claim_due("a", time.time(), 1)) == 1
     async with opened(path, "host:2:b") as restarted:
         assert len(await restarted.claim_due("a", time.time(), 1)) == 1
+
+
+async def test_wait_for_change_hears_a_commit_from_another_connection(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with opened(path, "host:1:a") as watcher, opened(path, "host:2:b") as writer:
+        assert await watcher.wait_for_change(0.05) is False  # nothing committed yet
+        waiting = asyncio.create_task(watcher.wait_for_change(30.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await writer.write_events([new_item("j")])
+        assert await asyncio.wait_for(waiting, 5.0) is True
+
+
+async def test_a_running_service_sends_rows_another_process_added(tmp_path: Path) -> None:
+    """The idle re-check is turned off: only the change follower can wake the runner."""
+    with FakeSink() as sink:
+        http_config = write_config(tmp_path, BASE_CONFIG + f"""
+[sinks.hook]
+type = "http"
+url = "{sink.url}"
+""")
+        config = settings_mod.load(str(http_config))
+        async with app_client(config) as (_, service):
+            for runner in service.delivery.runners.values():
+                runner.loop.recheck_s = 3600.0
+            async with opened(tmp_path / "hookyard.db", "cli:1:c") as cli:
+                [stored] = await cli.write_events([new_item("from-the-cli")])
+                await cli.add_replays([(stored.event_id, "hook")], time.time())
+            for _ in range(200):
+                if sink.requests:
+                    break
+                await asyncio.sleep(0.05)
+            assert [r.json()["id"] for r in sink.requests] == [stored.event_id]

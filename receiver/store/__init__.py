@@ -151,6 +151,10 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise if the store cannot answer a trivial query."""
 
+    async def wait_for_change(self, timeout_s: float) -> bool:
+        """Return True soon after anyone (any process) commits to the store, False after
+        `timeout_s` without a commit: how idle workers in other processes hear of new rows."""
+
     async def write_events(self, items: Sequence[NewEvent]) -> list[Stored]:
         """Store events and their pending deliveries in ONE transaction, deduplicated by
         idempotency key; a non-terminal event after a terminal one of its job gets no

@@ -116,6 +116,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 _CHUNK = 500  # rows or values per statement: far below SQLite's 32766 parameters
 DEFAULT_LEASE_S = 300.0
+CHANGE_POLL_S = 0.015  # how often wait_for_change looks: a cheap read of a counter
 
 
 class SchemaTooNew(RuntimeError):
@@ -149,6 +150,8 @@ class SqliteStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()  # transactions on the writer must not interleave
+        self._watcher: aiosqlite.Connection | None = None  # wait_for_change's own connection
+        self._data_version = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -172,10 +175,10 @@ class SqliteStore:
         return db
 
     async def close(self) -> None:
-        for db in (self._reader, self._writer):
+        for db in (self._watcher, self._reader, self._writer):
             if db is not None:
                 await db.close()
-        self._reader = self._writer = None
+        self._watcher = self._reader = self._writer = None
 
     async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
         """Run fn(connection, *args) in ONE transaction on the writer's thread; a durable
@@ -190,6 +193,24 @@ class SqliteStore:
         if self._reader is None:
             raise RuntimeError("store is not open")
         return await _run(self._reader, fn, *args)
+
+    async def wait_for_change(self, timeout_s: float) -> bool:
+        """True as soon as any connection (this process's or another's) commits to the file,
+        False after `timeout_s` without one. SQLite has no notifications: this asks the file's
+        `PRAGMA data_version` every CHANGE_POLL_S on a connection of its own."""
+        if self._watcher is None:
+            self._watcher = await self._connect()
+            self._data_version = await _run(self._watcher, _data_version)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            version = await _run(self._watcher, _data_version)
+            if version != self._data_version:
+                self._data_version = version
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(CHANGE_POLL_S, left))
 
     async def ping(self) -> None:
         await self._read(_fetch_all, "SELECT 1", ())
@@ -467,6 +488,11 @@ def _renew(conn: Sql, ids: Sequence[int], owner: str, until: float | None) -> in
         )
         changed += cur.rowcount
     return changed
+
+
+def _data_version(conn: Sql) -> int:
+    (version,) = conn.execute("PRAGMA data_version").fetchone()
+    return int(version)
 
 
 def _fetch_all(conn: Sql, sql: str, params: Sequence[Any]) -> list[Any]:
