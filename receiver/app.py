@@ -37,10 +37,17 @@ log = structlog.get_logger("hookyard.http")
 
 
 class Hookyard:
-    """The running service: settings, store, ingest and delivery, shared by the routes."""
+    """The running service: settings, store, ingest and delivery, shared by the routes.
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    `worker`: this process also runs delivery and polling (the embedded default). A web-only
+    process (`serve --no-worker`) stores and answers; the worker processes see its rows through
+    the store's change notifications."""
+
+    def __init__(
+        self, settings: Settings, store: Store | None = None, *, worker: bool = True
+    ) -> None:
         self.settings = settings
+        self.worker = worker
         self.store = store or open_store(settings.server.database)
         self.ingest = Ingest(self.store, Router(settings.routes))
         # Provider polls share one pool; each sink gets its own (receiver.delivery).
@@ -71,24 +78,29 @@ class Hookyard:
     async def lifespan(self, _: object = None) -> AsyncIterator[None]:
         await self.store.open()
         await self.ingest.start()
-        await self.delivery.start()
-        await self.poller.start()
-        follower = asyncio.create_task(self._follow_changes(), name="hookyard-change-follower")
+        follower: asyncio.Task[None] | None = None
+        if self.worker:
+            await self.delivery.start()
+            await self.poller.start()
+            follower = asyncio.create_task(self._follow_changes(), name="hookyard-follower")
         log.info(
             "hookyard.started",
             sources=sorted(self.settings.sources),
             sinks=sorted(self.settings.sinks),
             database=self.settings.server.database,
+            worker=self.worker,
         )
         try:
             yield
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
-            await self.poller.stop()
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
+                await self.poller.stop()
             await self.ingest.stop()
-            await self.delivery.stop()
+            if self.worker:
+                await self.delivery.stop()
             await self.http.aclose()
             await self.store.close()
             log.info("hookyard.stopped")
@@ -116,8 +128,6 @@ class Hookyard:
         pending, oldest = await self.store.pending_stats()
         m.pending.set(pending)
         m.oldest_pending.set(max(0.0, time.time() - oldest) if oldest is not None else 0.0)
-        for name, runner in self.delivery.runners.items():
-            m.breaker_open.labels(name).set(1 if runner.breaker.is_open else 0)
         m.jobs_watched.set(len(self.poller.watched))
 
     async def readyz(self, _: Request) -> Response:
@@ -150,9 +160,10 @@ class App:
             await self.other(scope, receive, send)
 
 
-def create_app(settings: Settings, store: Store | None = None) -> App:
-    """The ASGI application for `settings` (the store defaults to the configured database)."""
-    service = Hookyard(settings, store)
+def create_app(settings: Settings, store: Store | None = None, *, worker: bool = True) -> App:
+    """The ASGI application for `settings` (the store defaults to the configured database);
+    `worker=False` serves HTTP only (delivery and polling run in `hookyard worker`)."""
+    service = Hookyard(settings, store, worker=worker)
     other = Starlette(
         routes=[
             Route("/healthz", service.healthz, methods=["GET"]),

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import sys
 import time
@@ -51,6 +52,23 @@ def _parser() -> argparse.ArgumentParser:
     serve = _verb(verbs, "serve", "run the service", cmd_serve)
     serve.add_argument("--host", help="address to listen on (default: server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N web processes on the one port plus one worker process (delivery and "
+        "polling), supervised; default: everything in this one process",
+    )
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve HTTP only (webhooks, admin API, /metrics); run `hookyard worker` for "
+        "delivery and polling",
+    )
+    serve.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a socket from the supervisor
+
+    _verb(verbs, "worker", "run delivery and polling only (no HTTP)", cmd_worker)
 
     _verb(verbs, "check", "validate a config and print what it would run", cmd_check)
 
@@ -155,18 +173,61 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     logs.configure(config.secret_values(), cache=True)
-    app = create_app(config)
-    print("\n".join(describe(config, host, port)), file=sys.stderr, flush=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-        server_header=False,
-        timeout_graceful_shutdown=10,
+    if args.workers < 0 or (args.workers and args.no_worker):
+        raise ConfigError("--workers takes a number of web processes (1 or more) and brings "
+                          "its own worker process; --no-worker is for a single web process")
+    if args.workers:
+        return _supervise(config, host, port, args.workers)
+    app = create_app(config, worker=not args.no_worker)
+    if args.fd is None:
+        print("\n".join(describe(config, host, port)), file=sys.stderr, flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            access_log=False,
+            log_config=None,
+            lifespan="on",
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
     )
+    sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
+    server.run(sockets=sockets)
+    return 0
+
+
+def _supervise(config: settings.Settings, host: str, port: int, web: int) -> int:
+    from receiver import supervisor
+
+    lines = describe(config, host, port)
+    lines.insert(1, f"  processes {web} web + 1 worker (supervised)")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    with supervisor.bind(host, port) as sock:
+        children = supervisor.children(os.path.abspath(config.path), sock, web)
+        return supervisor.Supervisor(children).run()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Delivery and polling without HTTP, until SIGTERM or SIGINT."""
+    config = _load(args)
+    logs.configure(config.secret_values(), cache=True)
+    return asyncio.run(_work(config))
+
+
+async def _work(config: settings.Settings) -> int:
+    import signal
+
+    from receiver.app import Hookyard
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    service = Hookyard(config)
+    async with service.lifespan():
+        await stop.wait()
     return 0
 
 

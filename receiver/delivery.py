@@ -203,6 +203,7 @@ class SinkRunner:
 
     def _delivered(self, due: Due, started: float, took: float, code: int | None) -> None:
         if self.breaker.success():
+            self.outcomes.metrics.breaker_open.labels(self.name).set(0)
             log.info("sink.recovered", sink=self.name)
         self.outcomes.submit(
             Outcome(
@@ -231,6 +232,7 @@ class SinkRunner:
         if error.permanent:
             self.breaker.success()  # the sink answered; it is this event it refuses
         elif self.breaker.failure():
+            self.outcomes.metrics.breaker_open.labels(self.name).set(1)
             log.warning(
                 "sink.paused",
                 sink=self.name,
@@ -316,6 +318,7 @@ class Delivery:
                 settings.options,
                 SinkContext(self.shared_http or self._client(settings), settings.timeout_s),
             )
+            self.metrics.breaker_open.labels(name).set(0)
             self.runners[name] = SinkRunner(
                 settings, sink, self.store, self.outcomes, self.breaker_factory(), rng
             )

@@ -3,15 +3,21 @@
 One registry per app (not the process-global one), so several apps in one process (tests)
 never collide. Gauges about the store (pending deliveries, age of the oldest) are read from the
 store when scraped, not kept up to date on the hot path.
+
+With several processes (`hookyard serve --workers N`, or web and worker processes started with
+the same PROMETHEUS_MULTIPROC_DIR) every process writes its values to files in that directory
+(prometheus_client's multiprocess mode) and a scrape of any process adds them all up.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -43,19 +49,24 @@ class Metrics:
             ["sink", "outcome"],
             registry=r,
         )
+        # Read from the store at scrape time: the latest reading wins across processes.
         self.pending = Gauge(
-            "hookyard_deliveries_pending", "Delivery rows not yet delivered or dead", registry=r
+            "hookyard_deliveries_pending", "Delivery rows not yet delivered or dead", registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.oldest_pending = Gauge(
             "hookyard_oldest_pending_delivery_age_seconds",
             "Age of the oldest pending delivery (0 when none)",
             registry=r,
+            multiprocess_mode="mostrecent",
         )
+        # Set by the process that runs the sink (a worker), whenever the breaker changes.
         self.breaker_open = Gauge(
             "hookyard_sink_circuit_open",
             "1 while a sink's circuit breaker holds its deliveries back",
             ["sink"],
             registry=r,
+            multiprocess_mode="max",
         )
         self.polls = Counter(
             "hookyard_polls",
@@ -64,7 +75,10 @@ class Metrics:
             ["provider", "answer"],
             registry=r,
         )
-        self.jobs_watched = Gauge("hookyard_jobs_watched", "Jobs being watched", registry=r)
+        self.jobs_watched = Gauge(
+            "hookyard_jobs_watched", "Jobs being watched", registry=r,
+            multiprocess_mode="mostrecent",
+        )
         # The hot path uses pre-bound children: labels() costs a dict lookup and a lock.
         self._accepted = {
             s: (
@@ -96,4 +110,8 @@ class Metrics:
 
     async def render(self, refresh: Callable[[Metrics], Awaitable[None]]) -> bytes:
         await refresh(self)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            every_process = CollectorRegistry()
+            MultiProcessCollector(every_process)  # type: ignore[no-untyped-call]
+            return generate_latest(every_process)
         return generate_latest(self.registry)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +121,18 @@ class Server:
     """A real `hookyard serve` process on 127.0.0.1; its output goes to `log_path`."""
 
     def __init__(
-        self, config_path: Path, workdir: Path, env: Mapping[str, str] | None = None
+        self,
+        config_path: Path,
+        workdir: Path,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        port: int | None = None,
     ) -> None:
         self.config_path = config_path
         self.workdir = workdir
         self.env = {**os.environ, **(env or {})}
-        self.port = free_port()
+        self.args = list(args)  # e.g. ["--workers", "2"] or ["--no-worker"]
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -145,6 +151,7 @@ class Server:
                     "127.0.0.1",
                     "--port",
                     str(self.port),
+                    *self.args,
                 ],
                 cwd=self.workdir,
                 stdout=log,
@@ -176,3 +183,22 @@ class Server:
             self.proc.send_signal(signal.SIGTERM)
             return self.proc.wait(20)
         return self.proc.returncode if self.proc else 0
+
+
+class Worker(Server):
+    """A real `hookyard worker` process (delivery and polling, no HTTP)."""
+
+    def __init__(self, config_path: Path, workdir: Path, name: str = "worker") -> None:
+        super().__init__(config_path, workdir)
+        self.log_path = workdir / f"{name}.log"
+
+    def start(self, timeout: float = 0.0) -> Worker:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "receiver.cli", "worker", "--config",
+                 str(self.config_path)],
+                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+            )
+        return self
+
+

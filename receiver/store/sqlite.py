@@ -150,7 +150,7 @@ class SqliteStore:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()  # transactions on the writer must not interleave
-        self._watcher: aiosqlite.Connection | None = None  # wait_for_change's own connection
+        self._watcher: aiosqlite.Connection | None = None  # wait_for_change's connection
         self._data_version = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -162,6 +162,8 @@ class SqliteStore:
             await _run(self._writer, _migrate, self.path)
             await self._write(_release_dead_owners)
             self._reader = await self._connect()
+            self._watcher = await self._connect()
+            self._data_version = await _run(self._watcher, _data_version)
         except BaseException:
             await self.close()
             raise
@@ -199,8 +201,7 @@ class SqliteStore:
         False after `timeout_s` without one. SQLite has no notifications: this asks the file's
         `PRAGMA data_version` every CHANGE_POLL_S on a connection of its own."""
         if self._watcher is None:
-            self._watcher = await self._connect()
-            self._data_version = await _run(self._watcher, _data_version)
+            raise RuntimeError("store is not open")
         deadline = time.monotonic() + timeout_s
         while True:
             version = await _run(self._watcher, _data_version)
