@@ -23,7 +23,7 @@ import httpx
 import structlog
 
 from handlers.sinks import SINK_SPECS
-from handlers.sinks.base import Sink, SinkContext, SinkError
+from handlers.sinks.base import Sink, SinkContext, SinkError, send_budget_s
 from receiver.metrics import Metrics
 from receiver.pacing import RateLimiter
 from receiver.settings import SinkSettings
@@ -231,13 +231,18 @@ class SinkRunner:
 
     async def _deliver(self, due: Due) -> None:
         started, clock = time.time(), time.perf_counter()
+        budget_s = send_budget_s(self.sink, due.event, self.settings.timeout_s)
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
+            async with asyncio.timeout(budget_s):
                 code = await self.sink.send(due.event)
         except SinkError as exc:
             self._failed(due, started, time.perf_counter() - clock, exc)
         except TimeoutError:
-            error = SinkError(f"no answer within timeout_s = {self.settings.timeout_s:g}")
+            error = SinkError(
+                f"no answer within timeout_s = {budget_s:g}"
+                if budget_s == self.settings.timeout_s
+                else f"not done within this event's send budget of {budget_s:g} s"
+            )
             self._failed(due, started, time.perf_counter() - clock, error)
         except Exception as exc:  # a sink bug must not kill the runner; retry like a failure
             log.error("delivery.sink_crashed", sink=self.name, exc_info=exc)

@@ -81,17 +81,23 @@ class TooLarge(Exception):
         self.limit = limit
 
 
+def declared_length(headers: Mapping[str, str]) -> int | None:
+    """The Content-Length a peer declared, or None when absent or junk (never raises)."""
+    declared = header(headers, "content-length") or ""
+    if declared.isascii() and declared.isdigit() and len(declared) < 19:
+        return int(declared)
+    return None
+
+
 async def read_capped(
     response: httpx.Response, limit: int, *, refuse_larger: bool = False
 ) -> tuple[bytes, bool]:
-    """At most `limit` bytes of a streamed response body; (bytes, truncated). A declared
-    Content-Length over the cap is not read at all. With `refuse_larger`, TooLarge instead
-    of a truncated body."""
-    declared = response.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and len(declared) < 19 and int(declared) > limit:
-        if refuse_larger:
-            raise TooLarge(limit)
-        return b"", True
+    """At most `limit` bytes of a streamed response body; (bytes, truncated). Reading stops
+    at the cap, whatever the peer declared or keeps sending. With `refuse_larger`, TooLarge
+    instead of a truncated body (a declared Content-Length over the cap is not read at all)."""
+    declared = declared_length(response.headers)
+    if refuse_larger and declared is not None and declared > limit:
+        raise TooLarge(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
