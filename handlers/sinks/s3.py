@@ -173,7 +173,11 @@ def extension(content_type: str | None, url: str) -> str:
         return EXTENSIONS[media]
     if media not in ("", OCTET_STREAM) and stored_type(media) == OCTET_STREAM:
         return "bin"  # the server says it is something else (text/html, svg, json…)
-    suffix = posixpath.splitext(urllib.parse.urlsplit(url).path)[1].lower().lstrip(".")
+    try:
+        path = urllib.parse.urlsplit(url).path
+    except ValueError:  # an unclosed `[` in the host: the fetch will refuse it anyway
+        path = ""
+    suffix = posixpath.splitext(path)[1].lower().lstrip(".")
     suffix = "jpg" if suffix == "jpeg" else suffix
     return suffix if suffix in MEDIA_SUFFIXES else "bin"
 

@@ -148,7 +148,7 @@ def error_block(error: str) -> dict[str, Any]:
 
 
 def image_block(url: str, index: int, total: int) -> dict[str, Any]:
-    name = clip(posixpath.basename(urllib.parse.urlsplit(url).path) or "output", 200)
+    name = clip(posixpath.basename(url_path(url)) or "output", 200)
     return {
         "type": "image",
         "image_url": url,
@@ -171,7 +171,17 @@ def links_block(urls: Sequence[str]) -> dict[str, Any]:
 
 
 def link_name(url: str) -> str:
-    return clip(posixpath.basename(urllib.parse.urlsplit(url).path) or url, 100).replace("|", "¦")
+    """The link text: the file name (else the URL) on one line, without `|`."""
+    name = posixpath.basename(url_path(url)) or url
+    return clip(" ".join(name.replace("|", "¦").split()), 100) or "output"
+
+
+def url_path(url: str) -> str:
+    """The path of `url`; "" for text urllib cannot split (an unclosed `[` in the host)."""
+    try:
+        return urllib.parse.urlsplit(url).path
+    except ValueError:
+        return ""
 
 
 def link_target(url: str) -> str:
@@ -205,9 +215,8 @@ def is_image_url(url: str) -> bool:
     """Whether Slack can show `url` in an image block: http(s), png/jpg/gif, short enough."""
     if len(url) > IMAGE_URL_CHARS:
         return False
-    parts = urllib.parse.urlsplit(url)
-    suffix = posixpath.splitext(parts.path)[1].lower()
-    return parts.scheme in ("http", "https") and suffix in IMAGE_EXTENSIONS
+    suffix = posixpath.splitext(url_path(url))[1].lower()
+    return url.lower().startswith(("http://", "https://")) and suffix in IMAGE_EXTENSIONS
 
 
 def plain(text: str) -> dict[str, Any]:
