@@ -13,6 +13,7 @@ import os
 import re
 import time
 import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,14 @@ MEMORY_BOUND = 50 * MB
 Send = Callable[[], Awaitable[Any]]
 
 
+def gzip_bomb(megabytes: int) -> Iterator[bytes]:
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
+    block = b"x" * MB
+    for _ in range(megabytes):
+        yield deflater.compress(block)
+    yield deflater.flush()
+
+
 # -- a hostile server --------------------------------------------------------------------------
 
 
@@ -53,8 +62,11 @@ class HostileServer(AsgiServer):
     * `endless` — 64 KiB chunks, no Content-Length, until the client hangs up;
     * `huge` — a declared and streamed 300 MB;
     * `drip` — one byte a second, for a minute;
-    * `slow` — `/slow/{status}?chunks=N`: N chunks of 256 KiB of image/png, 0.5 s apart.
+    * `slow` — `/slow/{status}?chunks=N`: N chunks of 256 KiB of image/png, 0.5 s apart;
+    * `bomb` — 200 MB of `x` as a ~200 KB gzip body (`Content-Encoding: gzip`, image/png).
     """
+
+    BOMB = b"".join(gzip_bomb(200))
 
     def __init__(self) -> None:
         async def app(scope: Any, receive: Any, send: Any) -> None:  # uvicorn wants a function
@@ -87,14 +99,19 @@ class HostileServer(AsgiServer):
         headers = [(b"content-type", b"text/plain")]
         if kind == "huge":
             headers.append((b"content-length", str(300 * MB).encode()))
-        if kind == "slow":
+        if kind in ("slow", "bomb"):
             headers = [(b"content-type", b"image/png")]
+        if kind == "bomb":
+            headers.append((b"content-encoding", b"gzip"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if kind == "slow":
             chunks = int(query.removeprefix("chunks="))
             for _ in range(chunks):
                 await self.body(send, b"p" * (256 * 1024))
                 await self.pause(0.5)
+        elif kind == "bomb":
+            for start in range(0, len(self.BOMB), len(CHUNK)):
+                await self.body(send, self.BOMB[start : start + len(CHUNK)])
         elif kind == "drip":
             for _ in range(60):
                 if gone.is_set() or self._stopping.is_set():
@@ -157,7 +174,7 @@ def make_sink(kind: str, url: str, http: httpx.AsyncClient, timeout_s: float) ->
 
 
 @pytest.mark.parametrize("sink_kind", ["http", "slack"])
-@pytest.mark.parametrize("body", ["endless", "huge"])
+@pytest.mark.parametrize("body", ["endless", "huge", "bomb"])
 @pytest.mark.parametrize("status", [200, 500])
 async def test_an_endless_or_huge_answer_is_read_only_to_the_cap(
     hostile: HostileServer, client: httpx.AsyncClient, sink_kind: str, body: str, status: int
@@ -233,7 +250,7 @@ def fal_headers(now: int) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("body", ["endless", "huge"])
+@pytest.mark.parametrize("body", ["endless", "huge", "bomb"])
 async def test_an_endless_jwks_is_refused_after_reading_at_most_the_cap(
     hostile: HostileServer, body: str
 ) -> None:
@@ -384,6 +401,19 @@ async def test_a_dripping_output_fails_within_its_own_budget(
     assert keys(moto, bucket) == [EVENT_KEY]
 
 
+async def test_a_compressed_output_is_inflated_only_up_to_the_cap(
+    make_s3: MakeS3, moto: MotoS3, bucket: str, hostile: HostileServer
+) -> None:
+    sink = make_s3(max_output_bytes=MB)
+    result, grew = await peak_memory(
+        lambda: sink.send(make_event(outputs=[f"{hostile.url}/bomb/200"]))
+    )
+    assert grew < MEMORY_BOUND, f"the mirror held {grew / MB:.0f} MB"
+    assert isinstance(result, SinkError) and result.permanent
+    assert "max_output_bytes" in result.message
+    assert keys(moto, bucket) == [EVENT_KEY]
+
+
 @pytest.mark.parametrize(
     ("content_type", "path", "stored", "ext"),
     [
@@ -426,6 +456,12 @@ def test_output_timeout_s_must_be_positive_seconds(tmp_path: Path, value: Any) -
     path.write_text(f'[sinks.a]\ntype = "s3"\nbucket = "b"\noutput_timeout_s = {shown}\n')
     with pytest.raises(Exception, match="output_timeout_s"):
         settings_mod.load(str(path))
+
+
+def test_output_timeout_s_is_an_s3_key(tmp_path: Path) -> None:
+    path = tmp_path / "h.toml"
+    path.write_text('[sinks.a]\ntype = "s3"\nbucket = "b"\noutput_timeout_s = 2.5\n')
+    assert settings_mod.load(str(path)).sinks["a"].options["output_timeout_s"] == 2.5
 
 
 async def test_the_engine_gives_a_large_slow_output_its_own_budget(

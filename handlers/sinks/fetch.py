@@ -27,11 +27,17 @@ from dataclasses import dataclass
 import httpx
 
 from handlers.sinks.base import SinkError, check_answer
-from receiver.core.http import EXCERPT_BYTES, Answer, declared_length, read_capped
+from receiver.core.http import (
+    ACCEPT_ENCODING,
+    EXCERPT_BYTES,
+    Answer,
+    declared_length,
+    decoded_chunks,
+    read_capped,
+)
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 MAX_REDIRECTS = 5
-CHUNK_BYTES = 256 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -145,7 +151,7 @@ async def _send(http: httpx.AsyncClient, target: Target, timeout_s: float) -> ht
     request = http.build_request(
         "GET",
         target.connect_url,
-        headers=target.headers,
+        headers={**target.headers, "Accept-Encoding": ACCEPT_ENCODING},
         extensions=target.extensions,
         timeout=timeout_s,
     )
@@ -165,7 +171,7 @@ async def body_chunks(
         raise too_large(label, max_bytes)
     total = 0
     try:
-        async for chunk in response.aiter_bytes(CHUNK_BYTES):
+        async for chunk in decoded_chunks(response):
             total += len(chunk)
             if total > max_bytes:
                 raise too_large(label, max_bytes)
