@@ -25,7 +25,7 @@ import httpx
 import structlog
 
 from handlers.sinks import SINK_SPECS
-from handlers.sinks.base import Sink, SinkContext, SinkError
+from handlers.sinks.base import Sink, SinkContext, SinkError, send_budget_s
 from receiver.core.batching import GroupCommit, OnError
 from receiver.core.dueloop import DueLoop
 from receiver.core.pacing import RateLimiter
@@ -37,6 +37,7 @@ log = structlog.get_logger("hookyard.delivery")
 
 RETRY_AFTER_CAP_S = 3600.0
 JITTER = 0.2
+LEASE_MARGIN_S = 30.0  # a claim's lease outlasts the send budget by this much
 
 
 def retry_delay(
@@ -141,8 +142,13 @@ class SinkRunner:
         self.breaker = breaker
         self.rng = rng
         self.limiter = RateLimiter(settings.rate_per_s)
+        # A claim must outlast everything before the outcome is stored: waiting for the rate
+        # limiter (a whole claimed batch, at rate_per_s), the send itself, and a margin.
+        # Shorter, and a second worker would send the row again while this one still is.
+        pacing_s = settings.concurrency / settings.rate_per_s if settings.rate_per_s else 0.0
+        self.lease_s = settings.timeout_s + pacing_s + LEASE_MARGIN_S
         self.inflight: dict[int, asyncio.Task[None]] = {}
-        self.loop = DueLoop(self._claim, self._idle_wait)
+        self.loop = DueLoop(self._claim, self._idle_wait, name=f"sink.{self.name}")
         self._budget = 0
 
     def wake(self) -> None:
@@ -155,7 +161,7 @@ class SinkRunner:
         self._budget = self.breaker.allowance(self.settings.concurrency - len(self.inflight))
         if not self._budget:
             return 0
-        due = await self.store.claim_due(self.name, time.time(), self._budget)
+        due = await self.store.claim_due(self.name, time.time(), self._budget, self.lease_s)
         for item in due:
             await self.limiter.acquire()
             self._start(item)
@@ -182,13 +188,22 @@ class SinkRunner:
 
     async def _deliver(self, due: Due) -> None:
         started, clock = time.time(), time.perf_counter()
+        budget_s = send_budget_s(self.sink, due.event, self.settings.timeout_s)
+        if started + budget_s + LEASE_MARGIN_S > due.lease_until:
+            # A long send (many outputs to mirror) outlasts the claim's lease: extend it first,
+            # so no other worker takes the row while this one is still sending it.
+            await self.store.renew([due.delivery_id], started + budget_s + LEASE_MARGIN_S)
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
+            async with asyncio.timeout(budget_s):
                 code = await self.sink.send(due.event)
         except SinkError as exc:
             self._failed(due, started, time.perf_counter() - clock, exc)
         except TimeoutError:
-            error = SinkError(f"no answer within timeout_s = {self.settings.timeout_s:g}")
+            error = SinkError(
+                f"no answer within timeout_s = {budget_s:g}"
+                if budget_s == self.settings.timeout_s
+                else f"not done within this event's send budget of {budget_s:g} s"
+            )
             self._failed(due, started, time.perf_counter() - clock, error)
         except Exception as exc:  # a sink bug must not kill the runner; retry like a failure
             log.error("delivery.sink_crashed", sink=self.name, exc_info=exc)

@@ -507,6 +507,8 @@ class _Loader:
                 self.fail(where, f"{key} must be true or false")
         if "max_output_bytes" in options:
             self.integer(where, options, "max_output_bytes", 1, 1)
+        if "output_timeout_s" in options:
+            self.number(where, options, "output_timeout_s", 60.0, minimum=0.1)
         headers = options.get("headers", {})
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             self.fail(where, 'headers must be a table of strings, e.g. { "X-Team" = "render" }')

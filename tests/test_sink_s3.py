@@ -210,15 +210,16 @@ async def test_mirror_copies_outputs_byte_for_byte(make_sink: MakeSink, moto: Mo
     assert keys(moto, bucket) == sorted([*expected, EVENT_KEY])
 
 
-async def test_a_failed_mirror_writes_no_event_json(make_sink: MakeSink, moto: MotoS3,
-                                                    bucket: str, files: FileServer) -> None:
+async def test_a_failed_mirror_keeps_the_event_json_without_mirrored_outputs(
+    make_sink: MakeSink, moto: MotoS3, bucket: str, files: FileServer
+) -> None:
     outputs = [files.add_png("/gone/ok.png"), f"{files.url}/gone/missing.png"]
+    event = make_event(outputs=outputs)
     with pytest.raises(SinkError) as caught:
-        await make_sink(mirror_outputs=True, allow_private_networks=True).send(
-            make_event(outputs=outputs)
-        )
+        await make_sink(mirror_outputs=True, allow_private_networks=True).send(event)
     assert caught.value.permanent and caught.value.status_code == 404
-    assert EVENT_KEY not in keys(moto, bucket)
+    assert get_object(moto, bucket, EVENT_KEY)[0] == compact(event)  # no mirrored_outputs
+    assert keys(moto, bucket) == [EVENT_KEY, f"{OUTPUT_DIR}/0.png"]
 
 
 @pytest.mark.parametrize(("status", "permanent"), [(404, True), (410, True), (403, True),
@@ -236,11 +237,11 @@ async def test_output_host_statuses(make_sink: MakeSink, files: FileServer, stat
 
 async def test_output_timeout_is_transient(make_sink: MakeSink, files: FileServer) -> None:
     url = files.route("/slow.png", Reply(200, PNG_BYTES, delay_s=3, content_type="image/png"))
-    sink = make_sink(mirror_outputs=True, allow_private_networks=True, timeout_s=0.3)
+    sink = make_sink(mirror_outputs=True, allow_private_networks=True, output_timeout_s=0.3)
     with pytest.raises(SinkError) as caught:
         await sink.send(make_event(outputs=[url]))
     assert not caught.value.permanent
-    assert "Timeout" in caught.value.message
+    assert "timeout" in caught.value.message.lower()
 
 
 async def test_redirects_are_followed(make_sink: MakeSink, moto: MotoS3, bucket: str,
@@ -281,7 +282,7 @@ async def test_private_addresses_are_refused(make_sink: MakeSink, moto: MotoS3, 
     assert caught.value.permanent
     assert "non-public" in caught.value.message
     assert files.requests == []
-    assert keys(moto, bucket) == []
+    assert keys(moto, bucket) == [EVENT_KEY]  # archived; no output
 
 
 @pytest.mark.parametrize(
@@ -295,7 +296,7 @@ async def test_non_http_urls_are_refused(make_sink: MakeSink, moto: MotoS3, buck
             make_event(outputs=[url])
         )
     assert caught.value.permanent
-    assert keys(moto, bucket) == []
+    assert keys(moto, bucket) == [EVENT_KEY]  # archived; no output
 
 
 async def test_every_resolved_address_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -334,7 +335,7 @@ async def test_over_the_cap_is_permanent_and_leaves_nothing(
     with pytest.raises(SinkError) as caught:
         await sink.send(make_event(outputs=[url]))
     assert caught.value.permanent and "max_output_bytes" in caught.value.message
-    assert keys(moto, bucket) == []
+    assert keys(moto, bucket) == [EVENT_KEY]  # archived; no output
 
 
 async def test_over_the_cap_during_multipart_aborts_the_upload(
@@ -346,7 +347,7 @@ async def test_over_the_cap_during_multipart_aborts_the_upload(
     with pytest.raises(SinkError) as caught:
         await sink.send(make_event(outputs=[url]))
     assert caught.value.permanent
-    assert keys(moto, bucket) == []
+    assert keys(moto, bucket) == [EVENT_KEY]  # archived; no output
     assert pending_uploads(moto, bucket) == []
 
 

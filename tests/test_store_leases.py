@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from receiver import settings as settings_mod
 from receiver.core import events
 from receiver.store import NewEvent, Outcome, owner_is_dead
@@ -136,3 +138,32 @@ url = "{sink.url}"
                     break
                 await asyncio.sleep(0.05)
             assert [r.json()["id"] for r in sink.requests] == [stored.event_id]
+
+
+async def test_a_due_loop_outlives_a_store_outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """H5 found runners that ended for good on one failed claim; the loop backs off instead."""
+    from receiver.core.dueloop import DueLoop
+    from receiver.core.errors import StoreUnavailable
+
+    calls: list[int] = []
+
+    async def claim() -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise StoreUnavailable("the SQLite store failed: disk I/O error")
+        return 0
+
+    async def idle_wait() -> float | None:
+        return 0.0
+
+    monkeypatch.setattr("receiver.core.dueloop.FIRST_PAUSE_S", 0.01)
+    loop = DueLoop(claim, idle_wait, recheck_s=0.01)
+    task = asyncio.create_task(loop.run())
+    for _ in range(500):
+        if len(calls) >= 4:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert len(calls) >= 4  # it went on claiming after two failures

@@ -49,6 +49,7 @@ SINK_SPECS: dict[str, SinkSpec] = {
                 "mirror_outputs",
                 "allow_private_networks",
                 "max_output_bytes",
+                "output_timeout_s",
             }
         ),
     ),

@@ -8,17 +8,16 @@ small and only speak their destination's protocol.
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
-# Transient by DESIGN.md: 408, 409, 425, 429 and every 5xx. Every other 4xx is permanent.
-RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+from receiver.core.http import Answer, header, is_permanent, retry_after_s
+
 ERROR_TEXT_LIMIT = 500
+retry_after_seconds = retry_after_s  # the poller's older name for the one implementation
 
 
 class SinkError(Exception):
@@ -40,7 +39,11 @@ class SinkError(Exception):
 
 
 class Sink(Protocol):
-    """One configured destination."""
+    """One configured destination.
+
+    A sink whose work grows with the event (S3 mirroring every output) may also define
+    `budget_s(event) -> float`: the whole time one send of that event may take. The delivery
+    engine uses it instead of `timeout_s` when present (see `send_budget_s`)."""
 
     async def send(self, event: Mapping[str, Any]) -> int | None:
         """Deliver `event`; return the status code, or raise SinkError."""
@@ -49,48 +52,58 @@ class Sink(Protocol):
         """Release what the sink holds (files, clients)."""
 
 
+class Budgeted(Protocol):
+    """A sink that says how long one send of an event may take."""
+
+    def budget_s(self, event: Mapping[str, Any]) -> float:
+        """Seconds the whole send of `event` may take (the engine's overall deadline)."""
+
+
+def send_budget_s(sink: Sink | Budgeted, event: Mapping[str, Any], timeout_s: float) -> float:
+    """The overall deadline of one send: the sink's own budget for `event` if it has one (it
+    is never below `timeout_s`), else `timeout_s`."""
+    budget = getattr(sink, "budget_s", None)
+    return max(timeout_s, float(budget(event))) if callable(budget) else timeout_s
+
+
 @dataclass(frozen=True, slots=True)
 class SinkContext:
-    """What sinks share: one HTTP client (pooled connections) and the sink's timeout."""
+    """What sinks share: one HTTP client (pooled connections) and the sink's timeout, the
+    overall deadline of one send (every read in it included)."""
 
     http: httpx.AsyncClient
     timeout_s: float
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP date; None if absent or junk."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+def check_answer(answer: Answer, what: str) -> int:
+    """The status code of a 2xx answer; otherwise a SinkError classified per DESIGN.md, with
+    the start of the (already capped) body as its detail."""
+    if 200 <= answer.status < 300:
+        return answer.status
+    detail = answer.excerpt()
+    message = f"{what} answered {answer.status}" + (f": {detail}" if detail else "")
+    raise status_error(message, answer.status, header(answer.headers, "retry-after"))
 
 
-def check_response(response: httpx.Response, what: str) -> int:
-    """The status code of a 2xx answer; otherwise a SinkError classified per DESIGN.md."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return status
-    detail = response.text[:200].strip() if response.content else ""
-    message = f"{what} answered {status}" + (f": {detail}" if detail else "")
-    return _raise(message, status, response.headers.get("retry-after"))
-
-
-def _raise(message: str, status: int, retry_after: str | None) -> int:
-    permanent = 400 <= status < 500 and status not in RETRYABLE_4XX
-    raise SinkError(
+def status_error(
+    message: str, status: int, retry_after: str | None, *, permanent: bool = False
+) -> SinkError:
+    """A non-2xx answer as a SinkError: permanent if told so or by DESIGN.md's status rules;
+    a transient one carries the peer's Retry-After."""
+    permanent = permanent or is_permanent(status)
+    return SinkError(
         message,
         status_code=status,
         permanent=permanent,
-        retry_after_s=None if permanent else retry_after_seconds(retry_after),
+        retry_after_s=None if permanent else retry_after_s(retry_after),
     )
 
 
 def transport_error(exc: httpx.HTTPError, what: str) -> SinkError:
     """A network failure (refused, reset, timeout): always worth a retry."""
     return SinkError(f"{what}: {type(exc).__name__}: {exc}"[:ERROR_TEXT_LIMIT])
+
+
+def deadline_error(what: str, timeout_s: float) -> SinkError:
+    """A send that did not finish within its overall deadline: worth a retry."""
+    return SinkError(f"{what}: TimeoutError: no complete answer within timeout_s = {timeout_s:g}")

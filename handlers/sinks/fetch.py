@@ -8,7 +8,8 @@ connection then goes to the address that was checked (the URL's host stays in `H
 SNI, so certificates are still verified), so a DNS answer that changes between check and connect
 cannot sneak past. Redirects are followed by hand, a few at most, each target checked the same
 way. Bodies are read in chunks under a byte cap; a declared `Content-Length` over the cap is
-refused before reading.
+refused before reading; an error answer is read only up to `EXCERPT_BYTES`. `timeout_s` bounds
+each read; the caller bounds the whole fetch (the S3 sink: `output_timeout_s` per output).
 
 Failures are SinkErrors: a refused URL, a body over the cap and 404/410 (any 4xx but 408, 409,
 425, 429) are permanent; 5xx, timeouts, DNS and connection failures are transient.
@@ -25,11 +26,18 @@ from dataclasses import dataclass
 
 import httpx
 
-from handlers.sinks.base import SinkError, check_response
+from handlers.sinks.base import SinkError, check_answer
+from receiver.core.http import (
+    ACCEPT_ENCODING,
+    EXCERPT_BYTES,
+    Answer,
+    declared_length,
+    decoded_chunks,
+    read_capped,
+)
 
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 MAX_REDIRECTS = 5
-CHUNK_BYTES = 256 * 1024
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -133,20 +141,17 @@ async def _check(response: httpx.Response, what: str) -> None:
     """Classify a non-2xx answer, reading only the start of its body for the message."""
     if response.is_success:
         return
-    snippet = b""
+    body = b""
     with contextlib.suppress(httpx.HTTPError):
-        async for chunk in response.aiter_bytes(1024):
-            snippet = chunk
-            break
-    retry_after = {k: v for k, v in response.headers.items() if k == "retry-after"}
-    check_response(httpx.Response(response.status_code, headers=retry_after, content=snippet), what)
+        body, _ = await read_capped(response, EXCERPT_BYTES)
+    check_answer(Answer(response.status_code, response.headers, body), what)
 
 
 async def _send(http: httpx.AsyncClient, target: Target, timeout_s: float) -> httpx.Response:
     request = http.build_request(
         "GET",
         target.connect_url,
-        headers=target.headers,
+        headers={**target.headers, "Accept-Encoding": ACCEPT_ENCODING},
         extensions=target.extensions,
         timeout=timeout_s,
     )
@@ -157,16 +162,16 @@ async def _send(http: httpx.AsyncClient, target: Target, timeout_s: float) -> ht
         raise SinkError(f"{what}: {type(exc).__name__}: {str(exc)[:100]}") from None
 
 
-async def read_capped(
+async def body_chunks(
     response: httpx.Response, max_bytes: int, label: str
 ) -> AsyncGenerator[bytes, None]:
     """The body in chunks; a permanent SinkError as soon as it grows past `max_bytes`."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    declared = declared_length(response.headers)
+    if declared is not None and declared > max_bytes:
         raise too_large(label, max_bytes)
     total = 0
     try:
-        async for chunk in response.aiter_bytes(CHUNK_BYTES):
+        async for chunk in decoded_chunks(response):
             total += len(chunk)
             if total > max_bytes:
                 raise too_large(label, max_bytes)

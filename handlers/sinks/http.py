@@ -4,6 +4,10 @@
 at-least-once); `webhook-timestamp` and `webhook-signature: v1,<base64>` come from the sink's
 `whsec_` secret, so any Standard Webhooks library verifies it. Without a secret the request is
 sent unsigned, still with `webhook-id` and `webhook-timestamp`.
+
+The receiver's answer is read only up to `EXCERPT_BYTES` (kept for the attempt's error text),
+and the whole exchange ends within the sink's `timeout_s`, however slowly or endlessly the
+receiver answers.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from typing import Any
 
 import httpx
 
-from handlers.sinks.base import SinkContext, check_response, transport_error
+from handlers.sinks.base import SinkContext, check_answer, deadline_error, transport_error
 from receiver.core import signing
+from receiver.core.http import EXCERPT_BYTES, request_capped
 
 
 class HttpSink:
@@ -43,13 +48,23 @@ class HttpSink:
             headers.update(
                 {"webhook-id": str(event["id"]), "webhook-timestamp": str(int(time.time()))}
             )
+        what = f"POST {self.url}"
         try:
-            response = await self.ctx.http.post(
-                self.url, content=body, headers=headers, timeout=self.ctx.timeout_s
+            answer = await request_capped(
+                self.ctx.http,
+                "POST",
+                self.url,
+                limit=EXCERPT_BYTES,
+                deadline_s=self.ctx.timeout_s,
+                content=body,
+                headers=headers,
+                timeout=self.ctx.timeout_s,
             )
         except httpx.HTTPError as exc:
-            raise transport_error(exc, f"POST {self.url}") from None
-        return check_response(response, f"POST {self.url}")
+            raise transport_error(exc, what) from None
+        except TimeoutError:
+            raise deadline_error(what, self.ctx.timeout_s) from None
+        return check_answer(answer, what)
 
     async def aclose(self) -> None:
         return None

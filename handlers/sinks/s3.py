@@ -12,10 +12,24 @@ Keys are deterministic, so a retry or replay overwrites instead of duplicating:
 * `{prefix}outputs/{source}/{job_id}/{n}.{ext}` — output n (0-based) when `mirror_outputs`.
 
 Outputs are fetched with handlers.sinks.fetch (http(s) only, public addresses unless
-`allow_private_networks`, `max_output_bytes` cap, the sink's timeout) and streamed: a body
-that fits one 8 MiB part is a single PutObject, a larger one a multipart upload that is
-aborted on any failure, so no partial object is left. The event JSON is written last, with
-`mirrored_outputs: [keys]` added, so its presence means the mirror is complete.
+`allow_private_networks`, `max_output_bytes` cap) and streamed: a body that fits one 8 MiB part
+is a single PutObject, a larger one a multipart upload that is aborted on any failure, so no
+partial object is left. Only image/* and video/* content types are kept (SVG excepted: it can
+run scripts); anything else is stored as application/octet-stream with extension `bin`, so a
+mirrored object never becomes a web page on the bucket's origin.
+
+Mirroring is built to finish, however many or large the outputs:
+
+* the event JSON is archived first, so it is there even if an output can never be fetched;
+  when every output is mirrored it is written again with `mirrored_outputs: [keys]` added, so
+  that field's presence means the mirror is complete;
+* each output has its own deadline, `output_timeout_s` (fetch and upload), and the sink's
+  budget for one event is `timeout_s + outputs * output_timeout_s` (`budget_s`, used by the
+  delivery engine as the send's overall deadline);
+* every output is tried even when one fails; a failure then fails the delivery (permanent if a
+  retry cannot help that output), and a retry skips the outputs already stored: their key
+  stem (`…/{n}.`) is listed and the object's `source-url-sha256` metadata (HEAD) must match
+  the output URL. Without list/read permission on the bucket every retry fetches again.
 
 S3 errors: AccessDenied, NoSuchBucket, InvalidAccessKeyId, SignatureDoesNotMatch (and other
 4xx) are permanent; throttling, 5xx and network failures are transient. botocore's own retries
@@ -36,8 +50,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from handlers.sinks import fetch
-from handlers.sinks.base import RETRYABLE_4XX, SinkContext, SinkError
+from handlers.sinks.base import SinkContext, SinkError
 from receiver.core.errors import ConfigError
+from receiver.core.http import is_permanent
 
 try:
     from aiobotocore.config import AioConfig
@@ -49,10 +64,31 @@ except ImportError:  # the s3 extra is optional; create() says how to install it
 
 PART_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_OUTPUT_BYTES = 50 * 1024 * 1024
+DEFAULT_OUTPUT_TIMEOUT_S = 60.0
+ABORT_TIMEOUT_S = 10.0  # cleaning up a cancelled multipart upload may take this long, no more
+SOURCE_META = "source-url-sha256"  # user metadata: which URL an output object was copied from
+OCTET_STREAM = "application/octet-stream"
 DEFAULT_REGION = "us-east-1"
 MISSING_EXTRA = "the s3 sink needs the s3 extra: pip install 'hookyard[s3]'"
 
-EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/avif": "avif",
+    "image/heic": "heic",
+    "image/tiff": "tiff",
+    "image/bmp": "bmp",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "video/quicktime": "mov",
+}
+# Suffixes a URL may lend an output whose server did not name a media type.
+MEDIA_SUFFIXES = frozenset(EXTENSIONS.values()) | {"tif", "m4v", "mkv"}
+# image/* types that are documents a browser runs, not pictures.
+ACTIVE_TYPES = frozenset({"image/svg+xml"})
+_MEDIA_TYPE = re.compile(r"^(?:image|video)/[a-z0-9][a-z0-9.+-]{0,63}$")
 PERMANENT_CODES = frozenset(
     {
         "AccessDenied",
@@ -115,14 +151,43 @@ def key_safe(value: str) -> str:
     return f"{safe}-{hashlib.sha256(value.encode()).hexdigest()[:10]}"
 
 
+def media_type(content_type: str | None) -> str:
+    """The bare, lower-case media type of a Content-Type header ("" when there is none)."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def stored_type(content_type: str | None) -> str:
+    """The Content-Type an output is stored with: image/* and video/* as given (SVG excepted),
+    anything else application/octet-stream, so the bucket never serves it as a page."""
+    media = media_type(content_type)
+    return media if _MEDIA_TYPE.match(media) and media not in ACTIVE_TYPES else OCTET_STREAM
+
+
 def extension(content_type: str | None, url: str) -> str:
-    """From the content type, else the URL path's suffix, else `bin`."""
-    media = (content_type or "").split(";")[0].strip().lower()
+    """From a known media type, else (for a server that named no type, or a media type we have
+    no suffix for) an image/video suffix of the URL path, else `bin`."""
+    media = media_type(content_type)
     if media in EXTENSIONS:
         return EXTENSIONS[media]
-    suffix = posixpath.splitext(urllib.parse.urlsplit(url).path)[1].lower().lstrip(".")
+    if media not in ("", OCTET_STREAM) and stored_type(media) == OCTET_STREAM:
+        return "bin"  # the server says it is something else (text/html, svg, json…)
+    try:
+        path = urllib.parse.urlsplit(url).path
+    except ValueError:  # an unclosed `[` in the host: the fetch will refuse it anyway
+        path = ""
+    suffix = posixpath.splitext(path)[1].lower().lstrip(".")
     suffix = "jpg" if suffix == "jpeg" else suffix
-    return suffix if _EXT_SAFE.match(suffix) else "bin"
+    return suffix if suffix in MEDIA_SUFFIXES else "bin"
+
+
+def source_tag(url: str) -> str:
+    """What an output object records of its source URL (a digest: URLs may carry tokens)."""
+    return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def output_urls(event: Mapping[str, Any]) -> list[str]:
+    outputs = event.get("outputs")
+    return [str(url) for url in outputs] if isinstance(outputs, list) else []
 
 
 def event_body(event: Mapping[str, Any], mirrored: list[str] | None) -> bytes:
@@ -157,7 +222,7 @@ def client_error(exc: Any, what: str) -> SinkError:
     elif code in TRANSIENT_CODES or not isinstance(status, int):
         permanent = False
     else:
-        permanent = 400 <= status < 500 and status not in RETRYABLE_4XX
+        permanent = is_permanent(status)
     message = f"{what}: {code or 'error'}" + (f" ({status})" if status else "")
     detail = str(error.get("Message", ""))[:200]
     return SinkError(
@@ -182,6 +247,7 @@ class S3Sink:
         mirror_outputs: bool = False,
         allow_private_networks: bool = False,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        output_timeout_s: float = DEFAULT_OUTPUT_TIMEOUT_S,
     ) -> None:
         self.bucket = bucket
         self.ctx = ctx
@@ -191,14 +257,28 @@ class S3Sink:
         self.mirror_outputs = mirror_outputs
         self.allow_private_networks = allow_private_networks
         self.max_output_bytes = max_output_bytes
+        self.output_timeout_s = output_timeout_s
         self._client: Any = None
         self._stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
 
+    def budget_s(self, event: Mapping[str, Any]) -> float:
+        """`timeout_s` for the event JSON, plus `output_timeout_s` per output when mirroring:
+        the whole send's deadline grows with the work instead of cutting it off."""
+        outputs = len(output_urls(event)) if self.mirror_outputs else 0
+        return self.ctx.timeout_s + outputs * self.output_timeout_s
+
     async def send(self, event: Mapping[str, Any]) -> int | None:
         key = event_key(self.prefix, event)  # a bad received_at fails before any upload
-        mirrored = await self.mirror(event) if self.mirror_outputs else None
-        body = event_body(event, mirrored)
+        if not self.mirror_outputs:
+            return await self.put_event(key, event_body(event, None))
+        urls = output_urls(event)
+        if urls:  # archived now, so it is kept even if an output can never be fetched
+            await self.put_event(key, event_body(event, None))
+        mirrored = await self.mirror(event, urls)
+        return await self.put_event(key, event_body(event, mirrored))
+
+    async def put_event(self, key: str, body: bytes) -> int | None:
         answer = await self.call("put_object", key, Body=body, ContentType="application/json")
         status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return status if isinstance(status, int) else None
@@ -222,58 +302,107 @@ class S3Sink:
                 self._client = await self._stack.enter_async_context(creator)
             return self._client
 
-    async def call(self, operation: str, key: str, **params: Any) -> Any:
-        """One S3 operation on `key` in our bucket, its failures classified."""
+    async def call(self, operation: str, key: str | None, **params: Any) -> Any:
+        """One S3 operation on `key` (None: on the bucket) in our bucket, failures classified."""
+        where = f"s3://{self.bucket}/{key if key is not None else params.get('Prefix', '')}"
+        if key is not None:
+            params["Key"] = key
         try:
             client = await self.client()
-            return await getattr(client, operation)(Bucket=self.bucket, Key=key, **params)
+            return await getattr(client, operation)(Bucket=self.bucket, **params)
         except ValueError as exc:  # botocore's word for a malformed endpoint_url or region
             raise SinkError(f"cannot build the S3 client: {exc}"[:300], permanent=True) from None
         except (boto_errors.BotoCoreError, boto_errors.ClientError) as exc:
-            raise s3_error(exc, f"S3 {operation} s3://{self.bucket}/{key}") from None
-        except OSError as exc:  # TimeoutError included
-            raise SinkError(
-                f"S3 {operation} s3://{self.bucket}/{key}: {type(exc).__name__}: {exc}"
-            ) from None
+            raise s3_error(exc, f"S3 {operation} {where}") from None
+        except OSError as exc:  # a socket's TimeoutError included
+            raise SinkError(f"S3 {operation} {where}: {type(exc).__name__}: {exc}") from None
 
     # -- mirroring -----------------------------------------------------------------------
 
-    async def mirror(self, event: Mapping[str, Any]) -> list[str]:
-        """Copy every output; return their keys, in output order."""
-        outputs = [str(url) for url in event.get("outputs") or []]
-        return [await self.mirror_one(event, i, url) for i, url in enumerate(outputs)]
+    async def mirror(self, event: Mapping[str, Any], urls: list[str]) -> list[str]:
+        """Copy every output (each within its own deadline); return their keys in output order.
+        Every output is tried even when one fails, so a retry has less left to do."""
+        keys: list[str] = []
+        failures: list[tuple[int, SinkError]] = []
+        for index, url in enumerate(urls):
+            try:
+                keys.append(await self.mirror_in_time(event, index, url))
+            except SinkError as exc:
+                failures.append((index, exc))
+        if failures:
+            raise mirror_failed(failures, len(urls))
+        return keys
+
+    async def mirror_in_time(self, event: Mapping[str, Any], index: int, url: str) -> str:
+        try:
+            async with asyncio.timeout(self.output_timeout_s):
+                return await self.mirror_one(event, index, url)
+        except TimeoutError:
+            raise SinkError(
+                f"output {url[:200]} was not mirrored within output_timeout_s = "
+                f"{self.output_timeout_s:g}"
+            ) from None
 
     async def mirror_one(self, event: Mapping[str, Any], index: int, url: str) -> str:
+        done = await self.already_mirrored(event, index, url)
+        if done is not None:
+            return done
         async with fetch.open_output(
             self.ctx.http,
             url,
-            timeout_s=self.ctx.timeout_s,
+            timeout_s=self.output_timeout_s,
             allow_private=self.allow_private_networks,
         ) as response:
-            content_type = response.headers.get("content-type") or "application/octet-stream"
+            content_type = response.headers.get("content-type")
             key = output_key(self.prefix, event, index, extension(content_type, url))
             async with (
                 contextlib.aclosing(
-                    fetch.read_capped(response, self.max_output_bytes, url)
+                    fetch.body_chunks(response, self.max_output_bytes, url)
                 ) as chunks,
                 contextlib.aclosing(fetch.parts(chunks, PART_BYTES)) as parts,
             ):
-                await self.upload(key, parts, content_type)
+                object_params = {
+                    "ContentType": stored_type(content_type),
+                    "Metadata": {SOURCE_META: source_tag(url)},
+                }
+                await self.upload(key, parts, object_params)
         return key
 
-    async def upload(self, key: str, parts: AsyncIterator[bytes], content_type: str) -> None:
+    async def already_mirrored(self, event: Mapping[str, Any], index: int, url: str) -> str | None:
+        """The key of output `index` if an earlier attempt stored it from this same URL. The
+        extension depends on the content type, known only after fetching, so the key's stem
+        is listed and each candidate's metadata read (HEAD). A bucket we may not list or read
+        (write-only credentials) only means fetching again."""
+        stem = output_key(self.prefix, event, index, "")  # "…/{n}."
+        try:
+            listed = await self.call("list_objects_v2", None, Prefix=stem, MaxKeys=8)
+            for item in listed.get("Contents", []):
+                head = await self.call("head_object", str(item["Key"]))
+                if head.get("Metadata", {}).get(SOURCE_META) == source_tag(url):
+                    return str(item["Key"])
+        except SinkError:
+            return None
+        return None
+
+    async def upload(
+        self, key: str, parts: AsyncIterator[bytes], object_params: Mapping[str, Any]
+    ) -> None:
         """One PutObject when the body fits a part, else a multipart upload."""
         first = await anext(parts, b"")
         second = await anext(parts, None)
         if second is None:
-            await self.call("put_object", key, Body=first, ContentType=content_type)
+            await self.call("put_object", key, Body=first, **object_params)
         else:
-            await self.multipart(key, [first, second], parts, content_type)
+            await self.multipart(key, [first, second], parts, object_params)
 
     async def multipart(
-        self, key: str, head: list[bytes], rest: AsyncIterator[bytes], content_type: str
+        self,
+        key: str,
+        head: list[bytes],
+        rest: AsyncIterator[bytes],
+        object_params: Mapping[str, Any],
     ) -> None:
-        created = await self.call("create_multipart_upload", key, ContentType=content_type)
+        created = await self.call("create_multipart_upload", key, **object_params)
         upload_id = created["UploadId"]
         try:
             done = [await self.part(key, upload_id, n, body) for n, body in enumerate(head, 1)]
@@ -285,9 +414,10 @@ class S3Sink:
                 UploadId=upload_id,
                 MultipartUpload={"Parts": done},
             )
-        except BaseException:
+        except BaseException:  # a timeout's cancellation included: leave no parts behind
             with contextlib.suppress(Exception):
-                await self.call("abort_multipart_upload", key, UploadId=upload_id)
+                async with asyncio.timeout(ABORT_TIMEOUT_S):
+                    await self.call("abort_multipart_upload", key, UploadId=upload_id)
             raise
 
     async def part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
@@ -295,6 +425,21 @@ class S3Sink:
             "upload_part", key, UploadId=upload_id, PartNumber=number, Body=body
         )
         return {"ETag": answer["ETag"], "PartNumber": number}
+
+
+def mirror_failed(failures: list[tuple[int, SinkError]], total: int) -> SinkError:
+    """One error for the outputs that could not be mirrored: permanent when one of them can
+    never be (a retry would fail again), with the first failure's status and message."""
+    index, first = failures[0]
+    more = f" ({len(failures) - 1} more failed)" if len(failures) > 1 else ""
+    permanent = any(exc.permanent for _, exc in failures)
+    waits = [exc.retry_after_s for _, exc in failures if exc.retry_after_s is not None]
+    return SinkError(
+        f"output {index + 1} of {total}{more}: {first.message}",
+        status_code=first.status_code,
+        permanent=permanent,
+        retry_after_s=None if permanent or not waits else max(waits),
+    )
 
 
 def create(name: str, options: Mapping[str, Any], ctx: SinkContext) -> S3Sink:
@@ -310,6 +455,7 @@ def create(name: str, options: Mapping[str, Any], ctx: SinkContext) -> S3Sink:
         mirror_outputs=option(options, "mirror_outputs", bool, False, where),
         allow_private_networks=option(options, "allow_private_networks", bool, False, where),
         max_output_bytes=option(options, "max_output_bytes", int, DEFAULT_MAX_OUTPUT_BYTES, where),
+        output_timeout_s=seconds(options, "output_timeout_s", DEFAULT_OUTPUT_TIMEOUT_S, where),
     )
 
 
@@ -321,3 +467,11 @@ def option(options: Mapping[str, Any], key: str, kind: type[T], default: T, wher
     if isinstance(value, int) and not isinstance(value, bool) and value < 1:
         raise ConfigError(f"{where} {key} must be at least 1, not {value!r}")
     return value
+
+
+def seconds(options: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    """`options[key]` as a positive, finite number of seconds, else a ConfigError."""
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        raise ConfigError(f"{where} {key} must be a number of seconds above 0, not {value!r}")
+    return float(value)

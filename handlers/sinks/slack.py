@@ -30,7 +30,8 @@ from typing import Any
 
 import httpx
 
-from handlers.sinks.base import RETRYABLE_4XX, SinkContext, SinkError, retry_after_seconds
+from handlers.sinks.base import SinkContext, SinkError, deadline_error, status_error
+from receiver.core.http import EXCERPT_BYTES, Answer, header, request_capped
 
 WHAT = "the Slack webhook"
 
@@ -49,6 +50,10 @@ ERROR_CHARS = 1500
 FALLBACK_CHARS = 3000
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif"})
+# A backtick would close the error's code block; this modifier letter looks the same.
+BACKTICK_LOOKALIKE = "\u02cb"  # MODIFIER LETTER GRAVE ACCENT
+# URL characters kept as they are inside `<url|text>`; everything else is percent-encoded.
+LINK_SAFE = "!#$%&'()*+,-./:;=?@[]~_"
 
 # Error words Slack documents for incoming webhooks: resending the same message cannot help.
 PERMANENT_ERRORS = frozenset(
@@ -121,8 +126,9 @@ def fields_block(event: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def field(label: str, value: Any) -> dict[str, Any]:
-    shown = "—" if value is None or value == "" else escape(str(value))
-    return mrkdwn(clip(f"*{label}*\n{shown}", FIELD_CHARS))
+    room = FIELD_CHARS - len(label) - 3
+    shown = "—" if value is None or value == "" else clip_escaped(str(value), room)
+    return mrkdwn(f"*{label}*\n{shown}")
 
 
 def format_cost(cost: Any) -> str | None:
@@ -132,12 +138,14 @@ def format_cost(cost: Any) -> str | None:
 
 
 def error_block(error: str) -> dict[str, Any]:
-    text = f"*Error*\n```{escape(clip(error, ERROR_CHARS))}```"
-    return {"type": "section", "text": mrkdwn(clip(text, SECTION_TEXT_CHARS))}
+    """The error as a code block that always closes: no backtick of the error can end it
+    early (they become U+02CB, a look-alike), and the cut to the limit happens inside the fences."""
+    code = clip_escaped(error.replace("`", BACKTICK_LOOKALIKE), ERROR_CHARS)
+    return {"type": "section", "text": mrkdwn(f"*Error*\n```{code}```")}
 
 
 def image_block(url: str, index: int, total: int) -> dict[str, Any]:
-    name = clip(posixpath.basename(urllib.parse.urlsplit(url).path) or "output", 200)
+    name = clip(posixpath.basename(url_path(url)) or "output", 200)
     return {
         "type": "image",
         "image_url": url,
@@ -150,7 +158,7 @@ def links_block(urls: Sequence[str]) -> dict[str, Any]:
     """Outputs without an image block, as links, cut to one section's text limit."""
     lines = ["*Other outputs*"]
     for shown, url in enumerate(urls):
-        line = f"• <{escape(url)}|{escape(link_name(url))}>"
+        line = f"• <{link_target(url)}|{escape(link_name(url))}>"
         rest = len(urls) - shown
         if sum(len(x) + 1 for x in lines) + len(line) + 40 > SECTION_TEXT_CHARS:
             lines.append(f"… and {rest} more")
@@ -160,7 +168,24 @@ def links_block(urls: Sequence[str]) -> dict[str, Any]:
 
 
 def link_name(url: str) -> str:
-    return clip(posixpath.basename(urllib.parse.urlsplit(url).path) or url, 100)
+    """The link text: the file name (else the URL) on one line, without `|`."""
+    name = posixpath.basename(url_path(url)) or url
+    return clip(" ".join(name.replace("|", "¦").split()), 100) or "output"
+
+
+def url_path(url: str) -> str:
+    """The path of `url`; "" for text urllib cannot split (an unclosed `[` in the host)."""
+    try:
+        return urllib.parse.urlsplit(url).path
+    except ValueError:
+        return ""
+
+
+def link_target(url: str) -> str:
+    """`url` safe inside `<…|…>`: `|`, `<`, `>`, whitespace, controls and non-ASCII are
+    percent-encoded (`%` stays, so existing escapes keep their meaning), then `&` is escaped
+    as Slack asks. The link still leads to the same resource; it cannot change the link text."""
+    return escape(urllib.parse.quote(url, safe=LINK_SAFE, errors="replace"))
 
 
 def context_block(event: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,8 +194,8 @@ def context_block(event: Mapping[str, Any]) -> dict[str, Any]:
         str(event.get("received_at") or ""),
         f"via {event.get('via') or 'webhook'}",
     ]
-    text = escape(" · ".join(p for p in parts if p))
-    return {"type": "context", "elements": [mrkdwn(clip(text, CONTEXT_TEXT_CHARS))]}
+    text = clip_escaped(" · ".join(p for p in parts if p), CONTEXT_TEXT_CHARS)
+    return {"type": "context", "elements": [mrkdwn(text)]}
 
 
 def fallback_text(event: Mapping[str, Any], outputs: int) -> str:
@@ -180,16 +205,15 @@ def fallback_text(event: Mapping[str, Any], outputs: int) -> str:
         text += f" ({outputs} output{'s' if outputs != 1 else ''})"
     if event.get("error"):
         text += f" — {event['error']}"
-    return clip(escape(text), FALLBACK_CHARS)
+    return clip_escaped(text, FALLBACK_CHARS)
 
 
 def is_image_url(url: str) -> bool:
     """Whether Slack can show `url` in an image block: http(s), png/jpg/gif, short enough."""
     if len(url) > IMAGE_URL_CHARS:
         return False
-    parts = urllib.parse.urlsplit(url)
-    suffix = posixpath.splitext(parts.path)[1].lower()
-    return parts.scheme in ("http", "https") and suffix in IMAGE_EXTENSIONS
+    suffix = posixpath.splitext(url_path(url))[1].lower()
+    return url.lower().startswith(("http://", "https://")) and suffix in IMAGE_EXTENSIONS
 
 
 def plain(text: str) -> dict[str, Any]:
@@ -209,22 +233,31 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def clip_escaped(text: str, limit: int) -> str:
+    """`text` escaped, then cut to `limit` without splitting an `&amp;`-style entity."""
+    escaped = escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[: limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
 # -- the answer ------------------------------------------------------------------------------
 
 
-def classify(response: httpx.Response) -> int:
+def classify(answer: Answer) -> int:
     """The status of a 2xx answer; otherwise a SinkError (permanent for Slack's error words)."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return status
-    word = response.text.strip()[:100]
-    permanent = word in PERMANENT_ERRORS or (400 <= status < 500 and status not in RETRYABLE_4XX)
-    retry_after = None if permanent else response.headers.get("retry-after")
-    raise SinkError(
-        f"{WHAT} answered {status}" + (f": {word}" if word else ""),
-        status_code=status,
-        permanent=permanent,
-        retry_after_s=retry_after_seconds(retry_after),
+    if 200 <= answer.status < 300:
+        return answer.status
+    word = answer.excerpt(100)
+    raise status_error(
+        f"{WHAT} answered {answer.status}" + (f": {word}" if word else ""),
+        answer.status,
+        header(answer.headers, "retry-after"),
+        permanent=word in PERMANENT_ERRORS,
     )
 
 
@@ -235,12 +268,20 @@ class SlackSink:
 
     async def send(self, event: Mapping[str, Any]) -> int | None:
         try:
-            response = await self.ctx.http.post(
-                self.url, json=build_message(event), timeout=self.ctx.timeout_s
+            answer = await request_capped(
+                self.ctx.http,
+                "POST",
+                self.url,
+                limit=EXCERPT_BYTES,
+                deadline_s=self.ctx.timeout_s,
+                json=build_message(event),
+                timeout=self.ctx.timeout_s,
             )
         except httpx.HTTPError as exc:
             raise self.transport_error(exc) from None
-        return classify(response)
+        except TimeoutError:
+            raise deadline_error(f"POST {WHAT}", self.ctx.timeout_s) from None
+        return classify(answer)
 
     def transport_error(self, exc: httpx.HTTPError) -> SinkError:
         """A network failure, worth a retry; the URL is cut out of whatever httpx said."""

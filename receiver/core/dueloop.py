@@ -12,9 +12,15 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+import structlog
+
 # Whatever a loop was told, it looks again this often: work added by another process (the CLI,
 # another worker) is picked up within this time even when no wake-up reaches us.
 IDLE_RECHECK_S = 5.0
+FIRST_PAUSE_S = 0.5  # after a failed round (the store is down): back off, doubling
+MAX_PAUSE_S = 30.0
+
+log = structlog.get_logger("hookyard.dueloop")
 
 
 class DueLoop:
@@ -27,7 +33,9 @@ class DueLoop:
         idle_wait: Callable[[], Awaitable[float | None]],
         *,
         recheck_s: float = IDLE_RECHECK_S,
+        name: str = "due-loop",
     ) -> None:
+        self.name = name
         self.claim = claim
         self.idle_wait = idle_wait
         self.recheck_s = recheck_s
@@ -37,10 +45,17 @@ class DueLoop:
         self._wakeup.set()
 
     async def run(self) -> None:
+        pause = FIRST_PAUSE_S
         while True:
             self._wakeup.clear()
-            if not await self.claim():
-                await self.sleep(await self.idle_wait())
+            try:
+                if not await self.claim():
+                    await self.sleep(await self.idle_wait())
+                pause = FIRST_PAUSE_S
+            except Exception as exc:  # a store outage (or a bug) must not end the loop for good
+                log.error(f"{self.name}.failed", error=repr(exc)[:300], retry_in_s=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_PAUSE_S)
 
     async def sleep(self, seconds: float | None) -> None:
         """Wait `seconds` (at most the re-check interval) or until woken."""

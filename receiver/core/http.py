@@ -11,7 +11,8 @@ import asyncio
 import email.utils
 import math
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -21,6 +22,9 @@ RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 # How much of an answer we do not need is kept (for the attempt's error text).
 EXCERPT_BYTES = 4096
 RETRY_AFTER_MAX_S = 86400.0 * 7  # a larger or absurd Retry-After is read as this
+# Encodings we ask for and inflate ourselves, in pieces of at most INFLATE_BYTES.
+ACCEPT_ENCODING = "gzip, deflate"
+INFLATE_BYTES = 64 * 1024
 
 
 def is_permanent(status: int) -> bool:
@@ -69,8 +73,10 @@ class Answer:
     truncated: bool = False
 
     def excerpt(self, limit: int = 200) -> str:
-        """The start of the body as text, for an error message."""
-        return self.body[:limit].decode("utf-8", "replace").strip()
+        """The start of the body as text for an error message: control characters (a NUL
+        that PostgreSQL text refuses, escape sequences for a terminal) become U+FFFD."""
+        text = self.body[:limit].decode("utf-8", "replace").strip()
+        return "".join(c if c.isprintable() or c in "\n\t" else "\ufffd" for c in text)
 
 
 class TooLarge(Exception):
@@ -81,20 +87,26 @@ class TooLarge(Exception):
         self.limit = limit
 
 
+def declared_length(headers: Mapping[str, str]) -> int | None:
+    """The Content-Length a peer declared, or None when absent or junk (never raises)."""
+    declared = header(headers, "content-length") or ""
+    if declared.isascii() and declared.isdigit() and len(declared) < 19:
+        return int(declared)
+    return None
+
+
 async def read_capped(
     response: httpx.Response, limit: int, *, refuse_larger: bool = False
 ) -> tuple[bytes, bool]:
-    """At most `limit` bytes of a streamed response body; (bytes, truncated). A declared
-    Content-Length over the cap is not read at all. With `refuse_larger`, TooLarge instead
-    of a truncated body."""
-    declared = response.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and len(declared) < 19 and int(declared) > limit:
-        if refuse_larger:
-            raise TooLarge(limit)
-        return b"", True
+    """At most `limit` bytes of a streamed response body; (bytes, truncated). Reading stops
+    at the cap, whatever the peer declared or keeps sending. With `refuse_larger`, TooLarge
+    instead of a truncated body (a declared Content-Length over the cap is not read at all)."""
+    declared = declared_length(response.headers)
+    if refuse_larger and declared is not None and declared > limit:
+        raise TooLarge(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in decoded_chunks(response):
         room = limit - size
         if len(chunk) > room:
             if refuse_larger:
@@ -104,6 +116,33 @@ async def read_capped(
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks), False
+
+
+async def decoded_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body, inflated from gzip/deflate in pieces of at most INFLATE_BYTES. httpx's own
+    decoding inflates each network chunk whole, so 64 KiB of a compressed answer could become
+    64 MB in memory before any cap saw it; here a cap stops the inflating too."""
+    if response.is_stream_consumed:  # read whole before we got it (httpx.MockTransport)
+        yield response.content
+        return
+    encoding = (header(response.headers, "content-encoding") or "identity").strip().lower()
+    if encoding in ("identity", ""):
+        async for chunk in response.aiter_raw():
+            yield chunk
+        return
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise httpx.DecodingError(f"the answer uses Content-Encoding {encoding[:40]} unasked")
+    inflater = zlib.decompressobj(wbits=32 + zlib.MAX_WBITS)  # a gzip or zlib header
+    async for chunk in response.aiter_raw():
+        data = chunk
+        while data and not inflater.eof:
+            try:
+                piece = inflater.decompress(data, INFLATE_BYTES)
+            except zlib.error as exc:
+                raise httpx.DecodingError(f"the {encoding} body is corrupt: {exc}") from None
+            if piece:
+                yield piece
+            data = inflater.unconsumed_tail
 
 
 async def request_capped(
@@ -118,7 +157,11 @@ async def request_capped(
 ) -> Answer:
     """One request whose whole exchange (connect, send, headers, body) ends within
     `deadline_s` (TimeoutError otherwise) and whose body is read up to `limit` bytes."""
+    headers = httpx.Headers(kwargs.pop("headers", None))  # type: ignore[arg-type]
+    headers.setdefault("Accept-Encoding", ACCEPT_ENCODING)
     async with asyncio.timeout(deadline_s):
-        async with client.stream(method, url, **kwargs) as response:  # type: ignore[arg-type]
+        async with client.stream(
+            method, url, headers=headers, **kwargs  # type: ignore[arg-type]
+        ) as response:
             body, truncated = await read_capped(response, limit, refuse_larger=refuse_larger)
             return Answer(response.status_code, response.headers, body, truncated)

@@ -24,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import re
 import secrets as _random
 import string
@@ -37,6 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from receiver.core.errors import ConfigError, SignatureInvalid
+from receiver.core.http import TooLarge, request_capped
 
 SCHEMES: tuple[str, ...] = ("standard-webhooks", "stripe", "hmac", "fal", "none")
 
@@ -45,6 +47,7 @@ MAX_SIGNATURES = 32  # a signature list longer than this is an attack, not a rot
 JWKS_TTL_S = 3600.0
 JWKS_REFETCH_MIN_S = 60.0
 MAX_JWKS_BYTES = 64 * 1024
+JWKS_DEADLINE_S = 5.0  # a whole JWKS fetch; a webhook waits for it, so it must be short
 MAX_JWKS_KEYS = 32
 
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")  # unix seconds; milliseconds (13 digits) are refused
@@ -656,20 +659,29 @@ class FalVerifier:
         self._attempted_at = clock
         try:
             self._keys = await self._fetch()
-        except (httpx.HTTPError, _JwksError, ValueError):
+        except (httpx.HTTPError, _JwksError, ValueError, TooLarge, TimeoutError):
             if keep_stale:
                 return  # fal's keys rarely change: stale keys beat refusing every webhook
             raise SignatureInvalid(_FETCH_FAILED) from None
         self._fetched_at = clock
 
     async def _fetch(self) -> list[Ed25519PublicKey]:
+        """The JWKS, read under MAX_JWKS_BYTES and within JWKS_DEADLINE_S as a whole: an
+        endless or dripping answer costs a bounded wait and buffer, never more."""
         assert self._url is not None
         async with self._factory() as client:
-            response = await client.get(self._url, headers={"Accept": "application/json"})
-        response.raise_for_status()
-        if len(response.content) > MAX_JWKS_BYTES:
-            raise _JwksError("the JWKS document is too large")
-        return _jwks_keys(response.json(), strict=False)
+            answer = await request_capped(
+                client,
+                "GET",
+                self._url,
+                limit=MAX_JWKS_BYTES,
+                deadline_s=JWKS_DEADLINE_S,
+                refuse_larger=True,
+                headers={"Accept": "application/json"},
+            )
+        if not 200 <= answer.status < 300:
+            raise _JwksError(f"the JWKS endpoint answered {answer.status}")
+        return _jwks_keys(json.loads(answer.body), strict=False)
 
     def sign(
         self, body: bytes, now: float | None = None, message_id: str | None = None
