@@ -1,7 +1,8 @@
 """The append-only event log and its delivery rows, behind one small interface.
 
 `open_store(url)` picks the backend from the database URL. SQLite (aiosqlite, WAL) is the
-embedded default; a PostgreSQL backend will implement the same Protocol.
+embedded default; PostgreSQL (psycopg 3 with a connection pool) implements the same Protocol
+for several processes or hosts sharing one database.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import psycopg
 
 from receiver.errors import ConfigError
 from receiver.events import Event
@@ -244,8 +248,19 @@ class Store(Protocol):
 
 
 def is_outage(exc: BaseException) -> bool:
-    """True when the store itself failed (locked, disk, connection), not one item's data."""
-    return isinstance(exc, sqlite3.OperationalError | OSError | ConnectionError)
+    """True when the store itself failed (locked, disk, connection, server gone or restarting,
+    no pooled connection in time), not one item's data."""
+    return isinstance(
+        exc,
+        sqlite3.OperationalError
+        | psycopg.OperationalError
+        | psycopg.InterfaceError
+        | OSError
+        | ConnectionError,
+    )
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def open_store(database: str) -> Store:
@@ -254,4 +269,30 @@ def open_store(database: str) -> Store:
         from receiver.store.sqlite import SqliteStore
 
         return SqliteStore(database.removeprefix("sqlite:///"))
-    raise ConfigError(f"database {database!r}: only sqlite:///PATH is supported")
+    if database.startswith(POSTGRES_SCHEMES):
+        from receiver.store.postgres import PostgresStore
+
+        return PostgresStore(database)
+    raise ConfigError(
+        f"database {display_url(database)!r}: use sqlite:///PATH or "
+        "postgresql://user@host:5432/dbname"
+    )
+
+
+def database_password(database: str) -> str | None:
+    """The password in a database URL, if any: a secret that logs must never show."""
+    try:
+        return urlsplit(database).password
+    except ValueError:
+        return None
+
+
+def display_url(database: str) -> str:
+    """The database URL safe to print: any password replaced by `***`."""
+    password = database_password(database)
+    if not password:
+        return database
+    head, sep, tail = database.partition("://")
+    userinfo, at, rest = tail.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{head}{sep}{user}:***{at}{rest}"
