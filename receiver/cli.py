@@ -19,10 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
+
 from receiver import __version__, logs, poller, replay, settings, signing
 from receiver.errors import ConfigError, RequestError
 from receiver.router import Router
-from receiver.store import DELIVERY_STATUSES, JOB_STATES, Store, open_store
+from receiver.store import DELIVERY_STATUSES, JOB_STATES, Store, display_url, open_store
 
 Command = Callable[[argparse.Namespace], int]
 T = TypeVar("T")
@@ -218,8 +220,8 @@ async def _store(config: settings.Settings) -> AsyncIterator[Store]:
     store = open_store(config.server.database)
     try:
         await store.open()
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(f"cannot open {config.server.database}: {exc}") from None
+    except (OSError, sqlite3.Error, psycopg.Error) as exc:
+        raise ConfigError(f"cannot open {display_url(config.server.database)}: {exc}") from None
     try:
         yield store
     finally:
@@ -549,9 +551,10 @@ def describe(config: settings.Settings, host: str, port: int) -> list[str]:
     """The start-up banner: address, webhook URLs, sinks, routes and database."""
     base = f"http://{host}:{port}"
     db = config.server.database
+    where = f"  ({os.path.abspath(config.server.sqlite_path)})" if db.startswith("sqlite:") else ""
     lines = [
         f"hookyard {__version__} listening on {base}",
-        f"  database  {db}  ({os.path.abspath(config.server.sqlite_path)})",
+        f"  database  {display_url(db)}{where}",
     ]
     for name, s in config.sources.items():
         kind = f"{s.provider}/{s.scheme}"

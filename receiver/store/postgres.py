@@ -218,8 +218,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Finish the releases still on their way, then close every connection."""
-        if self._releases:
-            await asyncio.gather(*self._releases, return_exceptions=True)
+        await self.wait_released()
         if self._pool is not None:
             await self._pool.close()
         self._pool = None
@@ -350,6 +349,11 @@ class PostgresStore:
             return
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
+
+    async def wait_released(self) -> None:
+        """Until every `release` so far is written (a failed one leaves its lease to expire)."""
+        while self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
 
     async def _release(self, ids: list[int]) -> None:
         await self._all(
