@@ -113,6 +113,26 @@ def _parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help=f"do not ask before replaying over {CONFIRM_OVER}"
     )
 
+    db = verbs.add_parser("db", help="database maintenance")
+    db_verbs = db.add_subparsers(required=True, metavar="VERB")
+    db_copy = _verb(
+        db_verbs, "copy", "copy a whole store to another database, e.g. to PostgreSQL", cmd_db_copy
+    )
+    db_copy.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="URL",
+        help="sqlite:///PATH or postgresql://…; ${ENV} is expanded",
+    )
+    db_copy.add_argument(
+        "--to",
+        dest="target",
+        required=True,
+        metavar="URL",
+        help="the same forms; created or migrated, then filled",
+    )
+
     sign = _verb(verbs, "sign", "print the headers that sign a body for a source", cmd_sign)
     sign.add_argument("--source", required=True, help="source name from [sources.NAME]")
     sign.add_argument("--body-file", required=True, help="file with the exact body, or - for stdin")
@@ -179,6 +199,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{config.path}: OK")
         print("\n".join(describe(config, config.server.host, config.server.port)))
     return 0
+
+
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    from receiver import dbcopy
+
+    return dbcopy.run(args.source, args.target, as_json=args.json)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
