@@ -700,3 +700,49 @@ async def test_a_bad_item_fails_alone_and_its_batch_is_stored(store: Store) -> N
     assert isinstance(answers[0], StoreUnavailable)
     assert all(isinstance(a, Stored) and not a.duplicate for a in answers[1:])
     assert await store.count_events() == 20
+
+
+async def test_connections_the_server_dropped_are_replaced_not_failed(pg_empty: str) -> None:  # noqa: F811
+    """A server restart or an idle-connection killer closes the pool's connections; the next
+    calls reconnect instead of answering 503."""
+    store = PostgresStore(pg_empty, pool_size=3)
+    await store.open()
+    try:
+        await asyncio.gather(*(store.ping() for _ in range(6)))  # fill the pool
+        with psycopg.connect(pg_empty, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'hookyard'"
+                " AND pid <> pg_backend_pid()"
+            ).fetchall()
+        assert killed
+        for i in range(4):
+            [stored] = await store.write_events([item(generation(f"after-{i}"))])
+            assert not stored.duplicate
+    finally:
+        await store.close()
+
+
+def test_the_database_setting_accepts_postgresql_urls_with_env(tmp_path: Path) -> None:
+    from receiver import settings as settings_mod
+    from receiver.errors import ConfigError
+
+    def server_database(url: str, env: dict[str, str] | None = None) -> str:
+        path = write_config(tmp_path)
+        text = path.read_text().replace(f"sqlite:///{tmp_path / 'hookyard.db'}", url)
+        path.write_text(text)
+        return settings_mod.load(str(path), environ=env or {}).server.database
+
+    url = "postgresql://hy:${PW}@db:5432/hookyard?sslmode=require"
+    assert server_database(url, {"PW": "x%40y"}) == (
+        "postgresql://hy:x%40y@db:5432/hookyard?sslmode=require"
+    )
+    assert server_database("postgres://db/hookyard") == "postgres://db/hookyard"
+    with pytest.raises(ConfigError, match="must name a server"):
+        server_database("postgresql://")
+    with pytest.raises(ConfigError, match="postgresql://user@host") as caught:
+        server_database("mysql://root:hunter2@db/x")
+    assert "hunter2" not in caught.value.message
+    server_database("postgresql://hy:${PW}@db/hookyard", {"PW": "pw-for-logs"})
+    loaded = settings_mod.load(str(tmp_path / "hookyard.toml"), environ={"PW": "pw-for-logs"})
+    assert "pw-for-logs" in loaded.secret_values()  # so every log line masks it

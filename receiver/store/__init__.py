@@ -249,12 +249,13 @@ class Store(Protocol):
 
 def is_outage(exc: BaseException) -> bool:
     """True when the store itself failed (locked, disk, connection, server gone or restarting,
-    no pooled connection in time), not one item's data."""
+    no pooled connection in time, a standby that cannot take writes), not one item's data."""
     return isinstance(
         exc,
         sqlite3.OperationalError
         | psycopg.OperationalError
         | psycopg.InterfaceError
+        | psycopg.errors.ReadOnlySqlTransaction
         | OSError
         | ConnectionError,
     )

@@ -171,6 +171,9 @@ class PostgresStore:
             open=False,
             timeout=self.connect_timeout_s,  # waiting for a free connection
             kwargs=self._connection_options(),
+            # A connection the server dropped (restart, failover, idle kill) is replaced when
+            # it is next taken from the pool, instead of failing the batch that takes it.
+            check=AsyncConnectionPool.check_connection,
         )
         try:
             await pool.open(wait=True, timeout=self.connect_timeout_s)
@@ -187,6 +190,13 @@ class PostgresStore:
             "prepare_threshold": None,  # PgBouncer in transaction mode has no sessions
             "connect_timeout": max(1, round(self.connect_timeout_s)),
             "application_name": "hookyard",
+            # A server that vanished without closing the connection (a partition, a dead
+            # host) is noticed within about a minute instead of a query waiting forever.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 60_000,
         }
 
     async def _check_reachable(self) -> None:
