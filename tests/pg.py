@@ -23,7 +23,11 @@ import pytest
 from receiver.store.postgres import SCHEMA_VERSION
 
 ENV = "HOOKYARD_TEST_PG"
-LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+# The server to create a session database on when ENV is not set (overridable so that the kit's
+# own test can aim it at a closed port).
+LOCAL_SERVER = os.environ.get(
+    "HOOKYARD_TEST_PG_LOCAL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 TABLES = ("attempts", "deliveries", "events", "jobs")
 HOW = (
     f"set {ENV}=postgresql://USER@HOST:PORT/DBNAME to a database the tests may empty, or start "

@@ -746,3 +746,34 @@ def test_the_database_setting_accepts_postgresql_urls_with_env(tmp_path: Path) -
     server_database("postgresql://hy:${PW}@db/hookyard", {"PW": "pw-for-logs"})
     loaded = settings_mod.load(str(tmp_path / "hookyard.toml"), environ={"PW": "pw-for-logs"})
     assert "pw-for-logs" in loaded.secret_values()  # so every log line masks it
+
+
+@pytest.mark.parametrize(
+    ("variable", "ci", "expected"),
+    [(True, "", "1 error"), (False, "true", "1 error"), (False, "", "1 skipped")],
+)
+def test_an_unreachable_test_server_fails_the_postgres_tests_in_ci(
+    variable: bool, ci: str, expected: str
+) -> None:
+    """The PostgreSQL half of this suite never vanishes silently: with HOOKYARD_TEST_PG set or
+    CI=true, an unreachable server fails it; elsewhere it skips. Both say how to point the
+    tests at a server."""
+    import os
+    import subprocess
+    import sys
+
+    closed = f"postgresql://nobody@127.0.0.1:{_closed_port()}/x"
+    run_env = {
+        **os.environ,
+        "CI": ci,
+        "HOOKYARD_TEST_PG": closed if variable else "",
+        "HOOKYARD_TEST_PG_LOCAL": closed,  # where the kit looks without the variable
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-k",
+         "one_batch_dedupes and postgres", __file__],
+        cwd=Path(__file__).parent.parent, env=run_env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == (0 if expected == "1 skipped" else 1), done.stdout + done.stderr
+    assert expected in done.stdout and "HOOKYARD_TEST_PG=postgresql://" in done.stdout
