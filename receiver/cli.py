@@ -541,7 +541,7 @@ def summary(config: settings.Settings) -> dict[str, Any]:
     """What the config would run, without a single secret."""
     return {
         "config": config.path,
-        "database": config.server.database,
+        "database": display_url(config.server.database),
         "admin_api": config.server.admin_token is not None,
         "sources": {
             name: {

@@ -777,3 +777,17 @@ def test_an_unreachable_test_server_fails_the_postgres_tests_in_ci(
     )  # fmt: skip
     assert done.returncode == (0 if expected == "1 skipped" else 1), done.stdout + done.stderr
     assert expected in done.stdout and "HOOKYARD_TEST_PG=postgresql://" in done.stdout
+
+
+def test_check_shows_the_database_without_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from receiver import cli
+
+    path = write_config(tmp_path)
+    url = "postgresql://hy:pw-never-printed@db:5432/hookyard"
+    path.write_text(path.read_text().replace(f"sqlite:///{tmp_path / 'hookyard.db'}", url))
+    for args in (["check", "--config", str(path)], ["check", "--json", "--config", str(path)]):
+        assert cli.main(args) == 0
+        out = capsys.readouterr().out
+        assert "postgresql://hy:***@db:5432/hookyard" in out and "pw-never-printed" not in out
