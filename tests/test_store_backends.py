@@ -335,6 +335,25 @@ async def test_another_process_does_not_claim_rows_under_a_live_lease(
 
 
 @POSTGRES_ONLY
+async def test_many_processes_claiming_at_once_share_the_rows_without_overlap(
+    make_store: Factory,
+) -> None:
+    stores = [await make_store(lease_s=60) for _ in range(4)]
+    written = await stores[0].write_events([item(generation(f"j{i}")) for i in range(60)])
+    now = time.time() + 1
+
+    async def drain(store: Store) -> list[int]:
+        got: list[int] = []
+        while batch := await store.claim_due("a", now, 5):
+            got += [d.delivery_id for d in batch]
+        return got
+
+    claimed = await asyncio.gather(*(drain(s) for s in stores))
+    every = [i for ids in claimed for i in ids]
+    assert len(every) == len(set(every)) == len(written)
+
+
+@POSTGRES_ONLY
 async def test_a_dead_owners_rows_are_claimed_again_when_the_lease_ends(
     make_store: Factory,
 ) -> None:

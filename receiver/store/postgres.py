@@ -272,16 +272,19 @@ class PostgresStore:
     async def claim_due(self, sink: str, now: float, limit: int) -> list[Due]:
         if limit <= 0:
             return []
+        # The rows are picked in a CTE of their own: a CTE that locks rows runs exactly once,
+        # so the LIMIT holds however the planner joins (an IN (subquery) may be re-run).
         rows = await self._all(
-            "WITH claimed AS ("
-            " UPDATE deliveries SET claimed_by = %s, lease_until = %s WHERE id IN ("
-            "  SELECT id FROM deliveries WHERE sink = %s AND status = 'pending'"
-            "  AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until < %s)"
-            "  ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
-            " RETURNING id, attempts, event_id, next_attempt_at)"
+            "WITH picked AS ("
+            " SELECT id FROM deliveries WHERE sink = %s AND status = 'pending'"
+            " AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until < %s)"
+            " ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED),"
+            " claimed AS ("
+            " UPDATE deliveries d SET claimed_by = %s, lease_until = %s FROM picked"
+            " WHERE d.id = picked.id RETURNING d.id, d.attempts, d.event_id, d.next_attempt_at)"
             " SELECT c.id, c.attempts, e.event_json, e.raw_body FROM claimed c"
             " JOIN events e ON e.id = c.event_id ORDER BY c.next_attempt_at, c.id",
-            (self.owner, now + self.lease_s, sink, now, now, limit),
+            (sink, now, now, limit, self.owner, now + self.lease_s),
         )
         return [Due(r[0], sink, r[1], _event_doc(r[2], r[3])) for r in rows]
 
