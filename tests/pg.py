@@ -50,14 +50,14 @@ def pg_url() -> Iterator[str]:
         try:
             psycopg.connect(given, connect_timeout=5).close()
         except psycopg.Error as exc:
-            _unreachable(str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc))
+            _unreachable(" ".join(str(exc).split()) or repr(exc))
         yield given
         return
     name = f"hookyard_test_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(LOCAL_SERVER, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
-        _unreachable(str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc))
+        _unreachable(" ".join(str(exc).split()) or repr(exc))
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')  # a name we made: letters, digits, _
     try:

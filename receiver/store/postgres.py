@@ -204,7 +204,7 @@ class PostgresStore:
         try:
             conn = await psycopg.AsyncConnection.connect(self.url, **self._connection_options())
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            reason = " ".join(str(exc).split()) or type(exc).__name__  # libpq's lines, joined
             raise ConnectionError(f"cannot connect to {display_url(self.url)}: {reason}") from None
         await conn.close()
 
