@@ -226,6 +226,49 @@ async def test_concurrent_writers_of_the_same_keys_store_each_event_once(
     assert await one.delivery_counts() == {("a", "pending"): 40}
 
 
+STATUSES = ("queued", "processing", "completed", "failed")
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.sampled_from("xyz"), st.sampled_from(STATUSES)), max_size=6),
+        min_size=1,
+        max_size=4,
+    )
+)
+async def test_dedupe_and_late_statuses_match_a_model(
+    store: Store, batches: list[list[tuple[str, str]]]
+) -> None:
+    """Any sequence of batches: one event per (job, status); a duplicate answers with the
+    first event's id; a new non-terminal status after a terminal one of its job, stored in an
+    earlier batch or earlier in the same batch, gets no deliveries."""
+    source = f"s{uuid.uuid4().hex[:8]}"  # each example its own source on the shared store
+    first_id: dict[tuple[str, str], str] = {}
+    finished: set[str] = set()
+    for batch in batches:
+        results = await store.write_events(
+            [item(generation(job, status, source=source)) for job, status in batch]
+        )
+        finished_before, finished_here = set(finished), set()
+        for (job, status), result in zip(batch, results, strict=True):
+            key = (job, status)
+            terminal = status in ("completed", "failed")
+            if key in first_id:
+                assert result == Stored(first_id[key], True, 0)
+            else:
+                late = not terminal and job in finished_before | finished_here
+                assert (result.duplicate, result.deliveries) == (False, 0 if late else 1)
+                first_id[key] = result.event_id
+            if terminal:
+                finished_here.add(job)
+        finished |= finished_here
+    stored = await store.list_events(EventFilter(source=source), limit=100)
+    assert {e["id"] for e in stored} == set(first_id.values())
+
+
 async def test_a_late_non_terminal_status_is_stored_but_not_routed(store: Store) -> None:
     before, done, after = await store.write_events(
         [
