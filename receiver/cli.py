@@ -20,11 +20,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
+
 from receiver import __version__, logs, poller, replay, settings
 from receiver.core import signing
 from receiver.core.errors import ConfigError, RequestError
 from receiver.router import Router
-from receiver.store import DELIVERY_STATUSES, JOB_STATES, Store, open_store
+from receiver.store import DELIVERY_STATUSES, JOB_STATES, Store, display_url, open_store
 
 Command = Callable[[argparse.Namespace], int]
 T = TypeVar("T")
@@ -128,6 +130,26 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
     again.add_argument(
         "--yes", action="store_true", help=f"do not ask before replaying over {CONFIRM_OVER}"
+    )
+
+    db = verbs.add_parser("db", help="database maintenance")
+    db_verbs = db.add_subparsers(required=True, metavar="VERB")
+    db_copy = _verb(
+        db_verbs, "copy", "copy a whole store to another database, e.g. to PostgreSQL", cmd_db_copy
+    )
+    db_copy.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="URL",
+        help="sqlite:///PATH or postgresql://…; ${ENV} is expanded",
+    )
+    db_copy.add_argument(
+        "--to",
+        dest="target",
+        required=True,
+        metavar="URL",
+        help="the same forms; created or migrated, then filled",
     )
 
     sign = _verb(verbs, "sign", "print the headers that sign a body for a source", cmd_sign)
@@ -241,6 +263,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    from receiver import dbcopy
+
+    return dbcopy.run(args.source, args.target, as_json=args.json)
+
+
 def cmd_sign(args: argparse.Namespace) -> int:
     config = _load(args)
     source = config.sources.get(args.source)
@@ -280,8 +308,8 @@ async def _store(config: settings.Settings) -> AsyncIterator[Store]:
     store = open_store(config.server.database)
     try:
         await store.open()
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(f"cannot open {config.server.database}: {exc}") from None
+    except (OSError, sqlite3.Error, psycopg.Error) as exc:
+        raise ConfigError(f"cannot open {display_url(config.server.database)}: {exc}") from None
     try:
         yield store
     finally:
@@ -575,7 +603,7 @@ def summary(config: settings.Settings) -> dict[str, Any]:
     """What the config would run, without a single secret."""
     return {
         "config": config.path,
-        "database": config.server.database,
+        "database": display_url(config.server.database),
         "admin_api": config.server.admin_token is not None,
         "sources": {
             name: {
@@ -611,9 +639,10 @@ def describe(config: settings.Settings, host: str, port: int) -> list[str]:
     """The start-up banner: address, webhook URLs, sinks, routes and database."""
     base = f"http://{host}:{port}"
     db = config.server.database
+    where = f"  ({os.path.abspath(config.server.sqlite_path)})" if db.startswith("sqlite:") else ""
     lines = [
         f"hookyard {__version__} listening on {base}",
-        f"  database  {db}  ({os.path.abspath(config.server.sqlite_path)})",
+        f"  database  {display_url(db)}{where}",
     ]
     for name, s in config.sources.items():
         kind = f"{s.provider}/{s.scheme}"

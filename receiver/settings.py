@@ -20,6 +20,7 @@ from handlers.providers.base import Provider
 from handlers.sinks import SINK_SPECS
 from receiver.core import events, signing
 from receiver.core.errors import ConfigError
+from receiver.store import database_password, display_url
 
 ENV_VAR = "HOOKYARD_CONFIG"
 DEFAULT_RETRY_SCHEDULE_S = (
@@ -144,6 +145,7 @@ class Settings:
                     values.append(value)
         if self.server.admin_token:
             values.append(self.server.admin_token)
+        values.append(database_password(self.server.database) or "")
         return [v for v in values if len(v) >= 4]
 
 
@@ -312,13 +314,14 @@ class _Loader:
         self.check_keys("server", table, SERVER_KEYS)
         defaults = ServerSettings()
         database = self.string("server", table, "database") or defaults.database
-        if database.startswith("postgresql://") or database.startswith("postgres://"):
-            self.fail(
-                "server", "database: the PostgreSQL backend is not built yet; use sqlite:///PATH"
-            )
+        if database.startswith(("postgresql://", "postgres://")):
+            if database.partition("://")[2].split("?")[0] in ("", "/"):
+                self.fail("server", "database must name a server, e.g. postgresql://user@host/db")
         elif not database.startswith("sqlite:///") or database == "sqlite:///":
             self.fail(
-                "server", f"database must look like sqlite:///./hookyard.db, not {database!r}"
+                "server",
+                "database must look like sqlite:///./hookyard.db or "
+                f"postgresql://user@host:5432/hookyard, not {display_url(database)!r}",
             )
         token = table.get("admin_token")
         if token is not None and (not isinstance(token, str) or len(token) < 16):

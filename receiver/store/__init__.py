@@ -1,7 +1,8 @@
 """The append-only event log and its delivery rows, behind one small interface.
 
 `open_store(url)` picks the backend from the database URL. SQLite (aiosqlite, WAL) is the
-embedded default; a PostgreSQL backend will implement the same Protocol.
+embedded default; PostgreSQL (psycopg 3 with a connection pool) implements the same Protocol
+for several processes or hosts sharing one database.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from receiver.core.errors import ConfigError
 from receiver.core.events import Event
@@ -279,10 +281,39 @@ def owner_is_dead(owner: str) -> bool:
     return False
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 def open_store(database: str) -> Store:
     """The Store for a `database` URL from the config."""
     if database.startswith("sqlite:///"):
         from receiver.store.sqlite import SqliteStore
 
         return SqliteStore(database.removeprefix("sqlite:///"))
-    raise ConfigError(f"database {database!r}: only sqlite:///PATH is supported")
+    if database.startswith(POSTGRES_SCHEMES):
+        from receiver.store.postgres import PostgresStore
+
+        return PostgresStore(database)
+    raise ConfigError(
+        f"database {display_url(database)!r}: use sqlite:///PATH or "
+        "postgresql://user@host:5432/dbname"
+    )
+
+
+def database_password(database: str) -> str | None:
+    """The password in a database URL, if any: a secret that logs must never show."""
+    try:
+        return urlsplit(database).password
+    except ValueError:
+        return None
+
+
+def display_url(database: str) -> str:
+    """The database URL safe to print: any password replaced by `***`."""
+    password = database_password(database)
+    if not password:
+        return database
+    head, sep, tail = database.partition("://")
+    userinfo, at, rest = tail.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{head}{sep}{user}:***{at}{rest}"

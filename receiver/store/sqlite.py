@@ -111,6 +111,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE deliveries ADD COLUMN lease_until REAL",
         "CREATE INDEX deliveries_pending ON deliveries (sink, next_attempt_at)"
         " WHERE status = 'pending'",
+        "CREATE INDEX deliveries_leased ON deliveries (sink, lease_until)"
+        " WHERE claimed_by IS NOT NULL",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -235,13 +237,19 @@ class SqliteStore:
         return [Due(r[0], sink, r[1], _event_doc(r[2], r[3]), until) for r in rows]
 
     async def next_due_at(self, sink: str) -> float | None:
-        rows = await self._read(
+        # The first free row by the index; a row under a live lease is due when the lease ends
+        # (its holder may have died), found through the small index of leased rows.
+        [(free, leased)] = await self._read(
             _fetch_all,
-            "SELECT next_attempt_at FROM deliveries WHERE sink = ? AND status = 'pending'"
-            " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_attempt_at LIMIT 1",
+            "SELECT (SELECT next_attempt_at FROM deliveries WHERE sink = ?1"
+            " AND status = 'pending' AND (lease_until IS NULL OR lease_until <= ?2)"
+            " ORDER BY next_attempt_at LIMIT 1),"
+            " (SELECT MIN(lease_until) FROM deliveries WHERE sink = ?1"
+            " AND claimed_by IS NOT NULL AND lease_until > ?2 AND status = 'pending')",
             (sink, time.time()),
         )
-        return float(rows[0][0]) if rows else None
+        found = [float(at) for at in (free, leased) if at is not None]
+        return min(found) if found else None
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         await self._write(_record_outcomes, outcomes, self.owner)

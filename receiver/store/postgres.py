@@ -1,0 +1,811 @@
+"""The PostgreSQL store: the same Store as SQLite, for several processes or hosts at once.
+
+psycopg 3 (async) with a connection pool. Prepared statements are off (`prepare_threshold=None`)
+so the store works behind PgBouncer in transaction mode. The schema is versioned like SQLite's
+and migrated at start-up under an advisory lock, so replicas starting together migrate once.
+
+Claims are leases in rows: `claim_due` stamps rows with this store's owner id and a lease end,
+other stores skip rows under a live lease, and `record_outcomes` changes only rows this owner
+still holds. A process that dies keeps its rows until their leases end; then anyone takes them.
+No transaction is held open across anything but the database's own round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, cast
+
+import psycopg
+import structlog
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from receiver.core.errors import StoreUnavailable
+from receiver.core.events import TERMINAL_STATUSES
+from receiver.store import (
+    Due,
+    EventFilter,
+    Job,
+    NewEvent,
+    Outcome,
+    ReplayChunk,
+    ReplayScope,
+    Stored,
+    display_url,
+)
+
+# The pure batch preparation, row shapes and result mapping are the SQLite store's, so that
+# dedupe and late-status rules are written once; only the SQL differs.
+from receiver.store.sqlite import (
+    _DELIVERY_COLUMNS,
+    _JOB_COLUMNS,
+    SchemaTooNew,
+    _Batch,
+    _event_doc,
+    _job,
+    _job_row,
+    _prepare,
+    _results,
+    _Written,
+)
+
+log = structlog.get_logger("hookyard.store")
+
+CHANNEL = "hookyard"  # NOTIFY channel: "new rows to look at"
+POLL_BACKSTOP_S = 0.5  # without LISTEN, idle workers look this often
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """The store's own error for the server's failures (gone, restarting, no pooled connection
+    in time, a standby that takes no writes); errors of one item's data pass through."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError,
+            psycopg.errors.ReadOnlySqlTransaction, PoolTimeout, OSError) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise StoreUnavailable(f"the PostgreSQL store failed: {reason}") from exc
+
+
+# Each entry migrates the schema from version i to i + 1. Append, never edit. Text columns
+# that are compared or sorted use the "C" collation: byte order, as in SQLite, whatever the
+# database's default locale (event ids must sort by time, cursors must agree with ORDER BY).
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE events (
+            seq BIGSERIAL NOT NULL UNIQUE,
+            id TEXT COLLATE "C" PRIMARY KEY,
+            idempotency_key TEXT NOT NULL UNIQUE,
+            type TEXT COLLATE "C" NOT NULL,
+            source TEXT COLLATE "C" NOT NULL,
+            provider TEXT NOT NULL,
+            job_id TEXT COLLATE "C",
+            status TEXT,
+            via TEXT NOT NULL,
+            received_at TEXT COLLATE "C" NOT NULL,
+            event_json TEXT NOT NULL,
+            raw_body BYTEA NOT NULL,
+            headers_json TEXT NOT NULL
+        )""",
+        "CREATE INDEX events_job ON events (source, job_id)",
+        "CREATE INDEX events_type ON events (type, id)",
+        """CREATE TABLE deliveries (
+            id BIGSERIAL PRIMARY KEY,
+            event_id TEXT COLLATE "C" NOT NULL REFERENCES events (id),
+            sink TEXT COLLATE "C" NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at DOUBLE PRECISION NOT NULL,
+            last_status_code INTEGER,
+            last_error TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            cause TEXT NOT NULL DEFAULT 'route',
+            replay_of BIGINT REFERENCES deliveries (id),
+            claimed_by TEXT,
+            lease_until DOUBLE PRECISION
+        )""",
+        # What the claim query and next_due_at scan: pending rows only, so the index stays as
+        # small as the backlog however many rows were delivered.
+        "CREATE INDEX deliveries_due ON deliveries (sink, next_attempt_at, id)"
+        " WHERE status = 'pending'",
+        "CREATE INDEX deliveries_pending_age ON deliveries (created_at) WHERE status = 'pending'",
+        "CREATE INDEX deliveries_event ON deliveries (event_id, sink, id)",
+        "CREATE INDEX deliveries_status ON deliveries (status, id)",
+        """CREATE TABLE attempts (
+            id BIGSERIAL PRIMARY KEY,
+            delivery_id BIGINT NOT NULL REFERENCES deliveries (id),
+            started_at DOUBLE PRECISION NOT NULL,
+            duration_ms DOUBLE PRECISION NOT NULL,
+            status_code INTEGER,
+            error TEXT,
+            outcome TEXT NOT NULL
+        )""",
+        "CREATE INDEX attempts_delivery ON attempts (delivery_id)",
+        """CREATE TABLE jobs (
+            source TEXT COLLATE "C" NOT NULL,
+            job_id TEXT COLLATE "C" NOT NULL,
+            state TEXT NOT NULL,
+            metadata_json TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            deadline_at DOUBLE PRECISION NOT NULL,
+            next_poll_at DOUBLE PRECISION NOT NULL,
+            interval_s DOUBLE PRECISION NOT NULL DEFAULT 0,
+            polls INTEGER NOT NULL DEFAULT 0,
+            not_found INTEGER NOT NULL DEFAULT 0,
+            last_status TEXT,
+            last_error TEXT,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (source, job_id)
+        )""",
+        "CREATE INDEX jobs_due ON jobs (next_poll_at) WHERE state = 'watching'",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+# Any constant shared by every hookyard: the key of the advisory lock migrations run under.
+MIGRATION_LOCK = 0x686F6F6B79617264  # "hookyard"
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+class PostgresStore:
+    """Store on a PostgreSQL database, shared safely by any number of processes.
+
+    `owner` names this process in the claims it writes (a fresh uuid4 hex by default);
+    `lease_s` is how long a claim holds when its owner neither finishes nor releases it
+    (longer than any send takes). `pool_size` connections at most are opened.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        owner: str | None = None,
+        lease_s: float = 300.0,
+        pool_size: int = 10,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.owner = owner or uuid.uuid4().hex
+        self.lease_s = lease_s
+        self.pool_size = pool_size
+        self.connect_timeout_s = connect_timeout_s
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._listener: psycopg.AsyncConnection[Any] | None = None  # wait_for_change's
+        self._listen_failed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and migrate. An unreachable server is a ConnectionError that names it
+        (password masked) and says why, within `connect_timeout_s`."""
+        await self._check_reachable()
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self.pool_size,
+            open=False,
+            timeout=self.connect_timeout_s,  # waiting for a free connection
+            kwargs=self._connection_options(),
+            # A connection the server dropped (restart, failover, idle kill) is replaced when
+            # it is next taken from the pool, instead of failing the batch that takes it.
+            check=AsyncConnectionPool.check_connection,
+        )
+        try:
+            await pool.open(wait=True, timeout=self.connect_timeout_s)
+            self._pool = pool
+            await self._migrate()
+        except BaseException:
+            await pool.close()
+            self._pool = None
+            raise
+
+    def _connection_options(self) -> dict[str, Any]:
+        return {
+            "autocommit": True,  # reads are single statements; writes open transactions
+            "prepare_threshold": None,  # PgBouncer in transaction mode has no sessions
+            "connect_timeout": max(1, round(self.connect_timeout_s)),
+            "application_name": "hookyard",
+            # A server that vanished without closing the connection (a partition, a dead
+            # host) is noticed within about a minute instead of a query waiting forever.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 60_000,
+        }
+
+    async def _check_reachable(self) -> None:
+        """One direct connection first: the pool would only say it timed out, not why."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, **self._connection_options())
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__  # libpq's lines, joined
+            raise ConnectionError(f"cannot connect to {display_url(self.url)}: {reason}") from None
+        await conn.close()
+
+    async def _migrate(self) -> None:
+        async with self._transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+            cur = await conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            (current,) = cast(tuple[int], await cur.fetchone())
+            if current > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"{display_url(self.url)} has schema version {current}, newer than this"
+                    f" hookyard understands ({SCHEMA_VERSION}); upgrade hookyard"
+                )
+            for version in range(current, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version]:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_version (version) VALUES (%s)", (version + 1,)
+                )
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        if self._pool is not None:
+            await self._pool.close()
+        self._pool = None
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, *, notify: bool = False) -> AsyncIterator[Conn]:
+        """A pooled connection inside one transaction, committed when the block ends. With
+        `notify`, other processes' wait_for_change hears of it, AFTER the commit (a NOTIFY
+        inside the transaction would serialize every commit on the notification queue)."""
+        with _translated():
+            async with self._open_pool().connection() as conn:
+                async with conn.transaction():
+                    yield conn
+                if notify:
+                    await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with _translated():
+            async with self._open_pool().connection() as conn:
+                cur = await conn.execute(sql, params)
+                return await cur.fetchall()
+
+    async def _dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with _translated():
+            async with self._open_pool().connection() as conn:
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(sql, params)
+                return await cur.fetchall()
+
+    def _open_pool(self) -> AsyncConnectionPool[Conn]:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    async def wait_for_change(self, timeout_s: float) -> bool:
+        """LISTEN on a connection of its own; True at the first notification. Where LISTEN
+        is not available (PgBouncer in transaction mode), a wake-up every POLL_BACKSTOP_S
+        instead, said once in the log."""
+        try:
+            if self._listener is None and not self._listen_failed:
+                self._listener = await psycopg.AsyncConnection.connect(
+                    self.url, **self._connection_options()
+                )
+                await self._listener.execute(f"LISTEN {CHANNEL}")
+            if self._listener is not None:
+                async for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
+                    return True
+                return False
+        except psycopg.Error as exc:
+            if self._listener is not None:
+                await self._listener.close()
+                self._listener = None
+            if not self._listen_failed:
+                log.warning(
+                    "store.listen_unavailable", error=" ".join(str(exc).split())[:200],
+                    fallback=f"polling every {POLL_BACKSTOP_S} s",
+                )
+            self._listen_failed = True
+        await asyncio.sleep(min(timeout_s, POLL_BACKSTOP_S))
+        return True
+
+    async def ping(self) -> None:
+        await self._all("SELECT 1")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def write_events(self, items: Sequence[NewEvent]) -> list[Stored]:
+        batch, positions = _prepare(items, time.time())
+        async with self._transaction(notify=bool(batch.deliveries)) as conn:
+            written = await _write_batch(conn, batch)
+        return _results(batch, positions, written)
+
+    # -- delivering ------------------------------------------------------------------------
+
+    async def claim_due(
+        self, sink: str, now: float, limit: int, lease_s: float | None = None
+    ) -> list[Due]:
+        if limit <= 0:
+            return []
+        until = now + (lease_s or self.lease_s)
+        # The rows are picked in a CTE of their own: a CTE that locks rows runs exactly once,
+        # so the LIMIT holds however the planner joins (an IN (subquery) may be re-run).
+        rows = await self._all(
+            "WITH picked AS ("
+            " SELECT id FROM deliveries WHERE sink = %s AND status = 'pending'"
+            " AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until < %s)"
+            " ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED),"
+            " claimed AS ("
+            " UPDATE deliveries d SET claimed_by = %s, lease_until = %s FROM picked"
+            " WHERE d.id = picked.id RETURNING d.id, d.attempts, d.event_id, d.next_attempt_at)"
+            " SELECT c.id, c.attempts, e.event_json, e.raw_body FROM claimed c"
+            " JOIN events e ON e.id = c.event_id ORDER BY c.next_attempt_at, c.id",
+            (sink, now, now, limit, self.owner, until),
+        )
+        return [Due(r[0], sink, r[1], _event_doc(r[2], r[3]), until) for r in rows]
+
+    async def next_due_at(self, sink: str) -> float | None:
+        # A row under a live lease is due when its lease ends (its owner may have died), not
+        # before: so a dead worker's rows wake the runner then.
+        [(at,)] = await self._all(
+            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until >= %s"
+            " THEN GREATEST(next_attempt_at, lease_until) ELSE next_attempt_at END)"
+            " FROM deliveries WHERE sink = %s AND status = 'pending'",
+            (time.time(), sink),
+        )
+        return None if at is None else float(at)
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """Attempts are logged as they happened; the row changes only while this store still
+        holds its claim, so an owner whose lease ended cannot overwrite the new owner's state."""
+        if not outcomes:
+            return
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO attempts (delivery_id, started_at, duration_ms, status_code, error,"
+                " outcome) SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::float8[],"
+                " %s::int[], %s::text[], %s::text[])",
+                _columns(
+                    [
+                        (
+                            o.delivery_id,
+                            o.started_at,
+                            round(o.duration_s * 1000, 3),
+                            o.status_code,
+                            _text(o.error),
+                            o.status,
+                        )
+                        for o in outcomes
+                    ],
+                    6,
+                ),
+            )
+            await conn.execute(
+                "UPDATE deliveries d SET status = o.status, attempts = o.attempts,"
+                " next_attempt_at = o.next_at, last_status_code = o.code, last_error = o.error,"
+                " updated_at = o.updated_at, claimed_by = NULL, lease_until = NULL"
+                " FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::float8[], %s::int[],"
+                " %s::text[], %s::float8[]) AS o(id, status, attempts, next_at, code, error,"
+                " updated_at) WHERE d.id = o.id AND d.claimed_by = %s",
+                (
+                    *_columns(
+                        [
+                            (
+                                o.delivery_id,
+                                o.status,
+                                o.attempts,
+                                o.next_attempt_at,
+                                o.status_code,
+                                _text(o.error),
+                                o.started_at + o.duration_s,
+                            )
+                            for o in outcomes
+                        ],
+                        7,
+                    ),
+                    self.owner,
+                ),
+            )
+
+    async def release(self, delivery_ids: Sequence[int]) -> None:
+        await self.renew(delivery_ids, None)
+
+    async def renew(self, delivery_ids: Sequence[int], until: float | None) -> int:
+        """Move the lease end of this owner's rows among `delivery_ids` (None: give them
+        back); rows another owner holds now are left alone."""
+        if not delivery_ids:
+            return 0
+        async with self._transaction(notify=until is None) as conn:
+            cur = await conn.execute(
+                "UPDATE deliveries SET claimed_by = %s, lease_until = %s"
+                " WHERE id = ANY(%s) AND claimed_by = %s AND status = 'pending'",
+                (self.owner if until is not None else None, until, list(delivery_ids),
+                 self.owner),
+            )
+            return cur.rowcount
+
+    async def delivery_counts(self) -> dict[tuple[str, str], int]:
+        rows = await self._all("SELECT sink, status, COUNT(*) FROM deliveries GROUP BY 1, 2")
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    # -- watched jobs ----------------------------------------------------------------------
+
+    async def watch_job(self, job: Job) -> tuple[Job, bool]:
+        async with self._transaction(notify=True) as conn:
+            cur = await conn.execute(
+                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES"  # noqa: S608
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (source, job_id) DO NOTHING RETURNING 1",
+                _job_values(job),
+            )
+            if await cur.fetchone() is not None:
+                return job, True
+            cur = await conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE source = %s AND job_id = %s",  # noqa: S608
+                (job.source, _text(job.job_id)),
+            )
+            return _job(cast(tuple[Any, ...], await cur.fetchone())), False
+
+    async def due_jobs(self, now: float, limit: int, exclude: set[tuple[str, str]]) -> list[Job]:
+        rows = await self._all(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'watching' AND next_poll_at <= %s"  # noqa: S608
+            " ORDER BY next_poll_at LIMIT %s",
+            (now, limit + len(exclude)),
+        )
+        jobs = [_job(r) for r in rows]
+        return [j for j in jobs if (j.source, j.job_id) not in exclude][:limit]
+
+    async def next_job_due_at(self) -> float | None:
+        [(at,)] = await self._all("SELECT MIN(next_poll_at) FROM jobs WHERE state = 'watching'")
+        return None if at is None else float(at)
+
+    async def save_jobs(self, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
+        async with self._transaction() as conn, conn.cursor() as cur:
+            await cur.executemany(
+                "UPDATE jobs SET state = %s, metadata_json = %s, created_at = %s,"
+                " deadline_at = %s, next_poll_at = %s, interval_s = %s, polls = %s,"
+                " not_found = %s, last_status = %s, last_error = %s, updated_at = %s"
+                " WHERE source = %s AND job_id = %s",
+                [(*_job_values(job)[2:], job.source, _text(job.job_id)) for job in jobs],
+            )
+
+    async def finish_jobs(self, keys: Sequence[tuple[str, str]], now: float) -> None:
+        if not keys:
+            return
+        sources, job_ids = _columns([(s, _text(j)) for s, j in keys], 2)
+        async with self._transaction() as conn:
+            await conn.execute(
+                "UPDATE jobs j SET state = 'done', updated_at = %s"
+                " FROM unnest(%s::text[], %s::text[]) AS k(source, job_id)"
+                " WHERE j.source = k.source AND j.job_id = k.job_id AND j.state = 'watching'",
+                (now, sources, job_ids),
+            )
+
+    async def get_job(self, source: str, job_id: str) -> Job | None:
+        rows = await self._all(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE source = %s AND job_id = %s",  # noqa: S608
+            (source, _text(job_id)),
+        )
+        return _job(rows[0]) if rows else None
+
+    async def list_jobs(
+        self,
+        source: str | None = None,
+        state: str | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        where, params = _equals("", source=source, state=state)
+        if after is not None:
+            where.append("(source, job_id) > (%s, %s)")
+            params.extend([after[0], _text(after[1])])
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"  # noqa: S608
+            " ORDER BY source, job_id LIMIT %s"
+        )
+        return [_job(r) for r in await self._all(sql, (*params, limit))]
+
+    async def delete_job(self, source: str, job_id: str) -> bool:
+        rows = await self._all(
+            "DELETE FROM jobs WHERE source = %s AND job_id = %s RETURNING 1",
+            (source, _text(job_id)),
+        )
+        return bool(rows)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def count_events(self) -> int:
+        [(count,)] = await self._all("SELECT COUNT(*) FROM events")
+        return int(count)
+
+    async def get_event(self, event_id: str) -> dict[str, Any] | None:
+        rows = await self._all("SELECT event_json, raw_body FROM events WHERE id = %s", (event_id,))
+        if not rows:
+            return None
+        event = _event_doc(rows[0][0], rows[0][1])
+        deliveries = await self._dicts(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_id = %s ORDER BY id",  # noqa: S608
+            (event_id,),
+        )
+        attempts = await self._dicts(
+            "SELECT a.delivery_id, a.started_at, a.duration_ms, a.status_code, a.error,"
+            " a.outcome FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+            " WHERE d.event_id = %s ORDER BY a.id",
+            (event_id,),
+        )
+        for delivery in deliveries:
+            delivery["attempt_log"] = [
+                {k: v for k, v in a.items() if k != "delivery_id"}
+                for a in attempts
+                if a["delivery_id"] == delivery["id"]
+            ]
+        event["deliveries"] = deliveries
+        return event
+
+    async def list_events(
+        self, where: EventFilter, before: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        clauses, params = _event_where(where, "events")
+        if before is not None:
+            clauses.append("id < %s")
+            params.append(before)
+        sql = (
+            f"SELECT event_json FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
+            " ORDER BY id DESC LIMIT %s"
+        )
+        return [json.loads(r[0]) for r in await self._all(sql, (*params, limit))]
+
+    async def list_deliveries(
+        self,
+        status: str | None = None,
+        sink: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        clauses, params = _equals("", status=status, sink=sink)
+        if after is not None:
+            clauses.append("id > %s")
+            params.append(after)
+        sql = (
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(clauses)}"  # noqa: S608
+            " ORDER BY id LIMIT %s"
+        )
+        return await self._dicts(sql, (*params, limit))
+
+    async def retry_delivery(self, delivery_id: int, now: float) -> tuple[dict[str, Any], bool]:
+        select = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = %s"  # noqa: S608
+        async with self._transaction(notify=True) as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(select + " FOR UPDATE", (delivery_id,))
+            found = await cur.fetchone()
+            if found is None:
+                raise KeyError(delivery_id)
+            if found["status"] == "pending":
+                return found, False
+            await cur.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = %s, updated_at = %s"  # noqa: S608
+                f" WHERE id = %s RETURNING {_DELIVERY_COLUMNS}",
+                (now, now, delivery_id),
+            )
+            return cast(dict[str, Any], await cur.fetchone()), True
+
+    async def add_replays(self, pairs: Sequence[tuple[str, str]], now: float) -> list[int]:
+        async with self._transaction(notify=True) as conn:
+            return await _add_replays(conn, pairs, now)
+
+    async def replay_horizon(self) -> tuple[int, int]:
+        [(events, deliveries)] = await self._all(
+            "SELECT (SELECT COALESCE(MAX(seq), 0) FROM events),"
+            " (SELECT COALESCE(MAX(id), 0) FROM deliveries)"
+        )
+        return int(events), int(deliveries)
+
+    async def event_kinds(self, where: EventFilter, upto: int) -> dict[tuple[str, str], int]:
+        clauses, params = _event_where(where, "events")
+        sql = (
+            f"SELECT source, type, COUNT(*) FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
+            " AND seq <= %s GROUP BY source, type"
+        )
+        rows = await self._all(sql, (*params, upto))
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    async def count_latest(self, scope: ReplayScope) -> tuple[int, int]:
+        where, params = _latest_where(scope)
+        sql = (
+            "SELECT COUNT(DISTINCT d.event_id), COUNT(*) FROM deliveries d"  # noqa: S608
+            f" JOIN events e ON e.id = d.event_id WHERE {where}"
+        )
+        [(events, deliveries)] = await self._all(sql, params)
+        return int(events), int(deliveries)
+
+    async def replay_chunk(
+        self, scope: ReplayScope, after: int, limit: int, now: float
+    ) -> ReplayChunk:
+        chooser = _latest_pairs if scope.delivery_status is not None else _routed_pairs
+        async with self._transaction(notify=True) as conn:
+            position, pairs = await chooser(conn, scope, after, limit)
+            await _add_replays(conn, pairs, now)
+        return ReplayChunk(position, frozenset(e for e, _ in pairs), len(pairs))
+
+    async def pending_stats(self) -> tuple[int, float | None]:
+        [(count, oldest)] = await self._all(
+            "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status = 'pending'"
+        )
+        return int(count), None if oldest is None else float(oldest)
+
+
+# -- statements that run inside a transaction -------------------------------------------------
+
+
+async def _write_batch(conn: Conn, batch: _Batch) -> _Written:
+    """A few statements whatever the batch size: the late-status check, one INSERT of every
+    event, one of every delivery, and (only if some keys existed) one lookup of their ids.
+
+    Rows go in idempotency-key order so that two transactions inserting overlapping batches
+    wait for each other's keys in the same order instead of deadlocking. A concurrent insert
+    of the same key waits for the other transaction, then conflicts, and reads its id."""
+    suppressed = batch.suppressed | await _finished_elsewhere(conn, batch.maybe_late)
+    rows = sorted((_event_values(row) for row in batch.event_rows), key=lambda r: r[1])
+    cur = await conn.execute(
+        "INSERT INTO events (id, idempotency_key, type, source, provider, job_id, status, via,"
+        " received_at, event_json, raw_body, headers_json) SELECT * FROM unnest("
+        "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[])"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        _columns(rows, 12),
+    )
+    inserted = {r[0] for r in await cur.fetchall()}
+    deliveries = [d for d in batch.deliveries if d[0] in inserted and d[0] not in suppressed]
+    if deliveries:
+        now = deliveries[0][3]
+        event_ids, sinks = _columns([(d[0], d[1]) for d in deliveries], 2)
+        await conn.execute(
+            "INSERT INTO deliveries (event_id, sink, status, next_attempt_at, created_at,"
+            " updated_at) SELECT e, s, 'pending', %s, %s, %s"
+            " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS d(e, s, n) ORDER BY n",
+            (now, now, now, event_ids, sinks),
+        )
+    counts: dict[str, int] = {}
+    for d in deliveries:
+        counts[d[0]] = counts.get(d[0], 0) + 1
+    missing = [_text(k) for k, i in zip(batch.keys, batch.ids, strict=True) if i not in inserted]
+    existing: dict[str, str] = {}
+    if missing:
+        cur = await conn.execute(
+            "SELECT idempotency_key, id FROM events WHERE idempotency_key = ANY(%s)", (missing,)
+        )
+        by_key = {r[0]: r[1] for r in await cur.fetchall()}
+        existing = {k: by_key[_text(k)] for k in batch.keys if _text(k) in by_key}
+    return _Written(inserted, existing, counts)
+
+
+async def _finished_elsewhere(conn: Conn, jobs: dict[str, tuple[str, str]]) -> set[str]:
+    """The ids (keys of `jobs`) whose job already has a terminal event in the log."""
+    if not jobs:
+        return set()
+    sources, job_ids = _columns([(s, _text(j)) for s, j in set(jobs.values())], 2)
+    cur = await conn.execute(
+        "SELECT DISTINCT e.source, e.job_id FROM events e"
+        " JOIN unnest(%s::text[], %s::text[]) AS k(source, job_id)"
+        " ON e.source = k.source AND e.job_id = k.job_id WHERE e.status = ANY(%s)",
+        (sources, job_ids, sorted(TERMINAL_STATUSES)),
+    )
+    finished = {(r[0], r[1]) for r in await cur.fetchall()}
+    return {i for i, (s, j) in jobs.items() if (s, _text(j)) in finished}
+
+
+async def _add_replays(conn: Conn, pairs: Sequence[tuple[str, str]], now: float) -> list[int]:
+    """One INSERT for all pairs; ids are drawn in the pairs' order, so sorted ids match them."""
+    if not pairs:
+        return []
+    event_ids, sinks = _columns(list(pairs), 2)
+    cur = await conn.execute(
+        "INSERT INTO deliveries (event_id, sink, status, next_attempt_at, created_at, updated_at,"
+        " cause, replay_of) SELECT p.e, p.s, 'pending', %s, %s, %s, 'replay',"
+        " (SELECT MAX(l.id) FROM deliveries l WHERE l.event_id = p.e AND l.sink = p.s)"
+        " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS p(e, s, n) ORDER BY p.n"
+        " RETURNING id",
+        (now, now, now, event_ids, sinks),
+    )
+    return sorted(r[0] for r in await cur.fetchall())
+
+
+async def _latest_pairs(
+    conn: Conn, scope: ReplayScope, after: int, limit: int
+) -> tuple[int | None, list[tuple[str, str]]]:
+    where, params = _latest_where(scope)
+    sql = (
+        "SELECT d.id, d.event_id, d.sink FROM deliveries d"  # noqa: S608
+        f" JOIN events e ON e.id = d.event_id WHERE {where} AND d.id > %s ORDER BY d.id LIMIT %s"
+    )
+    cur = await conn.execute(sql, (*params, after, limit))
+    rows = await cur.fetchall()
+    position = rows[-1][0] if len(rows) == limit else None
+    return position, [(r[1], r[2]) for r in rows]
+
+
+async def _routed_pairs(
+    conn: Conn, scope: ReplayScope, after: int, limit: int
+) -> tuple[int | None, list[tuple[str, str]]]:
+    clauses, params = _event_where(scope.filter, "events")
+    sql = (
+        f"SELECT seq, id, source, type FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
+        " AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
+    )
+    cur = await conn.execute(sql, (*params, after, scope.upto, limit))
+    rows = await cur.fetchall()
+    position = rows[-1][0] if len(rows) == limit else None
+    pairs = [
+        (event_id, sink)
+        for _, event_id, source, type_ in rows
+        for sink in (scope.sinks or scope.routes.get((source, type_), ()))
+    ]
+    return position, pairs
+
+
+# -- SQL pieces --------------------------------------------------------------------------------
+
+
+def _equals(prefix: str, **columns: Any) -> tuple[list[str], list[Any]]:
+    """`column = %s` conditions for the columns given a value (None: no condition); the
+    names are ours, only placeholders carry values."""
+    clauses, params = ["TRUE"], []
+    for column, value in columns.items():
+        if value is not None:
+            clauses.append(f"{prefix}{column} = %s")
+            params.append(_text(value) if isinstance(value, str) else value)
+    return clauses, params
+
+
+def _event_where(where: EventFilter, table: str) -> tuple[list[str], list[Any]]:
+    """SQL conditions on `table` (events or its alias) for `where`."""
+    clauses, params = _equals(
+        f"{table}.", source=where.source, type=where.type, job_id=where.job_id
+    )
+    if where.since is not None:
+        clauses.append(f"{table}.received_at >= %s")
+        params.append(where.since)
+    if where.until is not None:
+        clauses.append(f"{table}.received_at < %s")
+        params.append(where.until)
+    return clauses, params
+
+
+def _latest_where(scope: ReplayScope) -> tuple[str, list[Any]]:
+    """Deliveries `d` (joined to events `e`) that are the latest of their (event, sink) pair
+    and in the scope's status, to the scope's sinks."""
+    clauses, params = _event_where(scope.filter, "e")
+    clauses += [
+        "d.status = %s",
+        "d.id <= %s",
+        "d.sink = ANY(%s)",
+        "NOT EXISTS (SELECT 1 FROM deliveries l"
+        " WHERE l.event_id = d.event_id AND l.sink = d.sink AND l.id > d.id)",
+    ]
+    params += [scope.delivery_status, scope.upto, list(scope.sinks)]
+    return " AND ".join(clauses), params
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows turned into `width` column lists, the parameters of an unnest(...)."""
+    return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
+
+
+def _text(value: str | None) -> str | None:
+    """A string PostgreSQL can store: TEXT cannot hold NUL, which JSON (hence a job id or an
+    error text) can. NUL becomes U+FFFD; the exact value stays in the event JSON and raw body."""
+    return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
+
+
+def _event_values(row: Sequence[Any]) -> tuple[Any, ...]:
+    """An events row (as the SQLite store builds it) with its text columns made storable."""
+    return tuple(_text(v) if isinstance(v, str) else v for v in row)
+
+
+def _job_values(job: Job) -> tuple[Any, ...]:
+    return tuple(_text(v) if isinstance(v, str) else v for v in _job_row(job))
