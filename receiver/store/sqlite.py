@@ -109,8 +109,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # that dies holds its rows only until lease_until.
         "ALTER TABLE deliveries ADD COLUMN claimed_by TEXT",
         "ALTER TABLE deliveries ADD COLUMN lease_until REAL",
-        "CREATE INDEX deliveries_pending ON deliveries (sink, next_attempt_at)"
-        " WHERE status = 'pending'",
+        # (what is due is found through deliveries_sink_due; live leases through this one)
         "CREATE INDEX deliveries_leased ON deliveries (sink, lease_until)"
         " WHERE claimed_by IS NOT NULL",
     ),
