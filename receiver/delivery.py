@@ -29,6 +29,7 @@ from handlers.sinks.base import Sink, SinkContext, SinkError, send_budget_s
 from receiver.core.batching import GroupCommit, OnError
 from receiver.core.dueloop import DueLoop
 from receiver.core.pacing import RateLimiter
+from receiver.core.poster import Poster
 from receiver.metrics import Metrics
 from receiver.settings import SinkSettings
 from receiver.store import Due, NewEvent, Outcome, Store, Stored
@@ -300,6 +301,23 @@ class SinkRunner:
             await self.store.release([i for i, t in pending if t in late])
 
 
+def sink_context(concurrency: int, timeout_s: float) -> SinkContext:
+    """A sink's own connection pools, sized to its concurrency (so a slow sink's connections
+    never queue another's sends): aiohttp for its POSTs, httpx for fetches (S3 outputs)."""
+    http = httpx.AsyncClient(
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        headers={"User-Agent": "hookyard"},
+    )
+    return SinkContext(http, timeout_s, Poster(concurrency))
+
+
+async def close_context(ctx: SinkContext) -> None:
+    await ctx.http.aclose()
+    if ctx.poster is not None:
+        await ctx.poster.aclose()
+
+
 class Delivery:
     """All sinks' runners, started and stopped with the app."""
 
@@ -317,7 +335,7 @@ class Delivery:
         self.store = store
         self.grace_s = grace_s
         self.shared_http = http  # tests pass one client (a mock transport) for every sink
-        self._clients: list[httpx.AsyncClient] = []
+        self._contexts: list[SinkContext] = []
         self.breaker_factory = breaker_factory
         self.metrics = metrics or Metrics()
         self.outcomes = Outcomes(store, self.metrics)
@@ -328,11 +346,12 @@ class Delivery:
     async def start(self) -> None:
         rng = random.Random()
         for name, settings in self.sink_settings.items():
-            sink = SINK_SPECS[settings.type].create(
-                name,
-                settings.options,
-                SinkContext(self.shared_http or self._client(settings), settings.timeout_s),
-            )
+            if self.shared_http is not None:  # tests: every request through one (mock) client
+                ctx = SinkContext(self.shared_http, settings.timeout_s)
+            else:
+                ctx = sink_context(settings.concurrency, settings.timeout_s)
+                self._contexts.append(ctx)
+            sink = SINK_SPECS[settings.type].create(name, settings.options, ctx)
             self.metrics.breaker_open.labels(name).set(0)
             self.runners[name] = SinkRunner(
                 settings, sink, self.store, self.outcomes, self.breaker_factory(), rng
@@ -340,18 +359,6 @@ class Delivery:
         self._tasks = [
             asyncio.create_task(r.run(), name=f"sink-{n}") for n, r in self.runners.items()
         ]
-
-    def _client(self, settings: SinkSettings) -> httpx.AsyncClient:
-        """A connection pool per sink, sized to its concurrency: httpcore scans the whole pool
-        on every request, so one big shared pool makes every send pay for every sink."""
-        size = settings.concurrency
-        client = httpx.AsyncClient(
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-            headers={"User-Agent": "hookyard"},
-        )
-        self._clients.append(client)
-        return client
 
     def events_stored(self, items: Sequence[NewEvent], results: Sequence[Stored]) -> None:
         """Ingest listener: new delivery rows exist, wake every runner."""
@@ -375,5 +382,5 @@ class Delivery:
         await self.outcomes.writer.drain()
         for runner in self.runners.values():
             await runner.sink.aclose()
-        for client in self._clients:
-            await client.aclose()
+        for ctx in self._contexts:
+            await close_context(ctx)

@@ -33,7 +33,7 @@ def counts(db: Path) -> dict[str, int]:
 
 def refused(db: Path) -> int:
     with sqlite3.connect(db) as conn:
-        [(n,)] = conn.execute("SELECT COUNT(*) FROM attempts WHERE error LIKE '%ConnectError%'")
+        [(n,)] = conn.execute("SELECT COUNT(*) FROM attempts WHERE error LIKE '%Connect%Error%'")
     return int(n)
 
 

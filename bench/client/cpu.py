@@ -82,7 +82,7 @@ async def measure(name: str, url: str, n: int, c: int) -> tuple[float, float]:
             return await run(post, n, c)
     if name == "hookyard":
         from handlers.sinks import http as http_sink
-        from receiver.delivery import sink_context
+        from receiver.delivery import close_context, sink_context
 
         ctx = sink_context(c, 10.0)
         sink = http_sink.create("bench", {"url": url,
@@ -91,7 +91,7 @@ async def measure(name: str, url: str, n: int, c: int) -> tuple[float, float]:
             return await run(lambda: sink.send(EVENT), n, c)
         finally:
             await sink.aclose()
-            await ctx.aclose()
+            await close_context(ctx)
     raise SystemExit(f"unknown client {name}")
 
 

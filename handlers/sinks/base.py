@@ -14,7 +14,15 @@ from typing import Any, Protocol
 
 import httpx
 
-from receiver.core.http import Answer, header, is_permanent, retry_after_s
+from receiver.core.http import (
+    EXCERPT_BYTES,
+    Answer,
+    header,
+    is_permanent,
+    request_capped,
+    retry_after_s,
+)
+from receiver.core.poster import Poster, PostFailed
 
 ERROR_TEXT_LIMIT = 500
 retry_after_seconds = retry_after_s  # the poller's older name for the one implementation
@@ -68,11 +76,31 @@ def send_budget_s(sink: Sink | Budgeted, event: Mapping[str, Any], timeout_s: fl
 
 @dataclass(frozen=True, slots=True)
 class SinkContext:
-    """What sinks share: one HTTP client (pooled connections) and the sink's timeout, the
-    overall deadline of one send (every read in it included)."""
+    """What sinks share: HTTP clients (pooled connections) and the sink's timeout, the overall
+    deadline of one send (every read in it included).
+
+    `post` is the delivery hot path: on the aiohttp Poster the engine gives each sink
+    (receiver.core.poster); without one (unit tests with httpx mock transports) over `http`.
+    `http` (httpx) serves everything else, such as the S3 sink's output fetches."""
 
     http: httpx.AsyncClient
     timeout_s: float
+    poster: Poster | None = None
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """POST `body`; the answer capped at EXCERPT_BYTES, the whole exchange within
+        timeout_s. Raises PostFailed (no answer) or TimeoutError."""
+        if self.poster is not None:
+            return await self.poster.post(
+                url, body, headers, limit=EXCERPT_BYTES, deadline_s=self.timeout_s
+            )
+        try:
+            return await request_capped(
+                self.http, "POST", url, limit=EXCERPT_BYTES, deadline_s=self.timeout_s,
+                content=body, headers=headers, timeout=self.timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise PostFailed(f"{type(exc).__name__}: {exc}") from None
 
 
 def check_answer(answer: Answer, what: str) -> int:
@@ -99,9 +127,10 @@ def status_error(
     )
 
 
-def transport_error(exc: httpx.HTTPError, what: str) -> SinkError:
+def transport_error(exc: httpx.HTTPError | PostFailed, what: str) -> SinkError:
     """A network failure (refused, reset, timeout): always worth a retry."""
-    return SinkError(f"{what}: {type(exc).__name__}: {exc}"[:ERROR_TEXT_LIMIT])
+    detail = str(exc) if isinstance(exc, PostFailed) else f"{type(exc).__name__}: {exc}"
+    return SinkError(f"{what}: {detail}"[:ERROR_TEXT_LIMIT])
 
 
 def deadline_error(what: str, timeout_s: float) -> SinkError:

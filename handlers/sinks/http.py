@@ -17,11 +17,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from handlers.sinks.base import SinkContext, check_answer, deadline_error, transport_error
 from receiver.core import signing
-from receiver.core.http import EXCERPT_BYTES, request_capped
+from receiver.core.poster import PostFailed
 
 
 class HttpSink:
@@ -50,17 +48,8 @@ class HttpSink:
             )
         what = f"POST {self.url}"
         try:
-            answer = await request_capped(
-                self.ctx.http,
-                "POST",
-                self.url,
-                limit=EXCERPT_BYTES,
-                deadline_s=self.ctx.timeout_s,
-                content=body,
-                headers=headers,
-                timeout=self.ctx.timeout_s,
-            )
-        except httpx.HTTPError as exc:
+            answer = await self.ctx.post(self.url, body, headers)
+        except PostFailed as exc:
             raise transport_error(exc, what) from None
         except TimeoutError:
             raise deadline_error(what, self.ctx.timeout_s) from None

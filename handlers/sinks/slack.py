@@ -23,15 +23,15 @@ The webhook URL is a credential: no error message contains it.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
-
 from handlers.sinks.base import SinkContext, SinkError, deadline_error, status_error
-from receiver.core.http import EXCERPT_BYTES, Answer, header, request_capped
+from receiver.core.http import Answer, header
+from receiver.core.poster import PostFailed
 
 WHAT = "the Slack webhook"
 
@@ -267,24 +267,17 @@ class SlackSink:
         self.ctx = ctx
 
     async def send(self, event: Mapping[str, Any]) -> int | None:
+        body = json.dumps(build_message(event), separators=(",", ":")).encode()
         try:
-            answer = await request_capped(
-                self.ctx.http,
-                "POST",
-                self.url,
-                limit=EXCERPT_BYTES,
-                deadline_s=self.ctx.timeout_s,
-                json=build_message(event),
-                timeout=self.ctx.timeout_s,
-            )
-        except httpx.HTTPError as exc:
+            answer = await self.ctx.post(self.url, body, {"Content-Type": "application/json"})
+        except PostFailed as exc:
             raise self.transport_error(exc) from None
         except TimeoutError:
             raise deadline_error(f"POST {WHAT}", self.ctx.timeout_s) from None
         return classify(answer)
 
-    def transport_error(self, exc: httpx.HTTPError) -> SinkError:
-        """A network failure, worth a retry; the URL is cut out of whatever httpx said."""
+    def transport_error(self, exc: PostFailed) -> SinkError:
+        """A network failure, worth a retry; the URL is cut out of whatever the client said."""
         detail = str(exc)
         for secret in (self.url, urllib.parse.urlsplit(self.url).path):
             if len(secret) > 1:
