@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from handlers import providers
-from receiver import admin, signing
+from receiver import admin, signing, ui
 from receiver.delivery import Delivery
 from receiver.errors import HookyardError, Unauthorized
 from receiver.hooks import PREFIX, Intake, WebhookEndpoint, new_request_id, request_id_of
@@ -140,6 +140,7 @@ def create_app(settings: Settings, store: Store | None = None) -> App:
             Route("/readyz", service.readyz, methods=["GET"]),
             Route("/metrics", service.metrics_text, methods=["GET"]),
             *admin.routes(service),
+            *ui.routes(service),
         ],
         exception_handlers={
             HookyardError: _hookyard_error,

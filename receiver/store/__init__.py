@@ -242,6 +242,18 @@ class Store(Protocol):
     async def pending_stats(self) -> tuple[int, float | None]:
         """The number of pending deliveries and the created_at of the oldest one."""
 
+    async def latest_statuses(self, event_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """event id → {sink: status of its latest delivery}, for one page of events (the
+        web UI's at-a-glance column); looked up by event id only, never by scanning."""
+
+    async def sink_stats(
+        self, sinks: Sequence[str], since: float, cap: int
+    ) -> dict[str, SinkStats]:
+        """Each sink's health for the web UI: pending deliveries, the oldest one, and the
+        deliveries that ended (delivered, dead) since `since`. The pending count stops at
+        `cap`, and at most the newest `cap` attempts are read, so a page view stays cheap on
+        a store with millions of rows."""
+
 
 def is_outage(exc: BaseException) -> bool:
     """True when the store itself failed (locked, disk, connection), not one item's data."""
@@ -255,3 +267,14 @@ def open_store(database: str) -> Store:
 
         return SqliteStore(database.removeprefix("sqlite:///"))
     raise ConfigError(f"database {database!r}: only sqlite:///PATH is supported")
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStats:
+    """One sink's health. A count equal to the `cap` asked for means "at least that many"."""
+
+    pending: int
+    oldest_pending_at: float | None  # created_at of the oldest pending delivery
+    delivered: int  # deliveries delivered since the time asked for
+    dead: int  # deliveries given up since the time asked for
+    exact: bool = True  # False: more attempts than the cap since then; the two are lower bounds
