@@ -8,6 +8,7 @@ import base64
 import contextlib
 import html.parser
 import json
+import random
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +22,8 @@ from hypothesis import strategies as st
 
 from receiver import settings as settings_mod
 from receiver.app import Hookyard
-from receiver.events import new_event_id
+from receiver.events import Event, new_event_id
+from receiver.store import EventFilter, NewEvent
 from receiver.store.sqlite import SqliteStore
 from receiver.ui import pages, views
 from receiver.ui.session import COOKIE, Sessions
@@ -479,3 +481,52 @@ async def test_latest_statuses_takes_the_newest_delivery_of_each_sink(tmp_path: 
     newest = {d["sink"]: d["status"] for d in event["deliveries"] if d["id"] in ids}
     assert statuses[event_id]["hook"] == newest["hook"]
     assert "evt_none" not in statuses
+
+
+async def test_event_page_shortcuts_list_what_the_store_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UI's index-friendly reads (per-source job lookup, newest-first scan, id bound for
+    `until`) must answer exactly what list_events answers, for 600 random filters."""
+    monkeypatch.setattr(pages, "SCAN_CHUNK", 7)  # several chunks, and the fallback, on a
+    monkeypatch.setattr(pages, "SCAN_ROWS", 21)  # small data set (events 7 s apart)
+    monkeypatch.setattr(pages, "_ID_TIME_SLACK_MS", 1000)
+    rng = random.Random(2)
+    async with signed_in(tmp_path) as (_, service, _config):
+        store = service.store
+        await store.write_events(sample_events(random.Random(1)))
+        ui = pages.Ui(service, TOKEN)
+        times = [e["received_at"] for e in await store.list_events(EventFilter(), None, 1000)]
+        for _ in range(600):
+            where = EventFilter(
+                source=rng.choice([None, "rendergrid", "renderful"]),
+                type=rng.choice([None, None, "generation.completed"]),
+                job_id=rng.choice([None, None, None, "job-3", "job-40"]),
+                since=rng.choice([None, *times[::11]]),
+                until=rng.choice([None, None, *times[::13]]),
+            )
+            limit = rng.choice([1, 5, 30, 200])
+            got = await ui.event_page(where, None, limit)
+            expected = await store.list_events(where, None, limit)
+            assert [e["id"] for e in got] == [e["id"] for e in expected], (where, limit)
+
+
+def sample_events(rng: random.Random) -> list[NewEvent]:
+    """150 events over two sources, a few seconds apart, the rarer source clustered."""
+    start = int(time.time() * 1000) - 3_600_000
+    items = []
+    for n in range(150):
+        ms = start + n * 7_000 + rng.randrange(0, 5)
+        source = "renderful" if (n // 30) % 2 and rng.random() < 0.7 else "rendergrid"
+        event = Event(
+            id=new_event_id(ms), type="generation.completed" if n % 3 else "generation.failed",
+            source=source, provider=source, job_id=f"job-{n % 50}",
+            status="completed" if n % 3 else "failed",
+            idempotency_key=f"{source}:{n}", received_at=pages_iso(ms),
+        )
+        items.append(NewEvent(event, b"{}", {}, ()))
+    return items
+
+
+def pages_iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}000Z"

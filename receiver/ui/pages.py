@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("hookyard.ui")
 
 PAGE = 50  # rows per page
+SCAN_CHUNK = 500  # events per read when scanning newest first (scan_newest)
+SCAN_ROWS = 5000  # at most this many, then the store's own plan
 STATS_CAP = 100_000  # counts on the sinks page stop here (a page view must stay cheap)
 MAX_FORM_BYTES = 16 * 1024
 FORM_TIMEOUT_S = 10.0
@@ -241,18 +243,45 @@ class Ui:
     async def event_page(
         self, where: EventFilter, before: str | None, limit: int
     ) -> list[dict[str, Any]]:
-        """list_events, steered onto the indexes: a job id is looked up per source (the index
-        is on (source, job_id)), and `until` also bounds the id."""
+        """list_events, steered onto the indexes (measured in bench/ui): a job id is looked up
+        per source (the index is on (source, job_id)), `until` also bounds the id, and a
+        source or `since` alone is read newest first by id (see `scan_newest`)."""
         if where.until is not None:
             bound = _id_floor(where.until, _ID_TIME_SLACK_MS)
             before = bound if before is None else min(before, bound)
-        if where.job_id is None or where.source is not None:
-            return await self.store.list_events(where, before, limit)
+        if where.job_id is not None and where.source is None:
+            found: list[dict[str, Any]] = []
+            for source in sorted(self.settings.sources):
+                per_source = dataclasses.replace(where, source=source)
+                found += await self.store.list_events(per_source, before, limit)
+            return sorted(found, key=lambda e: str(e["id"]), reverse=True)[:limit]
+        if where.job_id is None and where.type is None and (where.source or where.since):
+            scanned = await self.scan_newest(where, before, limit)
+            if scanned is not None:
+                return scanned
+        return await self.store.list_events(where, before, limit)
+
+    async def scan_newest(
+        self, where: EventFilter, before: str | None, limit: int
+    ) -> list[dict[str, Any]] | None:
+        """The newest events of a source and/or since a time, read by id in chunks and
+        filtered here; None when SCAN_ROWS were not enough (a source rare lately).
+
+        With only `source = ?` SQLite takes the (source, job_id) index and sorts ALL that
+        source's events to find the newest; with `since` it scans the whole table when
+        fewer than a page match (received_at has no index). Newest-by-id stops early."""
+        broad = dataclasses.replace(where, source=None, since=None)
+        floor = _id_floor(where.since, -_ID_TIME_SLACK_MS) if where.since else None
         found: list[dict[str, Any]] = []
-        for source in sorted(self.settings.sources):
-            per_source = dataclasses.replace(where, source=source)
-            found += await self.store.list_events(per_source, before, limit)
-        return sorted(found, key=lambda e: str(e["id"]), reverse=True)[:limit]
+        for _ in range(SCAN_ROWS // SCAN_CHUNK):
+            chunk = await self.store.list_events(broad, before, SCAN_CHUNK)
+            found += [e for e in chunk if _matches(e, where)]
+            if len(found) >= limit or len(chunk) < SCAN_CHUNK:
+                return found[:limit]
+            before = str(chunk[-1]["id"])
+            if floor is not None and before < floor:
+                return found
+        return None
 
     async def event(self, request: Request, ctx: Ctx) -> Response:
         event_id = request.path_params["event_id"]
@@ -537,6 +566,13 @@ def _deadline(value: str) -> float | None:
     if not 0 < seconds <= 30 * 86400:
         raise InvalidRequest("The deadline is a number of seconds, above 0 and at most 30 days.")
     return seconds
+
+
+def _matches(event: Mapping[str, Any], where: EventFilter) -> bool:
+    """The source and since conditions of `where`, as the store applies them."""
+    if where.source is not None and event.get("source") != where.source:
+        return False
+    return where.since is None or str(event.get("received_at", "")) >= where.since
 
 
 def _id_floor(received_at: str, slack_ms: int) -> str:
