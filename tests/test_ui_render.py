@@ -530,3 +530,42 @@ def sample_events(rng: random.Random) -> list[NewEvent]:
 
 def pages_iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}000Z"
+
+
+async def wait_settled(service: Hookyard, event_id: str, attempts: int) -> dict[str, Any]:
+    """The hook delivery once it is not pending and has made `attempts` attempts."""
+    for _ in range(400):
+        event = await service.store.get_event(event_id)
+        assert event is not None
+        hook = next(d for d in event["deliveries"] if d["sink"] == "hook")
+        if hook["status"] != "pending" and len(hook["attempt_log"]) >= attempts:
+            return dict(hook)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the hook delivery of {event_id} did not settle")
+
+
+async def test_retry_button_sends_a_dead_delivery_again(tmp_path: Path) -> None:
+    async with signed_in(tmp_path) as (client, service, config):
+        event_id = await post_webhook(client, config, completed("job-retry"))
+        hook = await wait_settled(service, event_id, 2)  # 127.0.0.1:9 refuses: dead after 2
+        assert hook["status"] == "dead"
+        page = (await client.get(f"/ui/events/{event_id}")).text
+        assert f'action="/ui/deliveries/{hook["id"]}/retry"' in page
+        r = await client.post(f"/ui/deliveries/{hook['id']}/retry", data={"csrf": csrf_of(page)})
+        assert r.status_code == 303
+        assert r.headers["location"] == f"/ui/events/{event_id}?done=retry#deliveries"
+        again = await wait_settled(service, event_id, 3)
+        assert again["id"] == hook["id"] and len(again["attempt_log"]) == 3
+        shown = (await client.get(r.headers["location"])).text
+        assert "Retry queued" in shown and "3 attempts of delivery" in shown
+
+
+async def test_store_outage_is_a_503_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with signed_in(tmp_path) as (client, service, _config):
+        async def locked(*_: object) -> list[dict[str, Any]]:
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(service.store, "list_events", locked)
+        r = await client.get("/ui/events")
+    assert r.status_code == 503
+    assert "store does not answer" in r.text and r.headers["content-type"].startswith("text/html")
