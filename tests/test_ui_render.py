@@ -245,12 +245,22 @@ async def test_pages_need_a_session_and_forms_need_the_csrf_token(tmp_path: Path
         r = await client.post(replay, data={"csrf": token, "sink": ""},
                               headers={"Referer": "https://evil.example/page"})
         assert r.status_code == 403
+        r = await client.post(replay, data={"csrf": token, "sink": ""},
+                              headers={"Origin": "null"})
+        assert r.status_code == 403
         assert delivery_rows(tmp_path) == before  # nothing changed
 
         r = await client.post(replay, data={"csrf": token, "sink": "hook"},
                               headers={"Origin": "http://hookyard.test"})
         assert r.status_code == 303, r.text
         assert delivery_rows(tmp_path) == before + 1
+        # behind a proxy that rewrites Host, the browser's host arrives as X-Forwarded-Host
+        r = await client.post(replay, data={"csrf": token, "sink": "hook"},
+                              headers={"Host": "127.0.0.1:8000",
+                                       "X-Forwarded-Host": "hooks.example.com",
+                                       "Origin": "https://hooks.example.com"})
+        assert r.status_code == 303, r.text
+        assert delivery_rows(tmp_path) == before + 2
 
 
 async def test_sign_in_with_a_wrong_token_is_401_and_sets_no_cookie(tmp_path: Path) -> None:

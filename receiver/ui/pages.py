@@ -74,6 +74,9 @@ Page = Callable[[Request, Ctx], Awaitable[Response]]
 
 
 class Ui:
+    """The pages, bound to the parts of the service they read and act on (and only those,
+    so the UI is easy to re-point when the service changes shape)."""
+
     def __init__(self, service: Hookyard, admin_token: str) -> None:
         self.store = service.store
         self.settings = service.settings
@@ -468,8 +471,14 @@ def _environment() -> Environment:
 
 def same_origin(request: Request) -> bool:
     """False when Origin or Referer names another site (or is opaque); absent is allowed:
-    SameSite=Strict already keeps the cookie off cross-site requests."""
-    host = request.headers.get("host", "").lower()
+    SameSite=Strict already keeps the cookie off cross-site requests.
+
+    "Our" host is the Host header or, behind a proxy that rewrites Host, X-Forwarded-Host: a
+    cross-site page can make a browser send neither of its choosing."""
+    ours = {request.headers.get("host", "").lower()}
+    forwarded = request.headers.get("x-forwarded-host")
+    if forwarded:
+        ours.add(forwarded.split(",")[0].strip().lower())
     for name in ("origin", "referer"):
         value = request.headers.get(name)
         if value is None:
@@ -478,7 +487,7 @@ def same_origin(request: Request) -> bool:
             netloc = urllib.parse.urlsplit(value).netloc.lower()
         except ValueError:
             return False
-        if not netloc or netloc != host:
+        if not netloc or netloc not in ours:
             return False
     return True
 
