@@ -579,3 +579,23 @@ async def test_store_outage_is_a_503_page(tmp_path: Path, monkeypatch: pytest.Mo
         r = await client.get("/ui/events")
     assert r.status_code == 503
     assert "store does not answer" in r.text and r.headers["content-type"].startswith("text/html")
+
+
+async def test_event_page_copes_with_sparse_rows_and_huge_payloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "MAX_SHOWN_CHARS", 1000)
+    async with signed_in(tmp_path) as (client, _, config):
+        big = await post_webhook(client, config, completed("job-big", note="x" * 5000))
+        with sqlite3.connect(tmp_path / "hookyard.db") as db:  # as an older version wrote it
+            db.execute("INSERT INTO events (id, idempotency_key, type, source, provider, via,"
+                       " received_at, event_json, raw_body, headers_json) VALUES (?, 'k', 't',"
+                       " 's', 'p', 'webhook', 'x', ?, x'6e6f74206a736f6e', '{}')",
+                       ("evt_sparse", json.dumps({"id": "evt_sparse", "type": "t",
+                                                  "source": "s"})))
+        sparse = await client.get("/ui/events/evt_sparse")
+        cut = await client.get(f"/ui/events/{big}")
+    assert sparse.status_code == 200 and "not json" in sparse.text
+    assert cut.status_code == 200
+    assert "more characters (GET /v1/events/{id} has all)" in cut.text
+    assert "x" * 5000 not in cut.text

@@ -45,6 +45,10 @@ STATS_CAP = 100_000  # counts on the sinks page stop here (a page view must stay
 MAX_FORM_BYTES = 16 * 1024
 FORM_TIMEOUT_S = 10.0
 FILTERS = ("source", "type", "job_id", "since", "until")
+MAX_SHOWN_CHARS = 200_000  # of a pretty-printed payload; the admin API has the whole of it
+_EVENT_FIELDS = dict.fromkeys(
+    ("job_id", "status", "error", "cost", "model", "via", "provider", "received_at")
+)
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Event ids start with their creation time (receiver.events.new_event_id) and received_at is
@@ -293,14 +297,16 @@ class Ui:
             raise NotFound(f"There is no event {event_id!r}.")
         deliveries = event.pop("deliveries")
         raw = event.pop("raw")
+        stored = dict(event)
+        event = {**_EVENT_FIELDS, **event}  # a row written by an older version may lack some
         routed = self.replayer.route(event["source"], event["type"])
         return self.render(
             request,
             "event.html",
             ctx=ctx,
             event=event,
-            raw=views.pretty_json(raw),
-            normalized=views.pretty_json(event),
+            raw=views.shown_json(raw, MAX_SHOWN_CHARS),
+            normalized=views.shown_json(stored, MAX_SHOWN_CHARS),
             outputs=views.outputs(event),
             deliveries=deliveries,
             routed=routed,

@@ -52,6 +52,15 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 
+def shown_json(value: Any, limit: int) -> str:
+    """pretty_json, cut at `limit` characters with a note saying how much is left out."""
+    text = pretty_json(value)
+    if len(text) <= limit:
+        return text
+    left = len(text) - limit
+    return f"{text[:limit]}\n… {left:,} more characters (GET /v1/events/{{id}} has all)"
+
+
 def utc(value: float | None) -> str:
     """Unix seconds as `2026-11-22 10:00:59Z`."""
     if value is None:
