@@ -404,7 +404,7 @@ async def test_events_are_found_by_job_id_without_a_source(tmp_path: Path) -> No
     assert "job-other" not in page
 
 
-async def test_until_filter_keeps_events_before_it_and_pages_back(tmp_path: Path) -> None:
+async def test_until_filter_keeps_only_events_before_it(tmp_path: Path) -> None:
     async with signed_in(tmp_path) as (client, _, config):
         first = await post_webhook(client, config, completed("job-early"))
         await asyncio.sleep(0.01)
