@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from handlers import providers
-from receiver import admin
+from receiver import admin, ui
 from receiver.core import signing
 from receiver.core.errors import HookyardError, StoreUnavailable, Unauthorized
 from receiver.delivery import Delivery
@@ -29,6 +29,7 @@ from receiver.hooks import PREFIX, Intake, WebhookEndpoint, new_request_id, requ
 from receiver.ingest import Ingest
 from receiver.metrics import CONTENT_TYPE, Metrics
 from receiver.poller import Poller
+from receiver.replay import Replayer
 from receiver.router import Router
 from receiver.settings import Settings, SourceSettings
 from receiver.store import Store, open_store
@@ -59,6 +60,7 @@ class Hookyard:
         self.metrics = Metrics(settings.sources)
         self.delivery = Delivery(settings.sinks, self.store, metrics=self.metrics)
         self.poller = Poller(settings, self.store, self.ingest, self.http, metrics=self.metrics)
+        self.replayer = Replayer(self.store, self.ingest.router.sinks_for, settings.sinks)
         self.ingest.listeners.extend([self.delivery.events_stored, self.poller.events_stored])
         receiving = {n: s for n, s in settings.sources.items() if s.receives_webhooks}
         intakes = {
@@ -170,6 +172,7 @@ def create_app(settings: Settings, store: Store | None = None, *, worker: bool =
             Route("/readyz", service.readyz, methods=["GET"]),
             Route("/metrics", service.metrics_text, methods=["GET"]),
             *admin.routes(service),
+            *ui.routes(service),
         ],
         exception_handlers={
             HookyardError: _hookyard_error,

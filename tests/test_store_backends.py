@@ -833,3 +833,28 @@ def test_check_shows_the_database_without_its_password(
         assert cli.main(args) == 0
         out = capsys.readouterr().out
         assert "postgresql://hy:***@db:5432/hookyard" in out and "pw-never-printed" not in out
+
+
+# -- the web UI's reads -----------------------------------------------------------------------
+
+
+async def test_sink_stats_and_latest_statuses_agree_with_the_rows(store: Store) -> None:
+    written = await store.write_events(
+        [item(generation(f"j{i}"), sinks=("a", "b")) for i in range(4)]
+    )
+    now = time.time() + 1
+    claimed = await store.claim_due("a", now, 3)
+    await store.record_outcomes(
+        [outcome(claimed[0].delivery_id, "delivered"), outcome(claimed[1].delivery_id, "dead"),
+         outcome(claimed[2].delivery_id, "pending", next_at=now + 60)]
+    )
+    stats = await store.sink_stats(["a", "b", "c"], now - 3600, cap=100)
+    assert (stats["a"].delivered, stats["a"].dead, stats["a"].pending) == (1, 1, 2)
+    assert (stats["b"].delivered, stats["b"].pending) == (0, 4)
+    assert stats["c"].pending == 0 and stats["c"].oldest_pending_at is None
+    assert (await store.sink_stats(["b"], now - 3600, cap=2))["b"].pending == 2
+    first = written[0].event_id
+    [replayed] = await store.add_replays([(first, "a")], now)
+    statuses = await store.latest_statuses([w.event_id for w in written] + ["evt_none"])
+    assert statuses[first] == {"a": "pending", "b": "pending"}  # the replay is the latest row
+    assert "evt_none" not in statuses and replayed > 0

@@ -10,6 +10,7 @@
     * NotFound — 404 `not_found`: unknown source or object.
     * UnsupportedMediaType — 415 `unsupported_media_type`.
     * BodyTooLarge — 413 `payload_too_large`.
+    * RequestTimeout — 408 `request_timeout`: the body did not arrive in time.
     * Unauthorized — 401 `unauthorized`: admin token missing or wrong.
     * Conflict — 409 `conflict`: the object is not in a state that allows this (a retry of a
       delivery that is pending already).
@@ -79,6 +80,11 @@ class UnsupportedMediaType(RequestError):
 class BodyTooLarge(RequestError):
     status = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(RequestError):
+    status = 408
+    code = "request_timeout"
 
 
 class Unauthorized(RequestError):

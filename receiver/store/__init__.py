@@ -259,6 +259,18 @@ class Store(Protocol):
     async def pending_stats(self) -> tuple[int, float | None]:
         """The number of pending deliveries and the created_at of the oldest one."""
 
+    async def latest_statuses(self, event_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """event id → {sink: status of its latest delivery}, for one page of events (the
+        web UI's at-a-glance column); looked up by event id only, never by scanning."""
+
+    async def sink_stats(
+        self, sinks: Sequence[str], since: float, cap: int
+    ) -> dict[str, SinkStats]:
+        """Each sink's health for the web UI: pending deliveries, the oldest one, and the
+        deliveries that ended (delivered, dead) since `since`. The pending count stops at
+        `cap`, and at most the newest `cap` attempts are read, so a page view stays cheap on
+        a store with millions of rows."""
+
 
 def new_owner_id() -> str:
     """Who holds a lease: this host and process, plus a random part (pids are reused)."""
@@ -317,3 +329,14 @@ def display_url(database: str) -> str:
     userinfo, at, rest = tail.rpartition("@")
     user = userinfo.split(":", 1)[0]
     return f"{head}{sep}{user}:***{at}{rest}"
+
+
+@dataclass(frozen=True, slots=True)
+class SinkStats:
+    """One sink's health. A count equal to the `cap` asked for means "at least that many"."""
+
+    pending: int
+    oldest_pending_at: float | None  # created_at of the oldest pending delivery
+    delivered: int  # deliveries delivered since the time asked for
+    dead: int  # deliveries given up since the time asked for
+    exact: bool = True  # False: more attempts than the cap since then; the two are lower bounds

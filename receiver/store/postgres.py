@@ -35,6 +35,7 @@ from receiver.store import (
     Outcome,
     ReplayChunk,
     ReplayScope,
+    SinkStats,
     Stored,
     display_url,
 )
@@ -631,6 +632,50 @@ class PostgresStore:
             position, pairs = await chooser(conn, scope, after, limit)
             await _add_replays(conn, pairs, now)
         return ReplayChunk(position, frozenset(e for e, _ in pairs), len(pairs))
+
+    async def latest_statuses(self, event_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        rows = await self._all(
+            "SELECT DISTINCT ON (event_id, sink) event_id, sink, status FROM deliveries"
+            " WHERE event_id = ANY(%s) ORDER BY event_id, sink, id DESC",
+            (sorted(set(event_ids)),),
+        )
+        found: dict[str, dict[str, str]] = {}
+        for event_id, sink, status in rows:
+            found.setdefault(event_id, {})[sink] = status
+        return found
+
+    async def sink_stats(
+        self, sinks: Sequence[str], since: float, cap: int
+    ) -> dict[str, SinkStats]:
+        stats: dict[str, SinkStats] = {}
+        # The newest `cap` attempts at most (attempt ids grow with time), like SQLite's.
+        [(newest,)] = await self._all("SELECT COALESCE(MAX(id), 0) FROM attempts")
+        ended = await self._all(
+            "SELECT d.sink, a.outcome, COUNT(*) FROM attempts a"
+            " JOIN deliveries d ON d.id = a.delivery_id WHERE a.id > %s AND a.started_at >= %s"
+            " AND a.outcome IN ('delivered', 'dead') GROUP BY 1, 2",
+            (newest - cap, since),
+        )
+        [(oldest_in_window,)] = await self._all(
+            "SELECT COALESCE(MIN(started_at), 0) FROM attempts WHERE id > %s", (newest - cap,)
+        )
+        counts = {(r[0], r[1]): int(r[2]) for r in ended}
+        exact = newest <= cap or float(oldest_in_window) < since
+        for sink in sinks:
+            [(pending, oldest)] = await self._all(
+                "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE sink = %s"
+                " AND status = 'pending' LIMIT %s) p), (SELECT MIN(created_at) FROM deliveries"
+                " WHERE sink = %s AND status = 'pending')",
+                (sink, cap, sink),
+            )
+            stats[sink] = SinkStats(
+                pending=int(pending),
+                oldest_pending_at=None if oldest is None else float(oldest),
+                delivered=counts.get((sink, "delivered"), 0),
+                dead=counts.get((sink, "dead"), 0),
+                exact=exact,
+            )
+        return stats
 
     async def pending_stats(self) -> tuple[int, float | None]:
         [(count, oldest)] = await self._all(

@@ -28,6 +28,7 @@ from receiver.store import (
     Outcome,
     ReplayChunk,
     ReplayScope,
+    SinkStats,
     Stored,
     new_owner_id,
     owner_is_dead,
@@ -405,6 +406,14 @@ class SqliteStore:
             (),
         )
         return int(count), None if oldest is None else float(oldest)
+
+    async def latest_statuses(self, event_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        return await self._read(_latest_statuses, list(event_ids))
+
+    async def sink_stats(
+        self, sinks: Sequence[str], since: float, cap: int
+    ) -> dict[str, SinkStats]:
+        return await self._read(_sink_stats, list(sinks), since, cap)
 
 
 # -- functions that run on a connection's thread ---------------------------------------------
@@ -959,3 +968,86 @@ def _decode_raw(body: bytes) -> Any:
 def _chunks(values: Sequence[T]) -> Iterable[list[T]]:
     for start in range(0, len(values), _CHUNK):
         yield list(values[start : start + _CHUNK])
+
+
+def _latest_statuses(conn: Sql, event_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Rows come by id, so a later delivery of the same (event, sink) overwrites an earlier."""
+    found: dict[str, dict[str, str]] = {}
+    for chunk in _chunks(sorted(set(event_ids))):
+        marks = ",".join("?" * len(chunk))
+        sql = (
+            "SELECT event_id, sink, status FROM deliveries"  # noqa: S608
+            f" WHERE event_id IN ({marks}) ORDER BY id"
+        )
+        for event_id, sink, status in conn.execute(sql, chunk):
+            found.setdefault(event_id, {})[sink] = status
+    return found
+
+
+# Attempts are inserted when their outcome is recorded, so their ids follow the time they
+# ended (started_at + duration) up to the outcome writer's batching, far under this margin.
+_ATTEMPT_ORDER_SLACK_S = 300.0
+
+
+def _sink_stats(conn: Sql, sinks: list[str], since: float, cap: int) -> dict[str, SinkStats]:
+    pending = {sink: _pending_of(conn, sink, cap) for sink in sinks}
+    ended, exact = _ended_since(conn, since, cap)
+    return {
+        sink: SinkStats(
+            pending=pending[sink][0],
+            oldest_pending_at=pending[sink][1],
+            delivered=ended.get((sink, "delivered"), 0),
+            dead=ended.get((sink, "dead"), 0),
+            exact=exact,
+        )
+        for sink in sinks
+    }
+
+
+def _pending_of(conn: Sql, sink: str, cap: int) -> tuple[int, float | None]:
+    """Both read the (sink, status, …) index only; the oldest row is the lowest id."""
+    (count,) = conn.execute(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries"
+        " WHERE sink = ? AND status = 'pending' LIMIT ?)",
+        (sink, cap),
+    ).fetchone()
+    row = conn.execute(
+        "SELECT created_at FROM deliveries WHERE id = (SELECT MIN(id) FROM deliveries"
+        " WHERE sink = ? AND status = 'pending')",
+        (sink,),
+    ).fetchone()
+    return int(count), None if row is None else float(row[0])
+
+
+def _ended_since(conn: Sql, since: float, cap: int) -> tuple[dict[tuple[str, str], int], bool]:
+    """(sink, outcome) → delivered and dead attempts that started at `since` or later, read
+    from the newest `cap` attempts at most (the bool: whether that covered all of them)."""
+    (newest,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM attempts").fetchone()
+    first = _first_attempt_ending_after(conn, since - _ATTEMPT_ORDER_SLACK_S, newest)
+    window_start = max(first, newest - cap + 1)
+    rows = conn.execute(
+        "SELECT d.sink, a.outcome, COUNT(*) FROM attempts a"
+        " JOIN deliveries d ON d.id = a.delivery_id"
+        " WHERE a.id >= ? AND a.started_at >= ? AND a.outcome IN ('delivered', 'dead')"
+        " GROUP BY d.sink, a.outcome",
+        (window_start, since),
+    ).fetchall()
+    return {(r[0], r[1]): int(r[2]) for r in rows}, window_start == first
+
+
+def _first_attempt_ending_after(conn: Sql, when: float, newest: int) -> int:
+    """The lowest attempt id that ended at `when` or later (newest + 1: none did), by
+    binary search over ids: about 20 index lookups for a million attempts, no scan."""
+    low, high = 1, newest + 1
+    sql = (
+        "SELECT id, started_at + duration_ms / 1000.0 FROM attempts"
+        " WHERE id >= ? ORDER BY id LIMIT 1"
+    )
+    while low < high:
+        middle = (low + high) // 2
+        row = conn.execute(sql, (middle,)).fetchone()
+        if row is None or row[1] >= when:
+            high = middle
+        else:
+            low = row[0] + 1
+    return low

@@ -1,0 +1,611 @@
+"""The web UI's pages and form actions under /ui (server-rendered, Jinja2, plain forms).
+
+What it needs from the running service is named in `Ui.__init__` and nothing else: the store
+(the same read paths as the admin API), the settings (sources, sinks, token), the delivery
+runners (breaker state, wake), the poller (watch) and the router (for receiver.replay.Replayer).
+
+Every page needs a session (receiver.ui.session); every POST also needs the session's CSRF
+token and, when the browser sends Origin or Referer, our own origin. Errors the service raises
+on purpose (receiver.errors) become an HTML page with their status, never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import dataclasses
+import re
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from receiver.core.errors import (
+    BodyTooLarge,
+    HookyardError,
+    InvalidRequest,
+    NotFound,
+    PayloadInvalid,
+    RequestTimeout,
+    StoreUnavailable,
+    UnsupportedMediaType,
+)
+from receiver.core.events import EVENT_TYPES, TERMINAL_STATUSES
+from receiver.poller import NotPollable
+from receiver.replay import ReplayRequest, event_filter
+from receiver.service import Service
+from receiver.store import JOB_STATES, EventFilter
+from receiver.ui import views
+from receiver.ui.session import COOKIE, Session, Sessions
+
+log = structlog.get_logger("hookyard.ui")
+
+PAGE = 50  # rows per page
+SCAN_CHUNK = 500  # events per read when scanning newest first (scan_newest)
+SCAN_ROWS = 5000  # at most this many, then the store's own plan
+STATS_CAP = 100_000  # counts on the sinks page stop here (a page view must stay cheap)
+MAX_FORM_BYTES = 16 * 1024
+FORM_TIMEOUT_S = 10.0
+FILTERS = ("source", "type", "job_id", "since", "until")
+MAX_SHOWN_CHARS = 200_000  # of a pretty-printed payload; the admin API has the whole of it
+_EVENT_FIELDS = dict.fromkeys(
+    ("job_id", "status", "error", "cost", "model", "via", "provider", "received_at")
+)
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Event ids start with their creation time (receiver.events.new_event_id) and received_at is
+# set in the same moment; an `until` filter also bounds the id, with this much slack.
+_ID_TIME_SLACK_MS = 10 * 60 * 1000
+
+DONE = {  # ?done= after a form action: fixed texts, only the count comes from the URL
+    "replay": "Replay queued: {n} new deliveries.",
+    "retry": "Retry queued: the delivery is pending again and is sent now.",
+    "pending": "That delivery is pending already; it is sent when due.",
+    "replay-dead": "Replay queued: {n} new deliveries of dead letters.",
+    "watching": "Watching the job: it is polled until it ends.",
+    "watched": "That job was watched already; nothing changed.",
+    "signed-out": "Signed out.",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ctx:
+    """The signed-in visitor: their session and the CSRF token forms must carry."""
+
+    session: Session
+    csrf: str
+
+
+Page = Callable[[Request, Ctx], Awaitable[Response]]
+
+
+class Ui:
+    """The pages, bound to the parts of the service they read and act on (and only those,
+    so the UI is easy to re-point when the service changes shape)."""
+
+    def __init__(self, service: Service, admin_token: str) -> None:
+        self.store = service.store
+        self.settings = service.settings
+        self.delivery = service.delivery
+        self.poller = service.poller
+        self.replayer = service.replayer
+        self.sessions = Sessions(admin_token)
+        self.env = _environment()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def render(
+        self, request: Request, template: str, status: int = 200, **values: Any
+    ) -> Response:
+        ctx: Ctx | None = values.pop("ctx", None)
+        html = self.env.get_template(template).render(
+            request_path=request.url.path,
+            csrf=ctx.csrf if ctx else None,
+            signed_in=ctx is not None,
+            done=_done_message(request.query_params),
+            **values,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def page(self, handler: Page) -> Callable[[Request], Awaitable[Response]]:
+        """A GET page: signed-in visitors only; others go to the sign-in form."""
+
+        async def guarded(request: Request) -> Response:
+            ctx = self.ctx(request)
+            if ctx is None:
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                query = urllib.parse.urlencode({"next": target})
+                return RedirectResponse(f"/ui/login?{query}", status_code=303)
+            return await self.answer(request, ctx, handler)
+
+        return guarded
+
+    def action(self, handler: Page) -> Callable[[Request], Awaitable[Response]]:
+        """A state-changing POST: session, same origin and the session's CSRF token, or 403."""
+
+        async def guarded(request: Request) -> Response:
+            ctx = self.ctx(request)
+            if ctx is None:
+                return self.refuse(request, "You are not signed in (or the session expired).")
+            if not same_origin(request):
+                return self.refuse(request, "This form was sent from another site.")
+            try:
+                form = await read_form(request)
+            except HookyardError as exc:
+                return self.error(request, exc, ctx)
+            if not self.sessions.csrf_ok(ctx.session, form.get("csrf")):
+                return self.refuse(request, "The form's security token does not match.")
+            request.state.form = form
+            return await self.answer(request, ctx, handler)
+
+        return guarded
+
+    async def answer(self, request: Request, ctx: Ctx, handler: Page) -> Response:
+        try:
+            return await handler(request, ctx)
+        except StoreUnavailable as exc:
+            log.error("ui.store_unavailable", path=request.url.path, error=exc.message)
+            return self.error(request, StoreUnavailable("The store does not answer; try again."),
+                              ctx)
+        except HookyardError as exc:
+            return self.error(request, exc, ctx)
+
+    def ctx(self, request: Request) -> Ctx | None:
+        session = self.sessions.read(request.cookies.get(COOKIE))
+        return None if session is None else Ctx(session, self.sessions.csrf_token(session))
+
+    def refuse(self, request: Request, why: str) -> Response:
+        log.warning("ui.refused", path=request.url.path, reason=why)
+        return self.render(request, "error.html", 403, title="Refused", message=why, ctx=None)
+
+    def error(self, request: Request, exc: HookyardError, ctx: Ctx | None) -> Response:
+        return self.render(
+            request, "error.html", exc.status, title="Not done", message=exc.message, ctx=ctx
+        )
+
+    # -- sign-in -------------------------------------------------------------------------------
+
+    async def login_form(self, request: Request) -> Response:
+        if self.ctx(request) is not None:
+            return RedirectResponse(_next(request.query_params.get("next")), status_code=303)
+        target = _next(request.query_params.get("next"))
+        return self.render(request, "login.html", next=target, error=None)
+
+    async def login(self, request: Request) -> Response:
+        if not same_origin(request):
+            return self.refuse(request, "This form was sent from another site.")
+        try:
+            form = await read_form(request)
+        except HookyardError as exc:
+            return self.error(request, exc, None)
+        target = _next(form.get("next"))
+        if not self.sessions.token_matches(form.get("token", "")):
+            log.warning("ui.sign_in_failed", client=request.client.host if request.client else None)
+            return self.render(
+                request,
+                "login.html",
+                401,
+                next=target,
+                error="That is not the admin token (server.admin_token in the config).",
+            )
+        session, cookie = self.sessions.new()
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE,
+            cookie,
+            max_age=self.sessions.lifetime_s,
+            path="/ui",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        log.info("ui.signed_in", expires_at=session.expires_at)
+        return response
+
+    async def logout(self, request: Request, ctx: Ctx) -> Response:
+        response = RedirectResponse("/ui/login?done=signed-out", status_code=303)
+        response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
+        return response
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def events(self, request: Request, ctx: Ctx) -> Response:
+        filters = _filters(request.query_params)
+        before: str | None = None
+        error: str | None = None
+        try:
+            before = _event_id(request.query_params.get("before"), "before")
+            events = await self.event_page(event_filter(filters), before, PAGE + 1)
+        except InvalidRequest as exc:
+            events, error = [], exc.message
+        more = events[PAGE - 1]["id"] if len(events) > PAGE else None
+        rows = await self.rows(events[:PAGE])
+        return self.render(
+            request,
+            "events.html",
+            400 if error else 200,
+            ctx=ctx,
+            error=error,
+            rows=rows,
+            values={key: filters.get(key, "") for key in FILTERS},
+            sources=sorted(self.settings.sources),
+            types=EVENT_TYPES,
+            older=_query({**filters, "before": more}) if more else None,
+            live=None if before else _query(filters),
+            first=_query(filters),
+            paged=before is not None,
+        )
+
+    async def event_rows(self, request: Request, ctx: Ctx) -> Response:
+        """The first page's rows alone: what the events page polls for to stay live."""
+        where = event_filter(_filters(request.query_params))
+        rows = await self.rows(await self.event_page(where, None, PAGE))
+        return self.render(request, "_event_rows.html", ctx=ctx, rows=rows)
+
+    async def rows(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        statuses = await self.store.latest_statuses([e["id"] for e in events])
+        return [{"event": e, "glance": views.glance(statuses.get(e["id"]))} for e in events]
+
+    async def event_page(
+        self, where: EventFilter, before: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """list_events, steered onto the indexes (measured in bench/ui): a job id is looked up
+        per source (the index is on (source, job_id)), `until` also bounds the id, and a
+        source or `since` alone is read newest first by id (see `scan_newest`)."""
+        if where.until is not None:
+            bound = _id_floor(where.until, _ID_TIME_SLACK_MS)
+            before = bound if before is None else min(before, bound)
+        if where.job_id is not None and where.source is None:
+            found: list[dict[str, Any]] = []
+            for source in sorted(self.settings.sources):
+                per_source = dataclasses.replace(where, source=source)
+                found += await self.store.list_events(per_source, before, limit)
+            return sorted(found, key=lambda e: str(e["id"]), reverse=True)[:limit]
+        if where.job_id is None and where.type is None and (where.source or where.since):
+            scanned = await self.scan_newest(where, before, limit)
+            if scanned is not None:
+                return scanned
+        return await self.store.list_events(where, before, limit)
+
+    async def scan_newest(
+        self, where: EventFilter, before: str | None, limit: int
+    ) -> list[dict[str, Any]] | None:
+        """The newest events of a source and/or since a time, read by id in chunks and
+        filtered here; None when SCAN_ROWS were not enough (a source rare lately).
+
+        With only `source = ?` SQLite takes the (source, job_id) index and sorts ALL that
+        source's events to find the newest; with `since` it scans the whole table when
+        fewer than a page match (received_at has no index). Newest-by-id stops early."""
+        broad = dataclasses.replace(where, source=None, since=None)
+        floor = _id_floor(where.since, -_ID_TIME_SLACK_MS) if where.since else None
+        found: list[dict[str, Any]] = []
+        for _ in range(SCAN_ROWS // SCAN_CHUNK):
+            chunk = await self.store.list_events(broad, before, SCAN_CHUNK)
+            found += [e for e in chunk if _matches(e, where)]
+            if len(found) >= limit or len(chunk) < SCAN_CHUNK:
+                return found[:limit]
+            before = str(chunk[-1]["id"])
+            if floor is not None and before < floor:
+                return found
+        return None
+
+    async def event(self, request: Request, ctx: Ctx) -> Response:
+        event_id = request.path_params["event_id"]
+        event = await self.store.get_event(event_id)
+        if event is None:
+            raise NotFound(f"There is no event {event_id!r}.")
+        deliveries = event.pop("deliveries")
+        raw = event.pop("raw")
+        stored = dict(event)
+        event = {**_EVENT_FIELDS, **event}  # a row written by an older version may lack some
+        routed = self.replayer.route(event["source"], event["type"])
+        return self.render(
+            request,
+            "event.html",
+            ctx=ctx,
+            event=event,
+            raw=views.shown_json(raw, MAX_SHOWN_CHARS),
+            normalized=views.shown_json(stored, MAX_SHOWN_CHARS),
+            outputs=views.outputs(event),
+            deliveries=deliveries,
+            routed=routed,
+            sinks=sorted(self.settings.sinks),
+        )
+
+    async def replay_event(self, request: Request, ctx: Ctx) -> Response:
+        event_id = request.path_params["event_id"]
+        sink = request.state.form.get("sink") or None
+        made = await self.replayer.replay_event(event_id, [sink] if sink else None)
+        self.delivery.wake(s for _, s in made)
+        log.info("ui.replayed", event_id=event_id, deliveries=len(made))
+        return _back(f"/ui/events/{_quote(event_id)}", "replay", len(made), "#deliveries")
+
+    async def retry(self, request: Request, ctx: Ctx) -> Response:
+        raw = request.path_params["delivery_id"]
+        delivery_id = int(raw) if raw.isdigit() and len(raw) <= 18 else 0
+        try:
+            row, changed = await self.store.retry_delivery(delivery_id, time.time())
+        except KeyError:
+            raise NotFound(f"There is no delivery {raw!r}.") from None
+        if changed:
+            self.delivery.wake([row["sink"]])
+            log.info("ui.retried", delivery_id=delivery_id)
+        target = f"/ui/events/{_quote(row['event_id'])}"
+        return _back(target, "retry" if changed else "pending", None, "#deliveries")
+
+    # -- sinks ---------------------------------------------------------------------------------
+
+    async def sinks(self, request: Request, ctx: Ctx) -> Response:
+        names = sorted(self.settings.sinks)
+        now = time.time()
+        stats = await self.store.sink_stats(names, now - 3600, STATS_CAP)
+        rows = [
+            {
+                "name": name,
+                "type": self.settings.sinks[name].type,
+                "stats": stats[name],
+                "pending": views.count(stats[name].pending, STATS_CAP),
+                "oldest": _age_since(stats[name].oldest_pending_at, now),
+                "breaker": self.breaker(name),
+            }
+            for name in names
+        ]
+        return self.render(request, "sinks.html", ctx=ctx, rows=rows, cap=STATS_CAP)
+
+    def breaker(self, sink: str) -> dict[str, Any]:
+        runner = self.delivery.runners.get(sink)
+        if runner is None:
+            return {"state": "unknown", "text": "not delivered by this process"}
+        b = runner.breaker
+        if b.open_until is None:
+            return {"state": "closed", "text": f"closed ({b.failures} failures in a row)"}
+        if b.probing:
+            return {"state": "probing", "text": "half-open: one probe under way"}
+        wait = b.wait_s() or 0.0
+        return {"state": "open", "text": f"open: paused, next probe in {views.age(wait)}"}
+
+    async def sink(self, request: Request, ctx: Ctx) -> Response:
+        name = self.known_sink(request.path_params["sink"])
+        after = _whole(request.query_params.get("after"), "after")
+        rows = await self.store.list_deliveries("dead", name, after, PAGE + 1)
+        more = rows[PAGE - 1]["id"] if len(rows) > PAGE else None
+        rows = rows[:PAGE]
+        latest = await self.store.latest_statuses([r["event_id"] for r in rows])
+        for row in rows:
+            row["latest"] = latest.get(row["event_id"], {}).get(name, "dead")
+        return self.render(
+            request, "sink.html", ctx=ctx, name=name, rows=rows, after=after, more=more
+        )
+
+    async def replay_dead_form(self, request: Request, ctx: Ctx) -> Response:
+        name = self.known_sink(request.path_params["sink"])
+        _, counts = await self.replayer.plan(self.dead_of(name))
+        return self.render(request, "replay_dead.html", ctx=ctx, name=name, counts=counts)
+
+    async def replay_dead(self, request: Request, ctx: Ctx) -> Response:
+        name = self.known_sink(request.path_params["sink"])
+        scope, _ = await self.replayer.plan(self.dead_of(name))
+        done = await self.replayer.run(scope)
+        self.delivery.wake([name])
+        log.info("ui.replayed_dead", sink=name, deliveries=done.deliveries)
+        return _back(f"/ui/sinks/{_quote(name)}", "replay-dead", done.deliveries)
+
+    def known_sink(self, name: str) -> str:
+        if name not in self.settings.sinks:
+            raise NotFound(f"There is no sink {name!r} in the config.")
+        return name
+
+    @staticmethod
+    def dead_of(sink: str) -> ReplayRequest:
+        """Deliveries to `sink` whose latest attempt is dead, as `hookyard replay --dead`."""
+        return ReplayRequest(EventFilter(), delivery_status="dead", sinks=(sink,), dry_run=True)
+
+    # -- watched jobs --------------------------------------------------------------------------
+
+    async def jobs(self, request: Request, ctx: Ctx) -> Response:
+        return await self.jobs_page(request, ctx)
+
+    async def jobs_page(
+        self, request: Request, ctx: Ctx, status: int = 200, **form: str
+    ) -> Response:
+        query = request.query_params
+        source = query.get("source") or None
+        state = query.get("state") or None
+        if state is not None and state not in JOB_STATES:
+            raise InvalidRequest(f"state must be one of {', '.join(JOB_STATES)}.")
+        after = _job_cursor(query.get("after"))
+        jobs = await self.store.list_jobs(source, state, after, PAGE + 1)
+        last = jobs[PAGE - 1] if len(jobs) > PAGE else None
+        after_last = f"{last.source}/{last.job_id}" if last else None
+        more = {"source": source, "state": state, "after": after_last}
+        return self.render(
+            request,
+            "jobs.html",
+            status,
+            ctx=ctx,
+            jobs=jobs[:PAGE],
+            now=time.time(),
+            source=source or "",
+            state=state or "",
+            states=JOB_STATES,
+            sources=sorted(self.settings.sources),
+            more=_query(more) if last else None,
+            form={"error": None, "source": "", "job_id": "", **form},
+        )
+
+    async def watch(self, request: Request, ctx: Ctx) -> Response:
+        form: dict[str, str] = request.state.form
+        source, job_id = form.get("source", ""), form.get("job_id", "").strip()
+        try:
+            deadline = _deadline(form.get("deadline_s", ""))
+            if not source or not job_id:
+                raise InvalidRequest("Choose a source and give the job id.")
+            _, new = await self.poller.watch(source, job_id, deadline_s=deadline)
+        except (InvalidRequest, NotPollable) as exc:
+            message = exc.message if isinstance(exc, HookyardError) else str(exc)
+            return await self.jobs_page(
+                request, ctx, 400, error=message, source=source, job_id=job_id
+            )
+        log.info("ui.watching", source=source, job_id=job_id, new=new)
+        return _back("/ui/jobs", "watching" if new else "watched", None)
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("receiver.ui", "templates"),
+        autoescape=True,  # every template, whatever its name
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        utc=views.utc,
+        received=views.received,
+        relative=views.relative,
+        age=views.age,
+        quote=_quote,
+    )
+    env.globals.update(status_label=views.status_label, terminal=TERMINAL_STATUSES)
+    return env
+
+
+def same_origin(request: Request) -> bool:
+    """False when Origin or Referer names another site (or is opaque); absent is allowed:
+    SameSite=Strict already keeps the cookie off cross-site requests.
+
+    "Our" host is the Host header or, behind a proxy that rewrites Host, X-Forwarded-Host: a
+    cross-site page can make a browser send neither of its choosing."""
+    ours = {request.headers.get("host", "").lower()}
+    forwarded = request.headers.get("x-forwarded-host")
+    if forwarded:
+        ours.add(forwarded.split(",")[0].strip().lower())
+    for name in ("origin", "referer"):
+        value = request.headers.get(name)
+        if value is None:
+            continue
+        try:
+            netloc = urllib.parse.urlsplit(value).netloc.lower()
+        except ValueError:
+            return False
+        if not netloc or netloc not in ours:
+            return False
+    return True
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """An urlencoded form body, at most MAX_FORM_BYTES and FORM_TIMEOUT_S to arrive."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("Send the form as application/x-www-form-urlencoded.")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(FORM_TIMEOUT_S):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_FORM_BYTES:
+                    raise BodyTooLarge(f"The form is larger than {MAX_FORM_BYTES} bytes.")
+    except TimeoutError:
+        raise RequestTimeout("The form did not arrive in time.") from None
+    try:
+        pairs = urllib.parse.parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=20
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise PayloadInvalid("The form is not UTF-8 text with at most 20 fields.") from None
+    return dict(pairs)
+
+
+def _filters(query: Mapping[str, str]) -> dict[str, str]:
+    """The filters given a value (an empty form field means no filter)."""
+    return {key: query[key].strip() for key in FILTERS if query.get(key, "").strip()}
+
+
+def _query(values: Mapping[str, str | None]) -> str:
+    return urllib.parse.urlencode({k: v for k, v in values.items() if v})
+
+
+def _event_id(value: str | None, name: str) -> str | None:
+    if not value:
+        return None
+    if not _ID.fullmatch(value):
+        raise InvalidRequest(f"{name} must be an event id such as evt_01J….")
+    return value
+
+
+def _whole(value: str | None, name: str) -> int | None:
+    if not value:
+        return None
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidRequest(f"{name} must be a delivery id (a whole number).")
+    return int(value)
+
+
+def _job_cursor(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    source, sep, job_id = value.partition("/")
+    if not sep:
+        raise InvalidRequest("after must be source/job_id, as the Next link gives it.")
+    return source, job_id
+
+
+def _deadline(value: str) -> float | None:
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 30 * 86400:
+        raise InvalidRequest("The deadline is a number of seconds, above 0 and at most 30 days.")
+    return seconds
+
+
+def _matches(event: Mapping[str, Any], where: EventFilter) -> bool:
+    """The source and since conditions of `where`, as the store applies them."""
+    if where.source is not None and event.get("source") != where.source:
+        return False
+    return where.since is None or str(event.get("received_at", "")) >= where.since
+
+
+def _id_floor(received_at: str, slack_ms: int) -> str:
+    """The smallest event id made `slack_ms` after `received_at` (stored form, UTC)."""
+    seconds = calendar.timegm(time.strptime(received_at[:19], "%Y-%m-%dT%H:%M:%S"))
+    ms = max(0, seconds * 1000 + int(received_at[20:23] or 0) + slack_ms)
+    value = ms << 80
+    return "evt_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -5, -5))
+
+
+def _age_since(at: float | None, now: float) -> str | None:
+    return None if at is None else views.age(now - at)
+
+
+def _next(value: str | None) -> str:
+    """Where to go after signing in: a path under /ui only (never another site)."""
+    if value and value.startswith("/ui/") and not value.startswith("/ui//") and "\\" not in value:
+        return value
+    return "/ui/events"
+
+
+def _done_message(query: Mapping[str, str]) -> str | None:
+    template = DONE.get(query.get("done", ""))
+    if template is None:
+        return None
+    n = query.get("n", "")
+    return template.format(n=int(n) if n.isdigit() and len(n) < 10 else "some")
+
+
+def _back(path: str, done: str, n: int | None, anchor: str = "") -> Response:
+    query = _query({"done": done, "n": None if n is None else str(n)})
+    return RedirectResponse(f"{path}?{query}{anchor}", status_code=303)
+
+
+def _quote(value: object) -> str:
+    return urllib.parse.quote(str(value), safe="")
+
