@@ -10,8 +10,8 @@ parameters are 400 `invalid_request` naming the parameter, never a 500.
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver import openapi
-from receiver.errors import Conflict, InvalidRequest, NotFound, PayloadInvalid, Unauthorized
+from receiver.core import jsonx
+from receiver.errors import (
+    BodyTooLarge,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadInvalid,
+    Unauthorized,
+)
 from receiver.openapi import MAX_DEADLINE_S, MAX_PAGE
 from receiver.poller import NotPollable
 from receiver.replay import Replayer, ReplayRequest, delivery_status, event_filter, sink_list
@@ -117,7 +125,7 @@ class AdminApi:
         return JSONResponse(event)
 
     async def replay_event(self, request: Request) -> Response:
-        body = await json_object(request, empty_ok=True)
+        body = await self.json_object(request, empty_ok=True)
         unknown = sorted(set(body) - {"sinks"})
         if unknown:
             raise InvalidRequest(f"unknown field {unknown[0]!r}; the only field is sinks")
@@ -130,7 +138,7 @@ class AdminApi:
         )
 
     async def replay(self, request: Request) -> Response:
-        asked = ReplayRequest.from_json(await json_object(request))
+        asked = ReplayRequest.from_json(await self.json_object(request))
         scope, counts = await self.replayer.plan(asked)
         if asked.dry_run:
             return JSONResponse(counts.to_json())
@@ -156,9 +164,10 @@ class AdminApi:
 
     async def retry(self, request: Request) -> Response:
         raw = request.path_params["delivery_id"]
-        delivery_id = int(raw) if raw.isdigit() and len(raw) <= 19 else 0
-        if not 0 < delivery_id <= _MAX_ID:
-            raise NotFound(f"no delivery {raw!r}")
+        try:
+            delivery_id = jsonx.whole_number("delivery id", raw, 1, _MAX_ID)
+        except jsonx.NumberInvalid:
+            raise NotFound(f"no delivery {raw!r}: delivery ids are whole numbers") from None
         try:
             row, changed = await self.service.store.retry_delivery(delivery_id, time.time())
         except KeyError:
@@ -171,7 +180,7 @@ class AdminApi:
     # -- watched jobs ----------------------------------------------------------------------
 
     async def watch_job(self, request: Request) -> Response:
-        body = await json_object(request)
+        body = await self.json_object(request)
         source = _required_str(body, "source")
         job_id = _required_str(body, "job_id")
         deadline = body.get("deadline_s")
@@ -217,25 +226,33 @@ class AdminApi:
         return Response(status_code=204)
 
 
-async def json_object(request: Request, *, empty_ok: bool = False) -> dict[str, Any]:
-    raw = await request.body()
-    if empty_ok and not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        raise PayloadInvalid("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise PayloadInvalid("the body must be a JSON object")
-    try:  # "\ud800" is valid JSON but no text the database can store
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise PayloadInvalid("the body contains an unpaired UTF-16 surrogate") from None
-    return body
+    async def json_object(self, request: Request, *, empty_ok: bool = False) -> dict[str, Any]:
+        """The body as a JSON object, read by the one parser of outside JSON and capped at
+        server.max_body_bytes. A number too large for a double is refused naming its field:
+        stored, it could never be shown or sent as JSON."""
+        raw = await _capped_body(request, self.service.settings.server.max_body_bytes)
+        if empty_ok and not raw.strip():
+            return {}
+        try:
+            body = jsonx.loads(raw, numbers=jsonx.REFUSE)
+        except jsonx.OutOfRange as exc:
+            raise InvalidRequest(str(exc)) from None
+        except jsonx.JSONError as exc:
+            raise PayloadInvalid(f"the body must be a JSON object: {str(exc)[:200]}") from None
+        if not isinstance(body, dict):
+            raise PayloadInvalid("the body must be a JSON object")
+        return body
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python's json accepts them
+async def _capped_body(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body is over {limit} bytes (server.max_body_bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _required_str(body: dict[str, Any], key: str) -> str:
@@ -248,19 +265,21 @@ def _required_str(body: dict[str, Any], key: str) -> str:
 def page_size(value: str | None, default: int = 100) -> int:
     if value is None:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
-        raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
-    return int(value)
+    try:
+        return jsonx.whole_number("limit", value, 1, MAX_PAGE)
+    except jsonx.NumberInvalid as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def _cursor_id(value: str) -> int:
-    if not value.isdigit() or len(value) > 19:
-        raise InvalidRequest("cursor is not one this API gave out")
-    return int(value)
+    try:
+        return jsonx.whole_number("cursor", value, 0, _MAX_ID)
+    except jsonx.NumberInvalid:
+        raise InvalidRequest("cursor is not one this API gave out") from None
 
 
 def encode_cursor(position: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(jsonx.dumps(position)).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str | None, parts: int) -> list[str] | None:
@@ -268,8 +287,9 @@ def decode_cursor(cursor: str | None, parts: int) -> list[str] | None:
     if not cursor:
         return None
     try:
-        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, TypeError):
+        packed = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = jsonx.loads(packed, numbers=jsonx.REFUSE)
+    except (binascii.Error, ValueError):  # not base64 (or not ASCII), not JSON
         raise InvalidRequest("cursor is not one this API gave out") from None
     if (
         not isinstance(position, list)
