@@ -101,7 +101,7 @@ def _parse_marking_overflow(data: bytes | str) -> Any:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
         return json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except RecursionError:
-        raise JSONError(f"nested deeper than {MAX_DEPTH}") from None
+        raise JSONError("nested too deeply") from None
     except UnicodeDecodeError:
         raise JSONError("not valid UTF-8") from None
     except json.JSONDecodeError as exc:
