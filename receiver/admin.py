@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver import openapi
-from receiver.core import jsonx
+from receiver.core import jsonx, masking
 from receiver.errors import (
     BodyTooLarge,
     Conflict,
@@ -100,6 +100,10 @@ class AdminApi:
         self.replayer = Replayer(
             service.store, service.pipeline.router.sinks_for, service.settings.sinks
         )
+        self.secrets = masking.ordered(service.settings.secret_values())
+
+    def scrub(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return scrub(rows, self.secrets)
 
     async def openapi(self, _: Request) -> Response:
         return JSONResponse(openapi.DOCUMENT)
@@ -122,6 +126,7 @@ class AdminApi:
         event = await self.service.store.get_event(event_id)
         if event is None:
             raise NotFound(f"no event {event_id!r}")
+        self.scrub(event["deliveries"])
         return JSONResponse(event)
 
     async def replay_event(self, request: Request) -> Response:
@@ -160,7 +165,7 @@ class AdminApi:
             status, sink, _cursor_id(after[0]) if after else None, limit + 1
         )
         cursor = encode_cursor([str(rows[limit - 1]["id"])]) if len(rows) > limit else None
-        return JSONResponse({"items": rows[:limit], "next_cursor": cursor})
+        return JSONResponse({"items": self.scrub(rows[:limit]), "next_cursor": cursor})
 
     async def retry(self, request: Request) -> Response:
         raw = request.path_params["delivery_id"]
@@ -175,7 +180,7 @@ class AdminApi:
         if not changed:
             raise Conflict(f"delivery {delivery_id} is pending already; it will be sent when due")
         self.service.delivery.wake([row["sink"]])
-        return JSONResponse(row, status_code=202)
+        return JSONResponse(self.scrub([row])[0], status_code=202)
 
     # -- watched jobs ----------------------------------------------------------------------
 
@@ -201,7 +206,7 @@ class AdminApi:
             )
         except NotPollable as exc:
             raise InvalidRequest(str(exc)) from None
-        return JSONResponse(job.to_json(), status_code=201 if new else 200)
+        return JSONResponse(self.scrub([job.to_json()])[0], status_code=201 if new else 200)
 
     async def list_jobs(self, request: Request) -> Response:
         query = request.query_params
@@ -216,7 +221,8 @@ class AdminApi:
         more = len(jobs) > limit
         jobs = jobs[:limit]
         cursor = encode_cursor([jobs[-1].source, jobs[-1].job_id]) if more else None
-        return JSONResponse({"items": [j.to_json() for j in jobs], "next_cursor": cursor})
+        items = self.scrub([j.to_json() for j in jobs])
+        return JSONResponse({"items": items, "next_cursor": cursor})
 
     async def delete_job(self, request: Request) -> Response:
         source, job_id = request.path_params["source"], request.path_params["job_id"]
@@ -253,6 +259,18 @@ async def _capped_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge(f"the body is over {limit} bytes (server.max_body_bytes)")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def scrub(rows: list[dict[str, Any]], secrets: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Error texts of deliveries, attempts and jobs without a configured secret (`secrets`
+    from masking.ordered). New attempt errors are masked before they are stored; this covers
+    rows stored before that, and job errors (a poll's network error may quote base_url)."""
+    for row in rows:
+        for item in (row, *row.get("attempt_log", ())):
+            for key in ("last_error", "error", "last_status"):
+                if isinstance(item.get(key), str):
+                    item[key] = masking.mask_secrets(item[key], secrets)
+    return rows
 
 
 def _required_str(body: dict[str, Any], key: str) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from receiver import __version__, logs, poller, replay, settings, signing
-from receiver.core import jsonx
+from receiver.core import jsonx, masking
 from receiver.core.masking import mask_url
 from receiver.errors import ConfigError, RequestError
 from receiver.openapi import MAX_DEADLINE_S, MAX_PAGE
@@ -308,11 +308,12 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     jobs = _with_store(
         config, lambda store: store.list_jobs(args.source, args.state, None, args.limit)
     )
+    shown = _scrub(config, [j.to_json() for j in jobs])
     if args.json:
-        print(json.dumps([j.to_json() for j in jobs], indent=2))
+        print(json.dumps(shown, indent=2))
         return 0
-    for j in jobs:
-        detail = j.last_error or j.last_status or ""
+    for j, job in zip(jobs, shown, strict=True):
+        detail = job["last_error"] or job["last_status"] or ""
         _say(
             f"{j.source:<14} {j.job_id:<40} {j.state:<9} polls={j.polls:<4} "
             f"next={_when(j.next_poll_at) if j.state == 'watching' else '-'}  {detail}"
@@ -364,6 +365,7 @@ def cmd_events_show(args: argparse.Namespace) -> int:
     if event is None:
         print(f"hookyard: no event {args.event_id!r}", file=sys.stderr)
         return 1
+    _scrub(config, event["deliveries"])
     if args.json:
         print(json.dumps(event, indent=2))
     else:
@@ -422,6 +424,7 @@ def cmd_deliveries_list(args: argparse.Namespace) -> int:
         limit,
         "id",
     )
+    _scrub(config, page["items"])
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
@@ -429,6 +432,13 @@ def cmd_deliveries_list(args: argparse.Namespace) -> int:
         _say(f"{d['event_id']}  {_delivery_line(d)}")
     _more(page, "no deliveries match")
     return 0
+
+
+def _scrub(config: settings.Settings, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Error texts without a configured secret (see receiver.admin.scrub)."""
+    from receiver.admin import scrub
+
+    return scrub(rows, masking.ordered(config.secret_values()))
 
 
 def _more(page: dict[str, Any], empty: str) -> None:

@@ -26,7 +26,7 @@ from receiver.store import Job
 from receiver.store.sqlite import SqliteStore
 from tests.admin_kit import TOKEN, api, creation, post, wait_for
 from tests.fakes import FakeSink, Reply
-from tests.support import RENDERGRID_SECRET, Server
+from tests.support import RENDERGRID_SECRET, Server, app_client
 
 PASSWORD = "s3cretpass"
 QUERY_SECRET = "SECRETVALUE"
@@ -243,3 +243,30 @@ sinks = ["hook", "missing"]
     assert 'names sink "missing", which is not defined' in message  # a real one still is
     assert 'sink "hook", which is not defined' not in message
     assert 'source "broken", which is not defined' not in message
+
+
+# ---------------------------------------------------------------- errors stored elsewhere
+
+
+async def test_job_and_old_delivery_errors_are_masked_when_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A poll's network error may quote the source's base_url (the poller stores it as the
+    job's last_error), and rows stored before attempt errors were masked may hold a sink URL:
+    the admin API and the CLI mask both when they show them."""
+    config = settings_mod.load(str(write(tmp_path)))
+    leak = f"ConnectError: http://poller:{BASE_SECRET}@127.0.0.1:9/api?key={BASE_SECRET}"
+    async with app_client(config) as (client, hookyard):
+        now = time.time()
+        await hookyard.store.watch_job(
+            Job("rendergrid", "j1", "watching", {}, now, now + 600, now + 600, last_error=leak))
+        client.headers["Authorization"] = f"Bearer {TOKEN}"
+        jobs = (await client.get("/v1/jobs")).text
+    assert "ConnectError" in jobs
+    assert_no_secret(jobs, "GET /v1/jobs")
+    for flag in ([], ["--json"]):
+        assert await asyncio.to_thread(
+            cli.main, ["jobs", "list", "--config", str(config.path), *flag]) == 0
+        out = capsys.readouterr().out
+        assert "ConnectError" in out
+        assert_no_secret(out, "hookyard jobs list")
