@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 from receiver import __version__, logs, poller, replay, settings, signing
 from receiver.core import jsonx, masking
-from receiver.core.masking import mask_url
 from receiver.errors import ConfigError, RequestError
 from receiver.openapi import MAX_DEADLINE_S, MAX_PAGE
 from receiver.router import Router
@@ -602,16 +601,16 @@ def _sink_target(sink: settings.SinkSettings) -> str:
         return "a Slack incoming webhook"
     if sink.type == "s3":
         endpoint = options.get("endpoint_url")
-        at = f" at {mask_url(str(endpoint))}" if endpoint else ""
+        at = f" at {masking.mask_url(str(endpoint))}" if endpoint else ""
         return f"s3://{options.get('bucket')}/{options.get('prefix', '')}{at}"
     if options.get("url"):
-        return mask_url(str(options["url"]))  # userinfo and query values may be credentials
+        return masking.mask_url(str(options["url"]))  # userinfo and query values may be credentials
     return str(options.get("path") or "")
 
 
 def _database(url: str) -> str:
     """The database URL, safe to print (a server database URL may carry a password)."""
-    return mask_url(url) if "@" in url or "?" in url else url
+    return masking.mask_url(url) if "@" in url or "?" in url else url
 
 
 def describe(config: settings.Settings, host: str, port: int) -> list[str]:

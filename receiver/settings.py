@@ -209,9 +209,10 @@ class _Loader:
         data = self.interpolate(raw, "")
         self.check_keys("top level", data, TOP_KEYS)
         server = self.server(self.table(data, "server"))
+        source_tables = self.tables(data, "sources")
         sources = {
             name: src
-            for name, table in self.tables(data, "sources").items()
+            for name, table in source_tables.items()
             if (src := self.source(name, table)) is not None
         }
         sink_tables = self.tables(data, "sinks")
@@ -222,8 +223,7 @@ class _Loader:
         }
         # A source or sink that is defined but invalid has its own error already; a route
         # naming it must not add a false "not defined" one.
-        defined = (set(self.tables(data, "sources", quiet=True)), set(sink_tables))
-        routes = self.routes(data.get("routes", []), *defined)
+        routes = self.routes(data.get("routes", []), set(source_tables), set(sink_tables))
         if self.problems:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(self.problems))
         settings = Settings(self.path, server, sources, sinks, routes)
@@ -264,23 +264,19 @@ class _Loader:
                 )
                 self.fail(where, f'unknown key "{key}"; {fix}')
 
-    def table(self, data: Mapping[str, Any], key: str, quiet: bool = False) -> Mapping[str, Any]:
+    def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
         value = data.get(key, {})
         if not isinstance(value, dict):
-            if not quiet:
-                self.fail(key, "must be a table")
+            self.fail(key, "must be a table")
             return {}
         return value
 
-    def tables(
-        self, data: Mapping[str, Any], key: str, quiet: bool = False
-    ) -> Mapping[str, Mapping[str, Any]]:
-        """The sub-tables of `data[key]`; `quiet` when the problems were reported before."""
+    def tables(self, data: Mapping[str, Any], key: str) -> Mapping[str, Mapping[str, Any]]:
         result: dict[str, Mapping[str, Any]] = {}
-        for name, value in self.table(data, key, quiet).items():
+        for name, value in self.table(data, key).items():
             if isinstance(value, dict):
                 result[name] = value
-            elif not quiet:
+            else:
                 self.fail(f"{key}.{name}", "must be a table")
         return result
 
