@@ -10,8 +10,8 @@ parameters are 400 `invalid_request` naming the parameter, never a 500.
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver import openapi
-from receiver.core.errors import Conflict, InvalidRequest, NotFound, PayloadInvalid, Unauthorized
+from receiver.core import jsonx, masking
+from receiver.core.errors import (
+    BodyTooLarge,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadInvalid,
+    Unauthorized,
+)
 from receiver.openapi import MAX_DEADLINE_S, MAX_PAGE
 from receiver.poller import NotPollable
 from receiver.replay import Replayer, ReplayRequest, delivery_status, event_filter, sink_list
@@ -92,6 +100,10 @@ class AdminApi:
         self.replayer = Replayer(
             service.store, service.ingest.router.sinks_for, service.settings.sinks
         )
+        self.secrets = masking.ordered(service.settings.secret_values())
+
+    def scrub(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return scrub(rows, self.secrets)
 
     async def openapi(self, _: Request) -> Response:
         return JSONResponse(openapi.DOCUMENT)
@@ -114,10 +126,11 @@ class AdminApi:
         event = await self.service.store.get_event(event_id)
         if event is None:
             raise NotFound(f"no event {event_id!r}")
+        self.scrub(event["deliveries"])
         return JSONResponse(event)
 
     async def replay_event(self, request: Request) -> Response:
-        body = await json_object(request, empty_ok=True)
+        body = await self.json_object(request, empty_ok=True)
         unknown = sorted(set(body) - {"sinks"})
         if unknown:
             raise InvalidRequest(f"unknown field {unknown[0]!r}; the only field is sinks")
@@ -130,7 +143,7 @@ class AdminApi:
         )
 
     async def replay(self, request: Request) -> Response:
-        asked = ReplayRequest.from_json(await json_object(request))
+        asked = ReplayRequest.from_json(await self.json_object(request))
         scope, counts = await self.replayer.plan(asked)
         if asked.dry_run:
             return JSONResponse(counts.to_json())
@@ -152,13 +165,14 @@ class AdminApi:
             status, sink, _cursor_id(after[0]) if after else None, limit + 1
         )
         cursor = encode_cursor([str(rows[limit - 1]["id"])]) if len(rows) > limit else None
-        return JSONResponse({"items": rows[:limit], "next_cursor": cursor})
+        return JSONResponse({"items": self.scrub(rows[:limit]), "next_cursor": cursor})
 
     async def retry(self, request: Request) -> Response:
         raw = request.path_params["delivery_id"]
-        delivery_id = int(raw) if raw.isdigit() and len(raw) <= 19 else 0
-        if not 0 < delivery_id <= _MAX_ID:
-            raise NotFound(f"no delivery {raw!r}")
+        try:
+            delivery_id = jsonx.whole_number("delivery id", raw, 1, _MAX_ID)
+        except jsonx.NumberInvalid:
+            raise NotFound(f"no delivery {raw!r}: delivery ids are whole numbers") from None
         try:
             row, changed = await self.service.store.retry_delivery(delivery_id, time.time())
         except KeyError:
@@ -166,12 +180,12 @@ class AdminApi:
         if not changed:
             raise Conflict(f"delivery {delivery_id} is pending already; it will be sent when due")
         self.service.delivery.wake([row["sink"]])
-        return JSONResponse(row, status_code=202)
+        return JSONResponse(self.scrub([row])[0], status_code=202)
 
     # -- watched jobs ----------------------------------------------------------------------
 
     async def watch_job(self, request: Request) -> Response:
-        body = await json_object(request)
+        body = await self.json_object(request)
         source = _required_str(body, "source")
         job_id = _required_str(body, "job_id")
         deadline = body.get("deadline_s")
@@ -192,7 +206,7 @@ class AdminApi:
             )
         except NotPollable as exc:
             raise InvalidRequest(str(exc)) from None
-        return JSONResponse(job.to_json(), status_code=201 if new else 200)
+        return JSONResponse(self.scrub([job.to_json()])[0], status_code=201 if new else 200)
 
     async def list_jobs(self, request: Request) -> Response:
         query = request.query_params
@@ -207,7 +221,8 @@ class AdminApi:
         more = len(jobs) > limit
         jobs = jobs[:limit]
         cursor = encode_cursor([jobs[-1].source, jobs[-1].job_id]) if more else None
-        return JSONResponse({"items": [j.to_json() for j in jobs], "next_cursor": cursor})
+        items = self.scrub([j.to_json() for j in jobs])
+        return JSONResponse({"items": items, "next_cursor": cursor})
 
     async def delete_job(self, request: Request) -> Response:
         source, job_id = request.path_params["source"], request.path_params["job_id"]
@@ -217,25 +232,45 @@ class AdminApi:
         return Response(status_code=204)
 
 
-async def json_object(request: Request, *, empty_ok: bool = False) -> dict[str, Any]:
-    raw = await request.body()
-    if empty_ok and not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        raise PayloadInvalid("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise PayloadInvalid("the body must be a JSON object")
-    try:  # "\ud800" is valid JSON but no text the database can store
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise PayloadInvalid("the body contains an unpaired UTF-16 surrogate") from None
-    return body
+    async def json_object(self, request: Request, *, empty_ok: bool = False) -> dict[str, Any]:
+        """The body as a JSON object, read by the one parser of outside JSON and capped at
+        server.max_body_bytes. A number too large for a double is refused naming its field:
+        stored, it could never be shown or sent as JSON."""
+        raw = await _capped_body(request, self.service.settings.server.max_body_bytes)
+        if empty_ok and not raw.strip():
+            return {}
+        try:
+            body = jsonx.loads(raw, numbers=jsonx.REFUSE)
+        except jsonx.OutOfRange as exc:
+            raise InvalidRequest(str(exc)) from None
+        except jsonx.JSONError as exc:
+            raise PayloadInvalid(f"the body must be a JSON object: {str(exc)[:200]}") from None
+        if not isinstance(body, dict):
+            raise PayloadInvalid("the body must be a JSON object")
+        return body
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python's json accepts them
+async def _capped_body(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body is over {limit} bytes (server.max_body_bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def scrub(rows: list[dict[str, Any]], secrets: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Error texts of deliveries, attempts and jobs without a configured secret (`secrets`
+    from masking.ordered). New attempt errors are masked before they are stored; this covers
+    rows stored before that, and job errors (a poll's network error may quote base_url)."""
+    for row in rows:
+        for item in (row, *row.get("attempt_log", ())):
+            for key in ("last_error", "error", "last_status"):
+                if isinstance(item.get(key), str):
+                    item[key] = masking.mask_secrets(item[key], secrets)
+    return rows
 
 
 def _required_str(body: dict[str, Any], key: str) -> str:
@@ -248,19 +283,21 @@ def _required_str(body: dict[str, Any], key: str) -> str:
 def page_size(value: str | None, default: int = 100) -> int:
     if value is None:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
-        raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
-    return int(value)
+    try:
+        return jsonx.whole_number("limit", value, 1, MAX_PAGE)
+    except jsonx.NumberInvalid as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def _cursor_id(value: str) -> int:
-    if not value.isdigit() or len(value) > 19:
-        raise InvalidRequest("cursor is not one this API gave out")
-    return int(value)
+    try:
+        return jsonx.whole_number("cursor", value, 0, _MAX_ID)
+    except jsonx.NumberInvalid:
+        raise InvalidRequest("cursor is not one this API gave out") from None
 
 
 def encode_cursor(position: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(jsonx.dumps(position)).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str | None, parts: int) -> list[str] | None:
@@ -268,8 +305,9 @@ def decode_cursor(cursor: str | None, parts: int) -> list[str] | None:
     if not cursor:
         return None
     try:
-        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, TypeError):
+        packed = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = jsonx.loads(packed, numbers=jsonx.REFUSE)
+    except (binascii.Error, ValueError):  # not base64 (or not ASCII), not JSON
         raise InvalidRequest("cursor is not one this API gave out") from None
     if (
         not isinstance(position, list)

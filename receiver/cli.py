@@ -23,8 +23,9 @@ from typing import Any, TypeVar
 import psycopg
 
 from receiver import __version__, logs, poller, replay, settings
-from receiver.core import signing
+from receiver.core import jsonx, masking, signing
 from receiver.core.errors import ConfigError, RequestError
+from receiver.openapi import MAX_DEADLINE_S, MAX_PAGE
 from receiver.router import Router
 from receiver.store import DELIVERY_STATUSES, JOB_STATES, Store, display_url, open_store
 
@@ -39,11 +40,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(args)
     except ConfigError as exc:
-        print(f"hookyard: {exc.message}", file=sys.stderr)
+        _say(*f"hookyard: {exc.message}".split("\n"), file=sys.stderr)
         return 2
     except RequestError as exc:  # a bad filter, an unknown event or sink
-        print(f"hookyard: {exc.message}", file=sys.stderr)
+        _say(*f"hookyard: {exc.message}".split("\n"), file=sys.stderr)
         return 1
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: control characters (escape sequences, carriage
+    returns, bidi overrides, …) from provider-controlled strings are shown escaped, so a job id
+    or an error text cannot rewrite the screen or forge a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else (
+        f"\\U{code:08x}"
+    )
+
+
+def _say(*lines: str, file: Any = None) -> None:
+    """Print human output, one line per argument, each made `printable`."""
+    for line in lines:
+        print(printable(line), file=file or sys.stdout)
+
+
+def _whole(name: str, minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: the one integer parser of outside input (receiver.core.jsonx)."""
+
+    def parse(text: str) -> int:
+        try:
+            return jsonx.whole_number(name, text, minimum, maximum)
+        except jsonx.NumberInvalid as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        return jsonx.decimal("--deadline-s", text, 0.001, MAX_DEADLINE_S)
+    except jsonx.NumberInvalid as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = _verb(verbs, "serve", "run the service", cmd_serve)
     serve.add_argument("--host", help="address to listen on (default: server.host)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    serve.add_argument(
+        "--port", type=_whole("--port", 0, 65535), help="port to listen on (default: server.port)"
+    )
     serve.add_argument(
         "--workers",
         type=int,
@@ -81,14 +125,14 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--job-id", required=True, help="the provider's job id")
     watch.add_argument(
         "--deadline-s",
-        type=float,
+        type=_seconds,
         help="give up after this long (generation.expired); default: the source's deadline_s",
     )
     watch.add_argument("--metadata", default="{}", help="JSON object copied onto the job's events")
     listing = _verb(job_verbs, "list", "list watched jobs", cmd_jobs_list)
     listing.add_argument("--source")
     listing.add_argument("--state", choices=JOB_STATES)
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=_whole("--limit", 1, MAX_PAGE), default=100)
 
     events = verbs.add_parser("events", help="list and show stored events")
     event_verbs = events.add_subparsers(required=True, metavar="VERB")
@@ -170,7 +214,9 @@ def _filters(parser: argparse.ArgumentParser) -> None:
 
 
 def _paging(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=int, default=50, help="at most this many (1..500)")
+    parser.add_argument(
+        "--limit", type=_whole("--limit", 1, MAX_PAGE), default=50, help="at most this many"
+    )
     parser.add_argument("--cursor", help="next_cursor from the previous page")
 
 
@@ -202,7 +248,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _supervise(config, host, port, args.workers)
     app = create_app(config, worker=not args.no_worker)
     if args.fd is None:
-        print("\n".join(describe(config, host, port)), file=sys.stderr, flush=True)
+        _say(*describe(config, host, port), file=sys.stderr)
+        sys.stderr.flush()
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -258,8 +305,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary(config), indent=2))
     else:
-        print(f"{config.path}: OK")
-        print("\n".join(describe(config, config.server.host, config.server.port)))
+        _say(f"{config.path}: OK", *describe(config, config.server.host, config.server.port))
     return 0
 
 
@@ -288,7 +334,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(headers, indent=2))
     else:
-        print("\n".join(f"{name}: {value}" for name, value in headers.items()))
+        _say(*(f"{name}: {value}" for name, value in headers.items()))
     return 0
 
 
@@ -319,9 +365,9 @@ async def _store(config: settings.Settings) -> AsyncIterator[Store]:
 def cmd_jobs_watch(args: argparse.Namespace) -> int:
     config = _load(args)
     try:
-        metadata = json.loads(args.metadata)
-    except ValueError:
-        metadata = None
+        metadata = jsonx.loads(args.metadata, numbers=jsonx.REFUSE)
+    except jsonx.JSONError as exc:
+        raise ConfigError(f"--metadata is not valid JSON: {exc}") from None
     if not isinstance(metadata, dict):
         raise ConfigError("--metadata must be a JSON object, e.g. '{\"order\": 42}'")
     try:
@@ -337,7 +383,7 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
         print(json.dumps({**stored.to_json(), "new": new}, indent=2))
     else:
         what = "watching" if new else f"already known ({stored.state})"
-        print(
+        _say(
             f"{stored.source}/{stored.job_id}: {what}; first poll "
             f"{_when(stored.next_poll_at)}, deadline {_when(stored.deadline_at)}"
         )
@@ -350,12 +396,13 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
     jobs = _with_store(
         config, lambda store: store.list_jobs(args.source, args.state, None, args.limit)
     )
+    shown = _scrub(config, [j.to_json() for j in jobs])
     if args.json:
-        print(json.dumps([j.to_json() for j in jobs], indent=2))
+        print(json.dumps(shown, indent=2))
         return 0
-    for j in jobs:
-        detail = j.last_error or j.last_status or ""
-        print(
+    for j, job in zip(jobs, shown, strict=True):
+        detail = job["last_error"] or job["last_status"] or ""
+        _say(
             f"{j.source:<14} {j.job_id:<40} {j.state:<9} polls={j.polls:<4} "
             f"next={_when(j.next_poll_at) if j.state == 'watching' else '-'}  {detail}"
         )
@@ -391,7 +438,7 @@ def cmd_events_list(args: argparse.Namespace) -> int:
         print(json.dumps(page, indent=2))
         return 0
     for e in page["items"]:
-        print(
+        _say(
             f"{e['id']}  {e['received_at'][:19]}Z  {e['source']:<12} {e['type']:<22} "
             f"{e.get('job_id') or '-'}"
         )
@@ -406,10 +453,11 @@ def cmd_events_show(args: argparse.Namespace) -> int:
     if event is None:
         print(f"hookyard: no event {args.event_id!r}", file=sys.stderr)
         return 1
+    _scrub(config, event["deliveries"])
     if args.json:
         print(json.dumps(event, indent=2))
     else:
-        print("\n".join(describe_event(event)))
+        _say(*describe_event(event))
     return 0
 
 
@@ -449,26 +497,36 @@ def _delivery_line(d: dict[str, Any]) -> str:
 def cmd_deliveries_list(args: argparse.Namespace) -> int:
     config = _load(args)
     after, limit = _page(args)
-    if after is not None and not after.isdigit():
-        raise ConfigError("--cursor is not one hookyard gave out")
+    try:
+        after_id = None if after is None else jsonx.whole_number("--cursor", after, 0, 2**63 - 1)
+    except jsonx.NumberInvalid:
+        raise ConfigError("--cursor is not one hookyard gave out") from None
 
     page = _envelope(
         _with_store(
             config,
             lambda store: store.list_deliveries(
-                args.status, args.sink, None if after is None else int(after), limit + 1
+                args.status, args.sink, after_id, limit + 1
             ),
         ),
         limit,
         "id",
     )
+    _scrub(config, page["items"])
     if args.json:
         print(json.dumps(page, indent=2))
         return 0
     for d in page["items"]:
-        print(f"{d['event_id']}  {_delivery_line(d)}")
+        _say(f"{d['event_id']}  {_delivery_line(d)}")
     _more(page, "no deliveries match")
     return 0
+
+
+def _scrub(config: settings.Settings, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Error texts without a configured secret (see receiver.admin.scrub)."""
+    from receiver.admin import scrub
+
+    return scrub(rows, masking.ordered(config.secret_values()))
 
 
 def _more(page: dict[str, Any], empty: str) -> None:
@@ -508,7 +566,7 @@ def _replay_one(
         deliveries = [{"id": i, "sink": s} for i, s in made]
         print(json.dumps({"event_id": event_id, "deliveries": deliveries}, indent=2))
     else:
-        print(f"{event_id}: replaying to " + ", ".join(f"{s} (#{i})" for i, s in made))
+        _say(f"{event_id}: replaying to " + ", ".join(f"{s} (#{i})" for i, s in made))
     return 0
 
 
@@ -631,8 +689,12 @@ def _sink_target(sink: settings.SinkSettings) -> str:
     if sink.type == "slack":
         return "a Slack incoming webhook"
     if sink.type == "s3":
-        return f"s3://{options.get('bucket')}/{options.get('prefix', '')}"
-    return str(options.get("url") or options.get("path") or "")
+        endpoint = options.get("endpoint_url")
+        at = f" at {masking.mask_url(str(endpoint))}" if endpoint else ""
+        return f"s3://{options.get('bucket')}/{options.get('prefix', '')}{at}"
+    if options.get("url"):
+        return masking.mask_url(str(options["url"]))  # userinfo and query values may be credentials
+    return str(options.get("path") or "")
 
 
 def describe(config: settings.Settings, host: str, port: int) -> list[str]:

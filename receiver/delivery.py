@@ -244,6 +244,7 @@ class SinkRunner:
         )
 
     def _failed(self, due: Due, started: float, took: float, error: SinkError) -> None:
+        error.message = self.settings.mask(error.message)  # stored, shown by the API, logged
         attempts = due.attempts + 1
         if error.permanent:
             self.breaker.success()  # the sink answered; it is this event it refuses

@@ -1,8 +1,9 @@
 """JSON logs through structlog, with a request id per request and secrets scrubbed.
 
 Every record passes `Redactor`: values under sensitive key names are replaced, and any configured
-secret (webhook secrets, API keys, tokens, Slack URLs) found inside a string is masked, so a
-secret that reaches a log line by accident still never reaches the log.
+secret (webhook secrets, API keys, tokens, Slack URLs, the credential parts of configured URLs)
+found inside a string is masked, so a secret that reaches a log line by accident still never
+reaches the log. Tracebacks are rendered before the redactor runs, so they are masked too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from receiver.core import events
+from receiver.core import events, masking
 
 SENSITIVE_KEYS = frozenset(
     {
@@ -31,14 +32,14 @@ SENSITIVE_KEYS = frozenset(
         "stripe-signature",
     }
 )
-MASK = "[redacted]"
+MASK = masking.REDACTED
 
 
 class Redactor:
     """A structlog processor that masks sensitive keys and any configured secret value."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.secrets = masking.ordered(secrets)
 
     def __call__(
         self, _: Any, __: str, event_dict: MutableMapping[str, Any]
@@ -59,10 +60,7 @@ class Redactor:
         return value
 
     def mask(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        return masking.mask_secrets(text, self.secrets)
 
 
 def _timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -88,8 +86,8 @@ def configure(
     structlog.configure(
         processors=[
             *shared,
+            structlog.processors.format_exc_info,  # before the redactor: tracebacks hold URLs
             redactor,
-            structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -102,6 +100,7 @@ def configure(
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
                 redactor,
                 structlog.processors.JSONRenderer(),
             ],

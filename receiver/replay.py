@@ -23,7 +23,8 @@ from receiver.core.errors import InvalidRequest, NotFound
 from receiver.store import DELIVERY_STATUSES, EventFilter, ReplayScope, Store
 
 CHUNK = 1000  # events or rows per transaction
-_SECONDS = re.compile(r"\d{1,12}(\.\d{1,9})?")
+# ASCII digits only: \d (and float()) also take `٣` and other scripts' digits.
+_SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?", re.ASCII)
 REPLAY_FIELDS = (
     "source",
     "type",

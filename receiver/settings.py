@@ -6,6 +6,7 @@ fix; nothing half-valid ever runs (fail closed).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
@@ -18,7 +19,7 @@ from typing import Any
 from handlers import providers
 from handlers.providers.base import Provider
 from handlers.sinks import SINK_SPECS
-from receiver.core import events, signing
+from receiver.core import events, masking, signing
 from receiver.core.errors import ConfigError
 from receiver.store import database_password, display_url
 
@@ -109,6 +110,14 @@ class SinkSettings:
     concurrency: int = 4
     rate_per_s: float | None = None
     timeout_s: float = 10.0
+    # Every configured secret (Settings.secret_values), longest first: what `mask` removes.
+    secrets: tuple[str, ...] = ()
+
+    def mask(self, text: str) -> str:
+        """`text` (an attempt's error) without any configured secret, this sink's own URL
+        credentials included: it is stored, shown by the admin API and logged."""
+        own = masking.ordered(_credentials(self))
+        return masking.mask_secrets(masking.mask_secrets(text, self.secrets), own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,21 +141,34 @@ class Settings:
     routes: tuple[Route, ...] = ()
 
     def secret_values(self) -> list[str]:
-        """Every configured secret, key and token: what logs must never show."""
+        """Every configured secret, key and token, and the credential parts (userinfo, query
+        values) of every configured URL: what no log line, banner or API answer may show."""
         values: list[str] = []
         for source in self.sources.values():
             values.extend(source.secrets)
             if source.api_key:
                 values.append(source.api_key)
+            if source.base_url:
+                values.extend(masking.url_secrets(source.base_url))
         for sink in self.sinks.values():
-            for key in ("secret", "url"):  # Slack webhook URLs are credentials too
-                value = sink.options.get(key)
-                if isinstance(value, str) and (key == "secret" or sink.type == "slack"):
-                    values.append(value)
+            values.extend(_credentials(sink))
         if self.server.admin_token:
             values.append(self.server.admin_token)
         values.append(database_password(self.server.database) or "")
-        return [v for v in values if len(v) >= 4]
+        return [v for v in values if len(v) >= masking.MIN_SECRET]
+
+
+
+def _credentials(sink: SinkSettings) -> list[str]:
+    """A sink's secret and the credential parts of its URLs (all of a Slack webhook URL)."""
+    found: list[str] = []
+    for key in ("url", "endpoint_url", "secret"):
+        value = sink.options.get(key)
+        if not isinstance(value, str):
+            continue
+        whole = key == "secret" or (key == "url" and sink.type == "slack")
+        found.extend([value] if whole else masking.url_secrets(value))
+    return found
 
 
 def config_path(explicit: str | None) -> str:
@@ -189,20 +211,27 @@ class _Loader:
         data = self.interpolate(raw, "")
         self.check_keys("top level", data, TOP_KEYS)
         server = self.server(self.table(data, "server"))
+        source_tables = self.tables(data, "sources")
         sources = {
             name: src
-            for name, table in self.tables(data, "sources").items()
+            for name, table in source_tables.items()
             if (src := self.source(name, table)) is not None
         }
+        sink_tables = self.tables(data, "sinks")
         sinks = {
             name: sink
-            for name, table in self.tables(data, "sinks").items()
+            for name, table in sink_tables.items()
             if (sink := self.sink(name, table)) is not None
         }
-        routes = self.routes(data.get("routes", []), sources, sinks)
+        # A source or sink that is defined but invalid has its own error already; a route
+        # naming it must not add a false "not defined" one.
+        routes = self.routes(data.get("routes", []), set(source_tables), set(sink_tables))
         if self.problems:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(self.problems))
-        return Settings(self.path, server, sources, sinks, routes)
+        settings = Settings(self.path, server, sources, sinks, routes)
+        secrets = masking.ordered(settings.secret_values())
+        masked = {n: dataclasses.replace(s, secrets=secrets) for n, s in sinks.items()}
+        return dataclasses.replace(settings, sinks=masked)
 
     # -- generic helpers -------------------------------------------------------------------
 
@@ -546,9 +575,8 @@ class _Loader:
             return DEFAULT_RETRY_SCHEDULE_S
         return tuple(float(v) for v in value)
 
-    def routes(
-        self, value: Any, sources: Mapping[str, SourceSettings], sinks: Mapping[str, SinkSettings]
-    ) -> tuple[Route, ...]:
+    def routes(self, value: Any, sources: set[str], sinks: set[str]) -> tuple[Route, ...]:
+        """The routes; `sources` and `sinks` are the names defined (valid or not)."""
         if not isinstance(value, list):
             self.fail("routes", "write routes as [[routes]] tables")
             return ()
@@ -568,13 +596,7 @@ class _Loader:
             routes.append(route)
         return tuple(routes)
 
-    def check_route(
-        self,
-        where: str,
-        route: Route,
-        sources: Mapping[str, SourceSettings],
-        sinks: Mapping[str, SinkSettings],
-    ) -> None:
+    def check_route(self, where: str, route: Route, sources: set[str], sinks: set[str]) -> None:
         if not route.sinks:
             self.fail(where, "sinks must name at least one sink")
         for sink in route.sinks:

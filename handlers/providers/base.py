@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from receiver.core import events
+from receiver.core import events, jsonx
 from receiver.core.events import Event
 
 
@@ -109,9 +109,14 @@ def as_str(value: Any) -> str | None:
 
 
 def as_float(value: Any) -> float | None:
+    """A finite number as a float, or None (a bool, a string, NaN, or an int beyond a double)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def url_list(*values: Any) -> list[str]:
@@ -126,14 +131,14 @@ def url_list(*values: Any) -> list[str]:
 
 
 def json_object(body: bytes) -> dict[str, Any] | None:
-    """The body as a JSON object, or None for anything else (not JSON, not UTF-8, a list…)."""
+    """The body as a JSON object, or None for anything else (not strict JSON, a list…), read
+    by the one parser of outside JSON: a number too large for a double reads as null, and
+    NaN, Infinity or a lone surrogate escape make the answer unreadable, never an event."""
     try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or absurdly nested
+        value = jsonx.loads(body, numbers=jsonx.NULL)
+    except jsonx.JSONError:
         return None
-    if not isinstance(value, dict) or not events.unicode_clean(body, value):
-        return None  # (a lone surrogate escape could not be stored: treat as unreadable)
-    return value
+    return value if isinstance(value, dict) else None
 
 
 def bearer_get(ctx: PollContext, path: str) -> StatusRequest:

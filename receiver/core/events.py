@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,31 +54,6 @@ def utc_now_iso() -> str:
     if _second_cache[0] != second:
         _second_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
     return f"{_second_cache[1]}.{int((now - second) * 1_000_000):06d}Z"
-
-
-# JSON may escape half of a UTF-16 pair (\ud800) that no UTF-8 text can hold; a string with
-# one cannot be stored. Checked wherever outside JSON becomes an event (webhooks, poll answers).
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-def unicode_clean(body: bytes, value: Any) -> bool:
-    """False when parsing `body` gave `value` a string that is not valid Unicode text.
-    The byte scan keeps the common case (no surrogate escape at all) cheap."""
-    return not _SURROGATE_ESCAPE.search(body) or _encodable(value)
-
-
-def _encodable(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_encodable(k) and _encodable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_encodable(v) for v in value)
-    return True
 
 
 @dataclass(slots=True)

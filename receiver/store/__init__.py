@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from receiver.core import masking
 from receiver.core.errors import ConfigError
 from receiver.core.events import Event
 
@@ -321,14 +322,9 @@ def database_password(database: str) -> str | None:
 
 
 def display_url(database: str) -> str:
-    """The database URL safe to print: any password replaced by `***`."""
-    password = database_password(database)
-    if not password:
-        return database
-    head, sep, tail = database.partition("://")
-    userinfo, at, rest = tail.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{head}{sep}{user}:***{at}{rest}"
+    """The database URL safe to print: its userinfo and query values masked (a sqlite:///
+    path, which has neither, as it is)."""
+    return masking.mask_url(database) if "@" in database or "?" in database else database
 
 
 @dataclass(frozen=True, slots=True)

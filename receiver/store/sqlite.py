@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from receiver.core import jsonx
 from receiver.core.errors import StoreUnavailable
 from receiver.core.events import TERMINAL_STATUSES
 from receiver.store import (
@@ -341,7 +342,7 @@ class SqliteStore:
             f"SELECT event_json FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
             " ORDER BY id DESC LIMIT ?"
         )
-        return [json.loads(r[0]) for r in await self._read(_fetch_all, sql, (*params, limit))]
+        return [_stored_json(r[0]) for r in await self._read(_fetch_all, sql, (*params, limit))]
 
     async def list_deliveries(
         self,
@@ -680,7 +681,7 @@ _JOB_COLUMNS = (
 
 
 def _job(row: Sequence[Any]) -> Job:
-    return Job(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
+    return Job(row[0], row[1], row[2], _stored_json(row[3]), *row[4:])
 
 
 def _job_row(job: Job) -> tuple[Any, ...]:
@@ -688,7 +689,7 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         job.source,
         job.job_id,
         job.state,
-        json.dumps(job.metadata),
+        _json_text(job.metadata, "metadata"),
         job.created_at,
         job.deadline_at,
         job.next_poll_at,
@@ -945,23 +946,45 @@ def _event_row(item: NewEvent) -> tuple[Any, ...]:
         ev.status,
         ev.via,
         ev.received_at,
-        json.dumps(doc, separators=(",", ":")),
+        _json_text(doc, "event"),
         item.raw_body,
-        json.dumps(dict(item.headers), separators=(",", ":")),
+        _json_text(dict(item.headers), "headers"),
     )
+
+
+# -- the JSON boundary: only strict JSON is written, so every read gives strict JSON back ----
+
+
+def _json_text(value: dict[str, Any], name: str) -> str:
+    """`value` as the JSON text of a column. A NaN or infinite float in it (an event's cost or
+    metadata, a job's metadata) is a ValueError naming the field (`event.cost`): written, it
+    would make every admin API page holding the row fail, and sinks would receive `NaN`."""
+    jsonx.require_finite(value, name)
+    return jsonx.dumps(value).decode()
+
+
+def _stored_json(text: str) -> Any:
+    """A JSON column as written by `_json_text`. Rows from before that rule may hold NaN or
+    Infinity (Python's json wrote them); those read as null instead of failing every read."""
+    try:
+        return jsonx.loads(text, numbers=jsonx.NULL)
+    except jsonx.JSONError:
+        return json.loads(text, parse_constant=lambda _: None)
 
 
 def _event_doc(event_json: str, raw_body: bytes) -> dict[str, Any]:
     """The normalized event as sinks and the API see it: the stored JSON plus `raw`."""
-    event: dict[str, Any] = json.loads(event_json)
+    event: dict[str, Any] = _stored_json(event_json)
     event["raw"] = _decode_raw(raw_body)
     return event
 
 
 def _decode_raw(body: bytes) -> Any:
+    """The exact bytes received, parsed as the webhook endpoint parsed them (a number too large
+    for a double reads as null); a body that is not strict JSON (an old row) is shown as text."""
     try:
-        return json.loads(body)
-    except ValueError:
+        return jsonx.loads(body, numbers=jsonx.NULL)
+    except jsonx.JSONError:
         return body.decode("utf-8", "replace")
 
 
