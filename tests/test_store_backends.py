@@ -657,7 +657,8 @@ def test_database_urls_pick_the_backend_and_print_without_passwords() -> None:
     assert isinstance(open_store("postgresql://u@h/db"), PostgresStore)
     assert isinstance(open_store("postgres://u@h/db"), PostgresStore)
     assert display_url("postgresql://u:p%40ss@h:5432/db") == "postgresql://***@h:5432/db"
-    assert display_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert display_url("postgresql://u@h/db") == "postgresql://***@h/db"  # userinfo, whole
+    assert display_url("sqlite:///./x.db") == "sqlite:///./x.db"
     with pytest.raises(StoreUnavailable, match="server closed"), _translated():
         raise psycopg.OperationalError("server closed the connection")
     # One item's data is not an outage:
