@@ -10,7 +10,6 @@ provider parse (never fails: unreadable bodies are `webhook.unrecognized`), stor
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -258,7 +257,7 @@ async def respond(
     request_id: str,
     extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    body = json.dumps(answer, separators=(",", ":")).encode()
+    body = jsonx.dumps(answer)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 from receiver.core import events, masking
@@ -69,6 +70,12 @@ def _timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mutable
     return event_dict
 
 
+def _render(record: Any, **_: Any) -> str:
+    """One JSON line, by orjson (a tenth of the standard library's cost per line); what it
+    cannot write natively (exceptions, paths) as its str()."""
+    return orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def configure(
     secrets: Iterable[str] = (),
     *,
@@ -88,7 +95,7 @@ def configure(
             *shared,
             structlog.processors.format_exc_info,  # before the redactor: tracebacks hold URLs
             redactor,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_render),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.WriteLoggerFactory(stream or sys.stdout),
@@ -102,7 +109,7 @@ def configure(
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
                 redactor,
-                structlog.processors.JSONRenderer(),
+                structlog.processors.JSONRenderer(serializer=_render),
             ],
         )
     )

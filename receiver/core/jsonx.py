@@ -156,6 +156,8 @@ def dumps(value: Any) -> bytes:
 def require_finite(value: Any, name: str) -> None:
     """Raise ValueError naming the place of the first NaN or infinite float in `value` (a
     number, or dicts and lists of them): what strict JSON cannot carry must not be stored."""
+    if _all_finite(value):  # the usual case, without building a path for every value
+        return
     stack: list[tuple[Any, str]] = [(value, name)]
     while stack:
         item, path = stack.pop()
@@ -165,6 +167,23 @@ def require_finite(value: Any, name: str) -> None:
             stack.extend((v, f"{path}.{k}") for k, v in item.items())
         elif isinstance(item, list | tuple):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+
+
+def _all_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return True
 
 
 # -- numbers typed by people and peers -------------------------------------------------------
