@@ -153,12 +153,21 @@ def create_app(settings: Settings, store: Store | None = None) -> App:
 
 
 def _verifier(source: SourceSettings) -> signing.Verifier:
-    return signing.build_verifier(
+    verifier = signing.build_verifier(
         source.signature,
         source.secrets,
         source.tolerance_s,
         where=f"sources.{source.name}.signature",
     )
+    if isinstance(verifier, signing.FalVerifier) and not verifier.user_ids:
+        # fal signs for all its customers with one key set: without an allow-list, another fal
+        # customer can send this source valid webhooks about their own jobs.
+        log.warning(
+            "fal.any_user",
+            source=source.name,
+            fix=f"set [sources.{source.name}] signature.user_ids to your fal user id(s)",
+        )
+    return verifier
 
 
 async def _with_request_id(app: Starlette, scope: Scope, receive: Receive, send: Send) -> None:
