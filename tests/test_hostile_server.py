@@ -58,7 +58,7 @@ database = "sqlite:///{db}"
 [sources.fal]
 provider = "generic"
 signature = {{ scheme = "fal", jwks = {{ keys = [{{ kty = "OKP", crv = "Ed25519", x = "{x}" }}] }}{extra} }}
-"""
+"""  # noqa: E501 (one TOML inline table cannot be wrapped)
 
 
 def fal_config(tmp: Path, extra: str = "") -> settings_mod.Settings:
