@@ -146,7 +146,8 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def ping(self) -> None:
-        """Raise if the store cannot answer a trivial query."""
+        """Raise if the store cannot commit a (trivial) write: readiness means a webhook
+        arriving now would be stored."""
 
     async def write_events(self, items: Sequence[NewEvent]) -> list[Stored]:
         """Store events and their pending deliveries in ONE transaction, deduplicated by
@@ -243,15 +244,33 @@ class Store(Protocol):
         """The number of pending deliveries and the created_at of the oldest one."""
 
 
+class StoreUnusable(ConfigError):
+    """The database cannot be opened or used at all (a directory, garbage, locked, newer
+    schema, no permission); the message names the file and the fix. Start-up exits with 2."""
+
+    code = "store_unusable"
+
+
 def is_outage(exc: BaseException) -> bool:
     """True when the store itself failed (locked, disk, connection), not one item's data."""
     return isinstance(exc, sqlite3.OperationalError | OSError | ConnectionError)
 
 
 def open_store(database: str) -> Store:
-    """The Store for a `database` URL from the config."""
+    """The Store for a `database` URL from the config (not opened yet: `await store.open()`,
+    which raises StoreUnusable for a file that cannot be used)."""
     if database.startswith("sqlite:///"):
         from receiver.store.sqlite import SqliteStore
 
         return SqliteStore(database.removeprefix("sqlite:///"))
+    raise ConfigError(f"database {database!r}: only sqlite:///PATH is supported")
+
+
+def check_store(database: str) -> None:
+    """StoreUnusable if the configured database could not be opened; creates nothing."""
+    if database.startswith("sqlite:///"):
+        from receiver.store.sqlite import check_file
+
+        check_file(database.removeprefix("sqlite:///"))
+        return
     raise ConfigError(f"database {database!r}: only sqlite:///PATH is supported")
