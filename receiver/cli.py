@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -22,7 +21,7 @@ from typing import Any, TypeVar
 from receiver import __version__, logs, poller, replay, settings, signing
 from receiver.errors import ConfigError, RequestError
 from receiver.router import Router
-from receiver.store import DELIVERY_STATUSES, JOB_STATES, Store, open_store
+from receiver.store import DELIVERY_STATUSES, JOB_STATES, Store, check_store, open_store
 
 Command = Callable[[argparse.Namespace], int]
 T = TypeVar("T")
@@ -146,31 +145,57 @@ def _load(args: argparse.Namespace) -> settings.Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the service; exit 2 at once (never hang) when the config or the database cannot
+    be used, with a message naming the fix."""
     import uvicorn
 
+    from receiver import serving
     from receiver.app import create_app
 
     config = _load(args)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     logs.configure(config.secret_values(), cache=True)
+    files = serving.raise_file_limit()
+    max_connections = serving.connection_budget(files, config.server.max_connections)
+    _with_store(config, _opened)  # a database that cannot be used fails here, clearly
     app = create_app(config)
-    print("\n".join(describe(config, host, port)), file=sys.stderr, flush=True)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-        server_header=False,
-        timeout_graceful_shutdown=10,
+    guard = serving.ConnectionGuard(
+        max_connections, config.server.request_timeout_s, app.service.metrics
     )
+    banner = [
+        *describe(config, host, port),
+        f"  limits    {max_connections} connections (open files: {files}), a request must "
+        f"arrive within {config.server.request_timeout_s:g} s",
+    ]
+    print("\n".join(banner), file=sys.stderr, flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            http=guard.protocol_class(),
+            access_log=False,
+            log_config=None,
+            lifespan="on",
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    )
+    server.run()
+    if not server.started:
+        print("hookyard: start-up failed; the log line above says why", file=sys.stderr)
+        return 2
     return 0
+
+
+async def _opened(store: Store) -> None:
+    """Nothing: opening (and migrating) the store was the point."""
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
+    check_store(config.server.database)  # would it open? (creates and changes nothing)
     if args.json:
         print(json.dumps(summary(config), indent=2))
     else:
@@ -216,10 +241,7 @@ def _with_store(config: settings.Settings, call: Callable[[Store], Awaitable[T]]
 async def _store(config: settings.Settings) -> AsyncIterator[Store]:
     """The configured store, opened directly (the server may or may not be running)."""
     store = open_store(config.server.database)
-    try:
-        await store.open()
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(f"cannot open {config.server.database}: {exc}") from None
+    await store.open()  # StoreUnusable (exit 2) names the file and the fix
     try:
         yield store
     finally:
