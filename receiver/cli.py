@@ -175,6 +175,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=host,
             port=port,
             http=guard.protocol_class(),
+            ws="none",  # hookyard serves no websockets: an upgrade is a plain request
             access_log=False,
             log_config=None,
             lifespan="on",

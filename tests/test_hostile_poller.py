@@ -18,8 +18,10 @@ from hypothesis import strategies as st
 from handlers import providers
 from handlers.providers.base import PollContext
 from receiver import events, poller
+from receiver import settings as settings_mod
 from receiver.pacing import RateLimiter
 from receiver.poller import NotPollable
+from tests.support import app_client
 from tests.test_poller import CONFIG, FAST, Provider, Rig, revid, rig
 
 SLOW_DEADLINE = CONFIG.replace(FAST, "poll_first_delay_s = 0\npoll_max_interval_s = 5\n")
@@ -262,3 +264,19 @@ async def test_a_clock_step_neither_expires_jobs_early_nor_stalls_them(
         await r.until(lambda: ("revid", "j") not in r.poller.watched)
         [event] = await r.events()
     assert event["type"] == events.COMPLETED and len(provider.polls("j")) == 3
+
+
+async def test_the_admin_api_answers_400_for_a_dot_segment_job_id(tmp_path: Path) -> None:
+    text = CONFIG.replace(
+        "[sources.revid]",
+        f'[server]\ndatabase = "sqlite:///{tmp_path}/a.db"\n'
+        'admin_token = "admin-token-0123456789abcdef"\n\n[sources.revid]',
+    )
+    (tmp_path / "a.toml").write_text(text)
+    config = settings_mod.load(str(tmp_path / "a.toml"))
+    auth = {"Authorization": "Bearer admin-token-0123456789abcdef"}
+    async with app_client(config) as (client, _):
+        answer = await client.post(
+            "/v1/jobs", json={"source": "revid", "job_id": ".."}, headers=auth
+        )
+    assert answer.status_code == 400 and "path segment" in answer.json()["message"]
