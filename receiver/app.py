@@ -23,7 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 from handlers import providers
 from receiver import admin, ui
 from receiver.core import signing
-from receiver.core.errors import HookyardError, StoreUnavailable, Unauthorized
+from receiver.core.errors import ConfigError, HookyardError, StoreUnavailable, Unauthorized
 from receiver.delivery import Delivery
 from receiver.hooks import PREFIX, Intake, WebhookEndpoint, new_request_id, request_id_of
 from receiver.ingest import Ingest
@@ -35,6 +35,9 @@ from receiver.settings import Settings, SourceSettings
 from receiver.store import Store, open_store
 
 log = structlog.get_logger("hookyard.http")
+
+READY_CACHE_S = 1.0  # /readyz probes the store at most this often
+READY_PROBE_S = 2.0  # a write probe slower than this is "not ready"
 
 
 class Hookyard:
@@ -58,6 +61,8 @@ class Hookyard:
             limits=httpx.Limits(max_connections=64),
         )
         self.metrics = Metrics(settings.sources)
+        self._ready_cache: tuple[float, str | None] | None = None
+        self._ready_lock = asyncio.Lock()
         self.delivery = Delivery(settings.sinks, self.store, metrics=self.metrics)
         self.poller = Poller(settings, self.store, self.ingest, self.http, metrics=self.metrics)
         self.replayer = Replayer(self.store, self.ingest.router.sinks_for, settings.sinks)
@@ -136,13 +141,35 @@ class Hookyard:
         problems = []
         if not self.ingest.running:
             problems.append("the event writer is not running")
-        try:
-            await self.store.ping()
-        except Exception as exc:
-            problems.append(f"the store does not answer: {type(exc).__name__}")
+        problem = await self._store_problem()
+        if problem:
+            problems.append(problem)
         if problems:
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    async def _store_problem(self) -> str | None:
+        """Why the store cannot take a write now (None: it can). Ready means a webhook would
+        be stored, so the probe is a write (see Store.ping), done at most once per
+        READY_CACHE_S however often a load balancer asks."""
+        now = time.monotonic()
+        cached = self._ready_cache
+        if cached is not None and now - cached[0] < READY_CACHE_S:
+            return cached[1]
+        async with self._ready_lock:  # one probe at a time; the others take its result
+            cached = self._ready_cache
+            if cached is not None and time.monotonic() - cached[0] < READY_CACHE_S:
+                return cached[1]
+            problem = None
+            try:
+                async with asyncio.timeout(READY_PROBE_S):
+                    await self.store.ping()
+            except TimeoutError:
+                problem = f"the store took a write no sooner than {READY_PROBE_S:g} s"
+            except Exception as exc:
+                problem = f"the store cannot take a write: {type(exc).__name__}: {exc}"[:300]
+            self._ready_cache = (time.monotonic(), problem)
+            return problem
 
 
 class App:
@@ -158,8 +185,34 @@ class App:
             await self.service.webhooks(scope, receive, send)
         elif scope["type"] == "http":
             await _with_request_id(self.other, scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
         else:
             await self.other(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """The ASGI lifespan protocol around Hookyard.lifespan. Unlike Starlette's, a start-up
+        that cannot work (a ConfigError such as an unusable database) is reported as its
+        message alone, without a traceback: the server logs it and exits."""
+        await receive()  # lifespan.startup
+        started = False
+        try:
+            async with self.service.lifespan():
+                started = True
+                await send({"type": "lifespan.startup.complete"})
+                await receive()  # lifespan.shutdown
+        except ConfigError as exc:
+            log.error("startup.failed", message=exc.message)
+            kind = "shutdown" if started else "startup"
+            await send({"type": f"lifespan.{kind}.failed", "message": exc.message})
+            return
+        except Exception as exc:
+            log.error("startup.failed" if not started else "shutdown.failed", exc_info=exc)
+            kind = "shutdown" if started else "startup"
+            message = f"{type(exc).__name__}: {exc}"
+            await send({"type": f"lifespan.{kind}.failed", "message": message})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
 
 
 def create_app(settings: Settings, store: Store | None = None, *, worker: bool = True) -> App:
@@ -186,12 +239,21 @@ def create_app(settings: Settings, store: Store | None = None, *, worker: bool =
 
 
 def _verifier(source: SourceSettings) -> signing.Verifier:
-    return signing.build_verifier(
+    verifier = signing.build_verifier(
         source.signature,
         source.secrets,
         source.tolerance_s,
         where=f"sources.{source.name}.signature",
     )
+    if isinstance(verifier, signing.FalVerifier) and not verifier.user_ids:
+        # fal signs for all its customers with one key set: without an allow-list, another fal
+        # customer can send this source valid webhooks about their own jobs.
+        log.warning(
+            "fal.any_user",
+            source=source.name,
+            fix=f"set [sources.{source.name}] signature.user_ids to your fal user id(s)",
+        )
+    return verifier
 
 
 async def _with_request_id(app: Starlette, scope: Scope, receive: Receive, send: Send) -> None:

@@ -27,7 +27,15 @@ from receiver.core import jsonx, masking, signing
 from receiver.core.errors import ConfigError, RequestError
 from receiver.openapi import MAX_DEADLINE_S, MAX_PAGE
 from receiver.router import Router
-from receiver.store import DELIVERY_STATUSES, JOB_STATES, Store, display_url, open_store
+from receiver.store import (
+    DELIVERY_STATUSES,
+    JOB_STATES,
+    Store,
+    StoreUnusable,
+    check_store,
+    display_url,
+    open_store,
+)
 
 Command = Callable[[argparse.Namespace], int]
 T = TypeVar("T")
@@ -233,8 +241,11 @@ def _load(args: argparse.Namespace) -> settings.Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the service; exit 2 at once (never hang) when the config or the database cannot
+    be used, with a message naming the fix."""
     import uvicorn
 
+    from receiver import serving
     from receiver.app import create_app
 
     config = _load(args)
@@ -244,17 +255,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 0 or (args.workers and args.no_worker):
         raise ConfigError("--workers takes a number of web processes (1 or more) and brings "
                           "its own worker process; --no-worker is for a single web process")
+    _with_store(config, _opened)  # a database that cannot be used fails here, clearly
     if args.workers:
         return _supervise(config, host, port, args.workers)
+    files = serving.raise_file_limit()
+    max_connections = serving.connection_budget(files, config.server.max_connections)
     app = create_app(config, worker=not args.no_worker)
+    guard = serving.ConnectionGuard(
+        max_connections, config.server.request_timeout_s, app.service.metrics
+    )
     if args.fd is None:
-        _say(*describe(config, host, port), file=sys.stderr)
+        _say(
+            *describe(config, host, port),
+            f"  limits    {max_connections} connections (open files: {files}), a request must "
+            f"arrive within {config.server.request_timeout_s:g} s",
+            file=sys.stderr,
+        )
         sys.stderr.flush()
     server = uvicorn.Server(
         uvicorn.Config(
             app,
             host=host,
             port=port,
+            http=guard.protocol_class(),
+            ws="none",  # hookyard serves no websockets: an upgrade is a plain request
             access_log=False,
             log_config=None,
             lifespan="on",
@@ -264,6 +288,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
     server.run(sockets=sockets)
+    if not server.started:
+        print("hookyard: start-up failed; the log line above says why", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -282,6 +309,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Delivery and polling without HTTP, until SIGTERM or SIGINT."""
     config = _load(args)
     logs.configure(config.secret_values(), cache=True)
+    _with_store(config, _opened)  # a database that cannot be used fails here, clearly
     return asyncio.run(_work(config))
 
 
@@ -300,8 +328,13 @@ async def _work(config: settings.Settings) -> int:
     return 0
 
 
+async def _opened(store: Store) -> None:
+    """Nothing: opening (and migrating) the store was the point."""
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args)
+    check_store(config.server.database)  # would it open? (creates and changes nothing)
     if args.json:
         print(json.dumps(summary(config), indent=2))
     else:
@@ -353,7 +386,9 @@ async def _store(config: settings.Settings) -> AsyncIterator[Store]:
     """The configured store, opened directly (the server may or may not be running)."""
     store = open_store(config.server.database)
     try:
-        await store.open()
+        await store.open()  # StoreUnusable (exit 2) names the file and the fix
+    except StoreUnusable:
+        raise
     except (OSError, sqlite3.Error, psycopg.Error) as exc:
         raise ConfigError(f"cannot open {display_url(config.server.database)}: {exc}") from None
     try:

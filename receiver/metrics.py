@@ -79,6 +79,14 @@ class Metrics:
             "hookyard_jobs_watched", "Jobs being watched", registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.connections_refused = Counter(
+            "hookyard_connections_refused",
+            "Connections closed by the connection cap (reason: full = a new one refused, "
+            "idle_evicted = an idle one closed to admit a new one) or by the request timeout "
+            "(reason: request_timeout)",
+            ["reason"],
+            registry=r,
+        )
         # The hot path uses pre-bound children: labels() costs a dict lookup and a lock.
         self._accepted = {
             s: (

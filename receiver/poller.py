@@ -7,8 +7,25 @@ and the source's own `poll_rate_per_s`. A job's next poll backs off while it run
 the cap), never comes sooner than the provider's per-job minimum (Rendergrid: 5 s) nor before a
 `Retry-After`, and a network error or 5xx is retried later. A terminal answer becomes an event
 through `ingest.submit`, with the same idempotency key a webhook would have, so a webhook and
-a poll reporting the same outcome are one event. At the deadline the job gets
-`generation.expired`; after repeated 404s it is marked failed.
+a poll reporting the same outcome are one event. After repeated 404s a job is marked failed.
+
+The deadline: the last poll is scheduled AT the deadline and asks the provider once more; only
+a non-terminal answer then gives `generation.expired` (a job that finished after the previous
+poll is reported as it finished). Past the deadline, network errors and 5xx are retried for one
+more `max_interval_s`, then the job expires.
+
+Limits: every poll answer is read under a size cap (`MAX_ANSWER_BYTES`) and the whole exchange
+within `POLL_DEADLINE_S`; an answer over the cap, a redirect (never followed) or a peer too slow
+is a transient provider problem, retried on the backoff and logged. A job is never polled sooner
+than the provider's `min_interval_s` after its previous poll, also when a confirm-by-fetch
+callback asks for an immediate poll (a callback may bring the next poll forward, not closer).
+A `Retry-After` holds every poll for that key, also those already waiting in the pacer.
+
+Clocks: the schedule in the store is wall time (other processes and the CLI read it), but the
+poller measures it with `ScheduleClock`: the wall time at start plus the MONOTONIC time elapsed
+since. A step of the system clock (NTP, a VM resume, an operator) therefore neither makes every
+job look overdue or expired nor stalls retries until the clock catches up. Sleeps and pacers
+use the monotonic clock directly.
 
 Webhook providers: a watched job is first polled only `fallback_poll_after_s` after it was
 registered, and a terminal webhook that arrives first ends the watch (safety net).
@@ -21,18 +38,19 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import structlog
 
 from handlers import providers
 from handlers.providers.base import DONE, NOT_FOUND, Poll, PollAnswer, PollContext
-from handlers.sinks.base import retry_after_seconds
 from receiver.core import events
 from receiver.core.batching import GroupCommit
+from receiver.core.http import Answer, TooLarge, request_capped, retry_after_s
 from receiver.core.pacing import RateLimiter
 from receiver.ingest import Ingest
 from receiver.metrics import Metrics
@@ -44,13 +62,32 @@ log = structlog.get_logger("hookyard.poller")
 NOT_FOUND_LIMIT = 3  # 404s in a row before a job is marked failed
 BACKOFF = 1.5
 RETRY_AFTER_CAP_S = 600.0
-REQUEST_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 10.0  # each connect/read
+POLL_DEADLINE_S = 20.0  # the whole exchange: a provider dripping bytes is cut off here
+MAX_ANSWER_BYTES = 1_048_576  # a status answer larger than this is unreadable (retried)
 IDLE_RECHECK_S = 5.0  # also how soon a job registered by the CLI (another process) is seen
 CREDENTIALS_WAIT_S = 300.0  # after 401/403: the key is wrong; look again later
 
 
 class NotPollable(ValueError):
-    """The source cannot be polled (unknown, no status API, or no api_key)."""
+    """The source cannot be polled (unknown, no status API, or no api_key), or the job id
+    cannot be put in a status URL."""
+
+
+class ScheduleClock:
+    """Wall-clock time that only moves with the monotonic clock (see the module docstring)."""
+
+    def __init__(
+        self,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._monotonic = monotonic
+        self._wall0 = wall()
+        self._mono0 = monotonic()
+
+    def now(self) -> float:
+        return self._wall0 + (self._monotonic() - self._mono0)
 
 
 @dataclass
@@ -141,6 +178,9 @@ def plan_job(
     start); a polling-only provider's after its module's first delay."""
     if not job_id or len(job_id) > 256:
         raise NotPollable("job_id must be a non-empty string of at most 256 characters")
+    if job_id in (".", ".."):
+        # A dot segment would change the status URL (`/creations/..` is `/`), not name a job.
+        raise NotPollable(f"job_id {job_id!r} is not a job id: '.' and '..' are path segments")
     if confirm:
         first = 0.0
     elif src.pushes_webhooks:
@@ -172,6 +212,7 @@ class Poller:
         *,
         concurrency: int = 32,
         metrics: Metrics | None = None,
+        clock: ScheduleClock | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -180,6 +221,11 @@ class Poller:
         self.concurrency = concurrency
         self.sources = poll_sources(settings)
         self.metrics = metrics or Metrics()
+        self.clock = clock or ScheduleClock()
+        # When each job was last asked (monotonic), for the provider's per-job minimum interval.
+        # In memory like the pacers: one process polls (the leader), and after a restart the
+        # stored schedule already keeps the interval.
+        self._last_poll: dict[tuple[str, str], float] = {}
         self.watched: dict[tuple[str, str], dict[str, Any]] = {}  # key → metadata
         self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
@@ -229,9 +275,10 @@ class Poller:
         """Watch a job (registering it twice is harmless); return the job and whether it is new.
 
         confirm: a callback hinted that the job changed, so ask the provider at once."""
-        now = time.time()
+        now = self.clock.now()
+        src = pollable(self.settings, self.sources, source)
         job = plan_job(
-            pollable(self.settings, self.sources, source),
+            src,
             job_id,
             now=now,
             deadline_s=deadline_s,
@@ -250,9 +297,13 @@ class Poller:
             )
             self.wake()
         elif confirm and stored.state == "watching":
-            stored = dataclasses.replace(stored, next_poll_at=now, updated_at=now)
-            await self._saver.submit(stored)
-            self.wake()
+            # A callback may bring the next poll forward, never closer to the previous poll
+            # than the provider allows: anyone can send callbacks to a confirm-by-fetch source.
+            earliest = now + self._spacing_left(src, (source, job_id))
+            if earliest < stored.next_poll_at:
+                stored = dataclasses.replace(stored, next_poll_at=earliest, updated_at=now)
+                await self._saver.submit(stored)
+                self.wake()
         return stored, new
 
     def metadata_for(self, source: str, job_id: str | None) -> dict[str, Any] | None:
@@ -271,7 +322,8 @@ class Poller:
             return
         for key in finished:
             self.watched.pop(key, None)
-        task = asyncio.create_task(self.store.finish_jobs(finished, time.time()))
+            self._last_poll.pop(key, None)
+        task = asyncio.create_task(self.store.finish_jobs(finished, self.clock.now()))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -282,7 +334,7 @@ class Poller:
             self._wakeup.clear()
             free = self.concurrency - len(self._inflight)
             due = (
-                await self.store.due_jobs(time.time(), free, set(self._inflight))
+                await self.store.due_jobs(self.clock.now(), free, set(self._inflight))
                 if free > 0
                 else []
             )
@@ -296,7 +348,7 @@ class Poller:
         if free > 0:
             next_at = await self.store.next_job_due_at()
             if next_at is not None:
-                timeout = min(max(0.0, next_at - time.time()), IDLE_RECHECK_S)
+                timeout = min(max(0.0, next_at - self.clock.now()), IDLE_RECHECK_S)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._wakeup.wait()
@@ -317,7 +369,9 @@ class Poller:
         except Exception as exc:  # one job's surprise must not stop the scheduler
             log.error("poll.crashed", source=job.source, job_id=job.job_id, exc_info=exc)
             with contextlib.suppress(Exception):
-                await self._again(job, time.time(), f"internal error: {type(exc).__name__}", None)
+                await self._again(
+                    job, self.clock.now(), f"internal error: {type(exc).__name__}", None
+                )
 
     # -- one poll ----------------------------------------------------------------------------
 
@@ -326,9 +380,9 @@ class Poller:
         if src is None:
             await self._end(job, "failed", "its source is no longer configured for polling")
             return
-        if time.time() >= job.deadline_at:
-            await self._expire(job)
-            return
+        key = (job.source, job.job_id)
+        if (wait := self._spacing_left(src, key)) > 0:
+            await asyncio.sleep(wait)
         await src.pace()
         ctx = PollContext(
             job.source,
@@ -339,36 +393,61 @@ class Poller:
             job.metadata,
         )
         request = src.poll.build_request(ctx)
+        if not _names_job(request.url, job.job_id):
+            await self._end(job, "failed", "the job id does not survive as one URL path segment")
+            return
         job = dataclasses.replace(job, polls=job.polls + 1)
+        self._last_poll[key] = time.monotonic()
         try:
-            response = await self.http.request(
+            answer = await request_capped(
+                self.http,
                 request.method,
                 request.url,
+                limit=MAX_ANSWER_BYTES,
+                deadline_s=POLL_DEADLINE_S,
+                refuse_larger=True,
                 headers=dict(request.headers),
                 timeout=REQUEST_TIMEOUT_S,
             )
+        except TooLarge:
+            self._count(src, "too_large")
+            error = f"the answer is larger than {MAX_ANSWER_BYTES} bytes (not read)"
+            await self._again(job, self.clock.now(), error, None)
+            return
+        except TimeoutError:
+            self._count(src, "timeout")
+            error = f"no complete answer within {POLL_DEADLINE_S:g} s"
+            await self._again(job, self.clock.now(), error, None)
+            return
         except httpx.HTTPError as exc:
             self._count(src, "network_error")
-            await self._again(job, time.time(), f"{type(exc).__name__}: {exc}"[:300], None)
+            await self._again(job, self.clock.now(), f"{type(exc).__name__}: {exc}"[:300], None)
             return
-        await self._answered(job, src, ctx, response)
+        await self._answered(job, src, ctx, answer)
+
+    def _spacing_left(self, src: PollSource, key: tuple[str, str]) -> float:
+        """Seconds until the job may be asked again under the provider's per-job minimum."""
+        last = self._last_poll.get(key)
+        if last is None or not src.poll.min_interval_s:
+            return 0.0
+        return max(0.0, last + src.poll.min_interval_s - time.monotonic())
 
     def _count(self, src: PollSource, answer: str) -> None:
         self.metrics.polls.labels(src.settings.provider, answer).inc()
 
     async def _answered(
-        self, job: Job, src: PollSource, ctx: PollContext, response: httpx.Response
+        self, job: Job, src: PollSource, ctx: PollContext, response: Answer
     ) -> None:
-        code, now = response.status_code, time.time()
+        code, now = response.status, self.clock.now()
         if 200 <= code < 300 or code == 404:
-            answer = src.poll.parse_answer(ctx, code, response.content)
+            answer = src.poll.parse_answer(ctx, code, response.body)
             self._count(src, answer.state)
-            await self._apply(job, src, answer, response.content, now)
+            await self._apply(job, src, answer, response.body, now)
             return
         self._count(src, str(code))
         if code in (429, 503):
             wait = min(
-                retry_after_seconds(response.headers.get("retry-after")) or 0.0, RETRY_AFTER_CAP_S
+                retry_after_s(response.headers.get("retry-after")) or 0.0, RETRY_AFTER_CAP_S
             )
             src.key_limit.hold(wait)
             await self._again(job, now, f"the provider answered {code}", wait)
@@ -382,10 +461,15 @@ class Poller:
             await self._again(
                 job, now, f"the provider refused the api_key ({code})", CREDENTIALS_WAIT_S
             )
+        elif 300 <= code < 400:
+            # Never followed (the api_key would go wherever Location points); a provider
+            # moving or a proxy misbehaving is transient until someone fixes base_url.
+            error = f"the provider answered {code} (a redirect, not followed; check base_url)"
+            await self._again(job, now, error, None)
         elif code >= 500 or code == 408:
             await self._again(job, now, f"the provider answered {code}", None)
         else:
-            await self._end(job, "failed", f"the provider answered {code}: {response.text[:200]}")
+            await self._end(job, "failed", f"the provider answered {code}: {response.excerpt()}")
 
     async def _apply(
         self, job: Job, src: PollSource, answer: PollAnswer, body: bytes, now: float
@@ -411,10 +495,15 @@ class Poller:
                     f"the provider does not know job {job.job_id!r} "
                     f"({job.not_found} answers of 404)",
                 )
+            elif now >= job.deadline_at:
+                await self._expire(job)
             else:
                 await self._again(job, now, "the provider answered 404", None)
         else:
             job = dataclasses.replace(job, not_found=0, last_status=answer.status)
+            if now >= job.deadline_at:  # the final look found it still running
+                await self._expire(job)
+                return
             interval = src.next_interval(job.interval_s)
             await self._schedule(job, now, interval, None)
 
@@ -422,6 +511,11 @@ class Poller:
         """Poll again later: after `wait_s` if the provider said so, else on the backoff."""
         src = self.sources.get(job.source)
         interval = src.next_interval(job.interval_s) if src else IDLE_RECHECK_S
+        grace = src.max_interval_s if src else IDLE_RECHECK_S
+        if now >= job.deadline_at + grace:  # no answer at the deadline, nor for a while after
+            log.warning("poll.unanswered", source=job.source, job_id=job.job_id, error=error)
+            await self._expire(dataclasses.replace(job, last_error=error))
+            return
         log.warning(
             "poll.retry",
             source=job.source,
@@ -432,10 +526,13 @@ class Poller:
         await self._schedule(job, now, max(interval, wait_s or 0.0), error)
 
     async def _schedule(self, job: Job, now: float, interval: float, error: str | None) -> None:
+        """The next poll `interval` from now, but never later than the deadline (the final look
+        happens AT the deadline); past the deadline, a plain retry."""
+        at = now + interval
         await self._saver.submit(
             dataclasses.replace(
                 job,
-                next_poll_at=min(now + interval, job.deadline_at),
+                next_poll_at=min(at, job.deadline_at) if now < job.deadline_at else at,
                 interval_s=interval,
                 last_error=error,
                 updated_at=now,
@@ -474,6 +571,17 @@ class Poller:
         if state == "failed":
             log.error("poll.failed", source=job.source, job_id=job.job_id, error=error)
         self.watched.pop((job.source, job.job_id), None)
+        self._last_poll.pop((job.source, job.job_id), None)
         await self._saver.submit(
-            dataclasses.replace(job, state=state, last_error=error, updated_at=time.time())
+            dataclasses.replace(job, state=state, last_error=error, updated_at=self.clock.now())
         )
+
+
+def _names_job(url: str, job_id: str) -> bool:
+    """Whether the status URL, as the HTTP client will send it, still has the job id as one
+    whole path segment (a client normalises dot segments, which would ask for another path)."""
+    try:
+        path = httpx.URL(url).raw_path.split(b"?", 1)[0].decode("ascii")
+    except (httpx.InvalidURL, UnicodeDecodeError):
+        return False
+    return job_id in (unquote(segment) for segment in path.split("/"))

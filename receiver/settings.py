@@ -39,7 +39,17 @@ DEFAULT_RETRY_SCHEDULE_S = (
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
-SERVER_KEYS = frozenset({"host", "port", "database", "max_body_bytes", "admin_token"})
+SERVER_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "database",
+        "max_body_bytes",
+        "admin_token",
+        "request_timeout_s",
+        "max_connections",
+    }
+)
 SOURCE_KEYS = frozenset(
     {
         "provider",
@@ -67,6 +77,9 @@ class ServerSettings:
     database: str = "sqlite:///./hookyard.db"
     max_body_bytes: int = 1_048_576
     admin_token: str | None = None
+    # A connection must send a complete request within this; idle sockets cannot pile up.
+    request_timeout_s: float = 10.0
+    max_connections: int | None = None  # None: derived from the open-file limit at start
 
     @property
     def sqlite_path(self) -> str:
@@ -368,6 +381,14 @@ class _Loader:
                 "server", table, "max_body_bytes", defaults.max_body_bytes, 1
             ),
             admin_token=token,
+            request_timeout_s=self.number(
+                "server", table, "request_timeout_s", defaults.request_timeout_s, minimum=0.1
+            ),
+            max_connections=(
+                self.integer("server", table, "max_connections", 0, 1)
+                if "max_connections" in table
+                else None
+            ),
         )
 
     def source(self, name: str, table: Mapping[str, Any]) -> SourceSettings | None:

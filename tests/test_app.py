@@ -207,7 +207,8 @@ async def test_store_unavailable_is_503_and_the_retry_succeeds(tmp_path: Path) -
             content=COMPLETED,
             headers=signed_headers(config, "rendergrid", COMPLETED),
         )
-    assert ready.status_code == 200  # reads still work under a write lock (WAL)
+    # Reads still work under a write lock (WAL), but readiness means "a webhook would be stored"
+    assert ready.status_code == 503 and "cannot take a write" in ready.text
     assert retry.status_code == 200 and retry.json()["duplicate"] is False
 
 

@@ -177,6 +177,8 @@ def test_deadline_produces_generation_expired_at_the_sink(tmp_path: Path, sink: 
         try:
             watch(server, "revid", "slow", deadline_s=1)
             wait_for(lambda: len(sink.requests) >= 1)
+            # The job's end is saved just after its event, which may reach the sink first.
+            wait_for(lambda: job_state(tmp_path, "revid", "slow") != "watching")
             state = job_state(tmp_path, "revid", "slow")
         finally:
             server.kill()

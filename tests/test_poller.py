@@ -86,6 +86,15 @@ class Rig:
         job = await self.store.get_job(source, job_id)
         return job.state if job else None
 
+    async def settled(self, source: str, job_id: str, timeout: float = 10.0) -> str | None:
+        """The job's state once it has left `watching` (its end is saved after the event)."""
+        deadline = time.monotonic() + timeout
+        while (state := await self.job_state(source, job_id)) == "watching":
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        return state
+
 
 @asynccontextmanager
 async def rig(
@@ -129,9 +138,8 @@ async def test_job_polled_until_done_becomes_one_event_with_metadata(tmp_path: P
         job, new = await r.poller.watch("revid", "job_1", metadata={"order": 7})
         assert new and job.state == "watching"
         await r.until(lambda: len(provider.polls("job_1")) >= 3)
-        await asyncio.sleep(0.3)
+        state = await r.settled("revid", "job_1")
         [event] = await r.events()
-        state = await r.job_state("revid", "job_1")
     assert event["type"] == events.COMPLETED and event["via"] == "poll"
     assert event["outputs"] == ["https://cdn.test/1.png"] and event["metadata"] == {"order": 7}
     assert event["raw"] == {"status": "completed", "result": "https://cdn.test/1.png"}
@@ -167,7 +175,7 @@ async def test_repeated_404_marks_the_job_failed_without_an_event(tmp_path: Path
     async with rig(tmp_path, provider) as r:
         await r.poller.watch("revid", "ghost")
         await r.until(lambda: len(provider.polls("ghost")) >= 3)
-        await asyncio.sleep(0.3)
+        await r.settled("revid", "ghost")
         job = await r.store.get_job("revid", "ghost")
         found = await r.events()
     assert job is not None and job.state == "failed" and "404" in str(job.last_error)
@@ -187,8 +195,7 @@ async def test_retry_after_on_503_and_network_errors_are_retried(tmp_path: Path)
     async with rig(tmp_path, provider) as r:
         await r.poller.watch("revid", "j")
         await r.until(lambda: len(provider.polls("j")) >= 3, timeout=15)
-        await asyncio.sleep(0.2)
-        state = await r.job_state("revid", "j")
+        state = await r.settled("revid", "j")
     first, second, _ = provider.polls("j")
     assert second - first >= 0.95  # the provider asked for a second
     assert state == "done"

@@ -25,7 +25,6 @@ from receiver.core.http import (
 from receiver.core.poster import Poster, PostFailed
 
 ERROR_TEXT_LIMIT = 500
-retry_after_seconds = retry_after_s  # the poller's older name for the one implementation
 
 
 class SinkError(Exception):

@@ -4,6 +4,10 @@ For local use, the example config and debugging. Lines that arrive while a write
 are written together with one fsync (group commit), so a busy sink costs one fsync per group,
 not per event. A replayed event is appended again (the file is a log of deliveries, not a set
 of events): dedupe on the line's `id` when reading.
+
+Each append is all-or-nothing: a write or fsync that fails (a full disk, a quota) truncates the
+file back to its size before the append, so the retry never lands on half a line. A file that
+does not end in a newline (a crash mid-write before this rule, an editor) gets one first.
 """
 
 from __future__ import annotations
@@ -37,13 +41,29 @@ class JsonlSink:
 
     def _append(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _append_whole(fd, data)
+        finally:
+            os.close(fd)
 
     async def aclose(self) -> None:
         await self._lines.drain()
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append `data` to the file and fsync it, or leave the file as it was and raise OSError."""
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        data = b"\n" + data  # never glue our first line onto someone's unfinished one
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError:
+        os.ftruncate(fd, size)
+        raise
 
 
 def create(name: str, options: Mapping[str, Any], ctx: SinkContext) -> JsonlSink:

@@ -30,20 +30,29 @@ class RateLimiter:
         self.window_s = window_s
         self.allowance = max(1, math.floor(rate * window_s)) if rate else 0
         self.next_at = 0.0  # the next free slot (also pushed out by hold())
+        self.held_until = 0.0  # nothing goes out before this (monotonic), see hold()
         self._sent: collections.deque[float] = collections.deque()
 
     async def acquire(self) -> None:
-        now = time.monotonic()
-        slot = max(now, self.next_at)
-        self.next_at = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        """Wait for a slot. A hold() that begins while a caller sleeps sends it back in line
+        behind the hold: a slot taken before a 429 is no licence to send during its pause."""
+        while True:
+            now = time.monotonic()
+            slot = max(now, self.next_at)
+            self.next_at = slot + self.interval
+            if slot > now:
+                await asyncio.sleep(slot - now)
+            if time.monotonic() >= self.held_until:
+                break
         if self.allowance:
             await self._room()
 
     async def _room(self) -> None:
         while True:
             now = time.monotonic()
+            if now < self.held_until:
+                await asyncio.sleep(self.held_until - now)
+                continue
             while self._sent and now - self._sent[0] >= self.window_s:
                 self._sent.popleft()
             gap = now - self._sent[-1] if self._sent else self.interval
@@ -56,5 +65,8 @@ class RateLimiter:
             await asyncio.sleep(max(full, self.interval / 2 - gap))
 
     def hold(self, seconds: float) -> None:
-        """Nothing before `seconds` from now (a Retry-After the other side asked for)."""
-        self.next_at = max(self.next_at, time.monotonic() + seconds)
+        """Nothing before `seconds` from now (a Retry-After the other side asked for), also
+        for callers already waiting for a slot."""
+        until = time.monotonic() + seconds
+        self.held_until = max(self.held_until, until)
+        self.next_at = max(self.next_at, until)

@@ -575,18 +575,24 @@ def _jwks_keys(document: Any, *, strict: bool) -> list[Ed25519PublicKey]:
     return parsed
 
 
-def _fal_message(headers: Mapping[str, str], body: bytes) -> tuple[str, int, bytes]:
-    """(request id, timestamp, signed message) from fal's headers."""
+def _fal_message(headers: Mapping[str, str], body: bytes) -> tuple[str, str, int, bytes]:
+    """(request id, user id, timestamp, signed message) from fal's headers."""
     request_id = _required(headers, _FAL_ID)
     user_id = _required(headers, _FAL_USER)
     raw_ts = _required(headers, _FAL_TS)
     timestamp = _timestamp(raw_ts, _FAL_TS)
     digest = hashlib.sha256(body).hexdigest()
-    return request_id, timestamp, f"{request_id}\n{user_id}\n{raw_ts}\n{digest}".encode()
+    message = f"{request_id}\n{user_id}\n{raw_ts}\n{digest}".encode()
+    return request_id, user_id, timestamp, message
 
 
 class FalVerifier:
-    """fal.ai: Ed25519 over request id, user id, timestamp and the body's SHA-256."""
+    """fal.ai: Ed25519 over request id, user id, timestamp and the body's SHA-256.
+
+    fal signs every customer's webhooks with the same keys, so a valid signature only proves
+    the callback came from fal, not that it is about OUR account: `user_ids` (an allow-list of
+    `X-Fal-Webhook-User-Id` values) closes that. Empty means any fal user (warned at start-up).
+    """
 
     scheme = "fal"
 
@@ -597,7 +603,9 @@ class FalVerifier:
         keys: Sequence[Ed25519PublicKey] = (),
         jwks_url: str | None = None,
         http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
+        user_ids: Sequence[str] = (),
     ) -> None:
+        self.user_ids = frozenset(user_ids)
         self._keys = list(keys)
         self._url = jwks_url
         self._factory = http_client_factory or (lambda: httpx.AsyncClient(timeout=5))
@@ -610,7 +618,12 @@ class FalVerifier:
         self, headers: Mapping[str, str], body: bytes, now: float | None = None
     ) -> Verified:
         """Accept a fresh signature by a JWKS key; an unknown key costs one rate-limited refetch."""
-        request_id, timestamp, message = _fal_message(headers, body)
+        request_id, user_id, timestamp, message = _fal_message(headers, body)
+        if self.user_ids and not any(hmac.compare_digest(user_id, u) for u in self.user_ids):
+            # The value is not echoed: the message names the header and the setting to fix.
+            raise SignatureInvalid(
+                f"the {_FAL_USER} header names a fal user that is not in this source's user_ids"
+            )
         signature = _hexdecode(_required(headers, _FAL_SIG))
         if signature is None or len(signature) != 64:
             raise SignatureInvalid(f"the {_FAL_SIG} header is not 128 hex characters")
@@ -699,6 +712,7 @@ def _fal_verifier(
     where: str,
     factory: Callable[[], httpx.AsyncClient] | None,
 ) -> FalVerifier:
+    user_ids = _fal_user_ids(settings, where)
     has_url, has_jwks = "jwks_url" in settings, "jwks" in settings
     if has_url == has_jwks:
         raise _fail(
@@ -712,11 +726,22 @@ def _fal_verifier(
             keys = _jwks_keys(settings["jwks"], strict=True)
         except _JwksError as exc:
             raise _fail(where, "jwks", str(exc)) from None
-        return FalVerifier(tolerance_s, keys=keys)
+        return FalVerifier(tolerance_s, keys=keys, user_ids=user_ids)
     url = settings["jwks_url"]
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
         raise _fail(where, "jwks_url", "must be an http(s) URL")
-    return FalVerifier(tolerance_s, jwks_url=url, http_client_factory=factory)
+    return FalVerifier(tolerance_s, jwks_url=url, http_client_factory=factory, user_ids=user_ids)
+
+
+def _fal_user_ids(settings: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    found = settings.get("user_ids", [])
+    if not isinstance(found, list) or not all(isinstance(u, str) and u.strip() for u in found):
+        raise _fail(
+            where,
+            "user_ids",
+            'must be a list of fal user ids (strings), e.g. user_ids = ["your-fal-user-id"]',
+        )
+    return tuple(u.strip() for u in found)
 
 
 # ---------------------------------------------------------------- none
@@ -754,7 +779,7 @@ _SCHEME_KEYS: dict[str, tuple[str, ...]] = {
         "timestamp_header",
         "id_header",
     ),
-    "fal": ("jwks_url", "jwks"),
+    "fal": ("jwks_url", "jwks", "user_ids"),
     "none": (),
 }
 

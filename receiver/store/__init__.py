@@ -152,7 +152,8 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def ping(self) -> None:
-        """Raise if the store cannot answer a trivial query."""
+        """Raise if the store cannot commit a (trivial) write: readiness means a webhook
+        arriving now would be stored."""
 
     async def wait_for_change(self, timeout_s: float) -> bool:
         """Return True soon after anyone (any process) commits to the store, False after
@@ -297,8 +298,16 @@ def owner_is_dead(owner: str) -> bool:
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+class StoreUnusable(ConfigError):
+    """The database cannot be opened or used at all (a directory, garbage, locked, newer
+    schema, no permission); the message names the file and the fix. Start-up exits with 2."""
+
+    code = "store_unusable"
+
+
 def open_store(database: str) -> Store:
-    """The Store for a `database` URL from the config."""
+    """The Store for a `database` URL from the config (not opened yet: `await store.open()`,
+    which raises StoreUnusable for a file that cannot be used)."""
     if database.startswith("sqlite:///"):
         from receiver.store.sqlite import SqliteStore
 
@@ -311,6 +320,15 @@ def open_store(database: str) -> Store:
         f"database {display_url(database)!r}: use sqlite:///PATH or "
         "postgresql://user@host:5432/dbname"
     )
+
+
+def check_store(database: str) -> None:
+    """StoreUnusable if a configured SQLite file could not be opened; creates nothing. (A
+    PostgreSQL URL is checked for its form only: `check` does not connect.)"""
+    if database.startswith("sqlite:///"):
+        from receiver.store.sqlite import check_file
+
+        check_file(database.removeprefix("sqlite:///"))
 
 
 def database_password(database: str) -> str | None:

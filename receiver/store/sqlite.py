@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +32,7 @@ from receiver.store import (
     ReplayScope,
     SinkStats,
     Stored,
+    StoreUnusable,
     new_owner_id,
     owner_is_dead,
 )
@@ -122,8 +124,8 @@ DEFAULT_LEASE_S = 300.0
 CHANGE_POLL_S = 0.015  # how often wait_for_change looks: a cheap read of a counter
 
 
-class SchemaTooNew(RuntimeError):
-    pass
+class SchemaTooNew(StoreUnusable):
+    """The file was written by a newer hookyard; this one must not touch it."""
 
 
 Sql = sqlite3.Connection
@@ -159,7 +161,9 @@ class SqliteStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        """Connect and migrate, or raise StoreUnusable naming the file and the fix. Never
+        leaves a connection (a non-daemon thread that would keep the process alive) behind."""
+        usable_path(self.path, create=True)
         try:
             self._writer = await self._connect()
             await _run(self._writer, _migrate, self.path)
@@ -167,16 +171,23 @@ class SqliteStore:
             self._reader = await self._connect()
             self._watcher = await self._connect()
             self._data_version = await _run(self._watcher, _data_version)
-        except BaseException:
+        except BaseException as exc:
             await self.close()
+            cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
+            if isinstance(cause, sqlite3.Error | OSError):
+                raise unusable(self.path, cause, self.busy_timeout_ms) from None
             raise
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
-        await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        await db.execute("PRAGMA journal_mode = WAL")
-        await db.execute("PRAGMA synchronous = FULL")
-        await db.execute("PRAGMA foreign_keys = ON")
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = FULL")
+            await db.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            await db.close()
+            raise
         return db
 
     async def close(self) -> None:
@@ -217,7 +228,9 @@ class SqliteStore:
             await asyncio.sleep(min(CHANGE_POLL_S, left))
 
     async def ping(self) -> None:
-        await self._read(_fetch_all, "SELECT 1", ())
+        """Commit a write that changes nothing: a full disk, a read-only or damaged file or a
+        lock held elsewhere fail here as they would fail the next webhook (a read would not)."""
+        await self._write(_touch)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -517,18 +530,110 @@ def _fetch_all(conn: Sql, sql: str, params: Sequence[Any]) -> list[Any]:
     return conn.execute(sql, params).fetchall()
 
 
+def _touch(conn: Sql) -> None:
+    # Flipped twice, so the row ends as it was but its page is dirty and really written at the
+    # commit (SQLite skips writing a cell overwritten with identical content).
+    conn.execute("UPDATE schema_version SET version = -version")
+    conn.execute("UPDATE schema_version SET version = -version")
+
+
+def usable_path(path: str, *, create: bool) -> None:
+    """StoreUnusable unless `path` can hold a SQLite database this user can write: a file (or
+    nothing yet) in a writable directory. With `create`, make missing directories."""
+    file = Path(path)
+    if file.is_dir():
+        raise StoreUnusable(
+            f"{path} is a directory, not a database file; point [server] database at a file "
+            f"in it, e.g. sqlite:///{file / 'hookyard.db'}"
+        )
+    parent = next((p for p in file.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise StoreUnusable(
+            f"cannot put the database at {path}: {parent} is a file, not a directory; "
+            "fix [server] database"
+        )
+    if create:
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnusable(
+                f"cannot create the directory {file.parent} for the database {path}: "
+                f"{exc.strerror}; create it or fix [server] database"
+            ) from None
+        parent = file.parent
+    # WAL mode creates `-wal` and `-shm` files next to the database, so the directory must be
+    # writable even when the file exists.
+    if not os.access(parent, os.W_OK | os.X_OK) or (
+        file.exists() and not os.access(file, os.R_OK | os.W_OK)
+    ):
+        raise StoreUnusable(
+            f"cannot write the database {path}: this user ({os.getuid()}) needs read and "
+            f"write access to the file and to its directory {parent}; fix the permissions "
+            "or [server] database"
+        )
+
+
+def unusable(path: str, exc: BaseException, busy_timeout_ms: int = 0) -> StoreUnusable:
+    """A driver error met while opening `path`, as a message that says what to do."""
+    if isinstance(exc, StoreUnusable):
+        return exc
+    text = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
+        fix = (
+            "is not a SQLite database (damaged, or another kind of file); move it aside "
+            "(hookyard then starts a new one) or point [server] database at the right file"
+        )
+    elif "locked" in text or "busy" in text:
+        fix = (
+            f"is locked by another process (waited {busy_timeout_ms / 1000:g} s); stop the "
+            "program holding it (a sqlite3 shell, a backup, another hookyard) and start again"
+        )
+    elif "readonly" in text or "read-only" in text:
+        fix = "is read-only for this user; fix the permissions of the file and its directory"
+    elif "full" in text or "disk I/O" in text:
+        fix = f"cannot be written ({text}); free disk space and check the disk"
+    elif "unable to open" in text:
+        fix = "cannot be opened; check that its directory exists and this user may write there"
+    else:
+        fix = f"cannot be used ({type(exc).__name__}: {text}); check the file and its directory"
+    return StoreUnusable(f"the database {path} {fix}")
+
+
+def check_file(path: str, busy_timeout_ms: int = 1000) -> None:
+    """Whether `path` would open, without creating or changing anything (`hookyard check`)."""
+    usable_path(path, create=False)
+    if not Path(path).exists():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=busy_timeout_ms / 1000)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            if "schema_version" in tables:
+                _check_version(conn, path)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise unusable(path, exc, busy_timeout_ms) from None
+
+
+def _check_version(conn: Sql, path: str) -> int:
+    (current,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the database {path} has schema version {current}, newer than this hookyard "
+            f"understands ({SCHEMA_VERSION}); run the newer hookyard that wrote it, or "
+            "upgrade hookyard"
+        )
+    return int(current)
+
+
 def _migrate(conn: Sql, path: str) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     _in_transaction(conn, _apply_migrations, path)
 
 
 def _apply_migrations(conn: Sql, path: str) -> None:
-    (current,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
-    if current > SCHEMA_VERSION:
-        raise SchemaTooNew(
-            f"{path} has schema version {current}, newer than this hookyard understands "
-            f"({SCHEMA_VERSION}); upgrade hookyard"
-        )
+    current = _check_version(conn, path)
     for version in range(current, SCHEMA_VERSION):
         for statement in MIGRATIONS[version]:
             conn.execute(statement)
