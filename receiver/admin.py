@@ -228,7 +228,6 @@ class AdminApi:
         source, job_id = request.path_params["source"], request.path_params["job_id"]
         if not await self.service.store.delete_job(source, job_id):
             raise NotFound(f"no watched job {job_id!r} at source {source!r}")
-        self.service.poller.watched.pop((source, job_id), None)
         return Response(status_code=204)
 
 

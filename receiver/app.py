@@ -66,7 +66,7 @@ class Hookyard:
         self.delivery = Delivery(settings.sinks, self.store, metrics=self.metrics)
         self.poller = Poller(settings, self.store, self.ingest, self.http, metrics=self.metrics)
         self.replayer = Replayer(self.store, self.ingest.router.sinks_for, settings.sinks)
-        self.ingest.listeners.extend([self.delivery.events_stored, self.poller.events_stored])
+        self.ingest.listeners.append(self.delivery.events_stored)
         receiving = {n: s for n, s in settings.sources.items() if s.receives_webhooks}
         intakes = {
             name: Intake(src, _verifier(src), providers.PROVIDERS[src.provider])
@@ -135,7 +135,7 @@ class Hookyard:
         pending, oldest = await self.store.pending_stats()
         m.pending.set(pending)
         m.oldest_pending.set(max(0.0, time.time() - oldest) if oldest is not None else 0.0)
-        m.jobs_watched.set(len(self.poller.watched))
+        m.jobs_watched.set(await self.store.count_jobs("watching"))
 
     async def readyz(self, _: Request) -> Response:
         problems = []

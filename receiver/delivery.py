@@ -36,7 +36,6 @@ from receiver.store import Due, NewEvent, Outcome, Store, Stored
 
 log = structlog.get_logger("hookyard.delivery")
 
-RETRY_AFTER_CAP_S = 3600.0
 JITTER = 0.2
 LEASE_MARGIN_S = 30.0  # a claim's lease outlasts the send budget by this much
 
@@ -48,7 +47,7 @@ def retry_delay(
     base = schedule[min(attempts, len(schedule)) - 1]
     delay = base * rng.uniform(1 - JITTER, 1 + JITTER)  # spread a failed burst's retries
     if retry_after_s is not None:
-        delay = max(delay, min(retry_after_s, RETRY_AFTER_CAP_S))
+        delay = max(delay, retry_after_s)  # capped where it is read (core.http)
     return delay
 
 

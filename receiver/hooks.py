@@ -131,9 +131,6 @@ class WebhookEndpoint:
         if intake.settings.confirm == "fetch":
             return await self._confirm(intake, ctx, request_id)
         event = intake.provider.parse_webhook(ctx)
-        metadata = self.poller.metadata_for(name, event.job_id)
-        if metadata:
-            event.metadata = metadata  # the job was registered with metadata for its events
         kept = {k: v for k, v in headers.items() if k not in UNSTORED_HEADERS}
         stored = await self.ingest.submit(event, body, kept)
         log.info(

@@ -38,7 +38,7 @@ import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -50,22 +50,25 @@ from handlers import providers
 from handlers.providers.base import DONE, NOT_FOUND, Poll, PollAnswer, PollContext
 from receiver.core import events
 from receiver.core.batching import GroupCommit
+from receiver.core.dueloop import DueLoop
 from receiver.core.http import Answer, TooLarge, request_capped, retry_after_s
 from receiver.core.pacing import RateLimiter
 from receiver.ingest import Ingest
 from receiver.metrics import Metrics
 from receiver.settings import Settings, SourceSettings
-from receiver.store import Job, NewEvent, Store, Stored
+from receiver.store import Job, Store, new_owner_id
 
 log = structlog.get_logger("hookyard.poller")
 
 NOT_FOUND_LIMIT = 3  # 404s in a row before a job is marked failed
 BACKOFF = 1.5
-RETRY_AFTER_CAP_S = 600.0
 REQUEST_TIMEOUT_S = 10.0  # each connect/read
 POLL_DEADLINE_S = 20.0  # the whole exchange: a provider dripping bytes is cut off here
 MAX_ANSWER_BYTES = 1_048_576  # a status answer larger than this is unreadable (retried)
-IDLE_RECHECK_S = 5.0  # also how soon a job registered by the CLI (another process) is seen
+IDLE_RECHECK_S = 5.0  # after a failed poll with no better idea of when to look again
+LEADER_LEASE = "poller"  # the name of the leader lease in the store
+LEADER_LEASE_S = 15.0  # a dead leader's polling is taken over within this (and a retry)
+LEADER_RETRY_S = 1.0  # how often a process that does not poll checks whether it should
 CREDENTIALS_WAIT_S = 300.0  # after 401/403: the key is wrong; look again later
 
 
@@ -226,9 +229,11 @@ class Poller:
         # In memory like the pacers: one process polls (the leader), and after a restart the
         # stored schedule already keeps the interval.
         self._last_poll: dict[tuple[str, str], float] = {}
-        self.watched: dict[tuple[str, str], dict[str, Any]] = {}  # key → metadata
         self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._wakeup = asyncio.Event()
+        self.loop = DueLoop(self._claim, self._idle_wait, name="poller")
+        self.leading = False  # whether this process holds the poller's leader lease
+        self._lease_until = 0.0  # monotonic
+        self.owner = new_owner_id()
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         # Job updates share commits: polls that finish together pay one fsync.
@@ -237,11 +242,7 @@ class Poller:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        after: tuple[str, str] | None = None
-        while page := await self.store.list_jobs(state="watching", after=after, limit=1000):
-            self.watched.update({(j.source, j.job_id): j.metadata for j in page})
-            after = (page[-1].source, page[-1].job_id)
-        self._task = asyncio.create_task(self._run(), name="hookyard-poller")
+        self._task = asyncio.create_task(self.loop.run(), name="hookyard-poller")
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop scheduling; polls under way get `grace_s`. The schedule is in the store, so a
@@ -257,9 +258,13 @@ class Poller:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        if self.leading:  # hand over at once instead of making the next leader wait it out
+            with contextlib.suppress(Exception):
+                await self.store.release_lease(LEADER_LEASE, self.owner)
+            self.leading = False
 
     def wake(self) -> None:
-        self._wakeup.set()
+        self.loop.wake()
 
     # -- registering -------------------------------------------------------------------------
 
@@ -287,7 +292,6 @@ class Poller:
         )
         stored, new = await self.store.watch_job(job)
         if new:
-            self.watched[(source, job_id)] = job.metadata
             log.info(
                 "job.watching",
                 source=source,
@@ -306,52 +310,60 @@ class Poller:
                 self.wake()
         return stored, new
 
-    def metadata_for(self, source: str, job_id: str | None) -> dict[str, Any] | None:
-        """The metadata registered with a watched job, to copy onto its webhook events."""
-        return self.watched.get((source, job_id)) if job_id is not None else None
-
-    def events_stored(self, items: Sequence[NewEvent], results: Sequence[Stored]) -> None:
-        """Ingest listener: a terminal event for a watched job ends the watch."""
-        finished = [
-            key
-            for item in items
-            if item.event.is_terminal
-            and (key := (item.event.source, item.event.job_id or "")) in self.watched
-        ]
-        if not finished:
-            return
-        for key in finished:
-            self.watched.pop(key, None)
-            self._last_poll.pop(key, None)
-        task = asyncio.create_task(self.store.finish_jobs(finished, self.clock.now()))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     # -- scheduling --------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while True:
-            self._wakeup.clear()
-            free = self.concurrency - len(self._inflight)
-            due = (
-                await self.store.due_jobs(self.clock.now(), free, set(self._inflight))
-                if free > 0
-                else []
-            )
-            for job in due:
-                self._start(job)
-            if not due:
-                await self._sleep(free)
+    async def _claim(self) -> int:
+        """Start the due polls, if this process is the one that polls (the leader lease)."""
+        if not await self._lead():
+            return 0
+        free = self.concurrency - len(self._inflight)
+        if free <= 0:
+            return 0
+        due = await self.store.due_jobs(self.clock.now(), free, set(self._inflight))
+        for job in due:
+            self._start(job)
+        return len(due)
 
-    async def _sleep(self, free: int) -> None:
-        timeout = IDLE_RECHECK_S
-        if free > 0:
+    async def _idle_wait(self) -> float | None:
+        if not self.leading:
+            return LEADER_RETRY_S  # another process polls; see whether it still does
+        wait = self._lease_until - time.monotonic() - LEADER_LEASE_S / 3  # renew in time
+        if self.concurrency - len(self._inflight) > 0:
             next_at = await self.store.next_job_due_at()
             if next_at is not None:
-                timeout = min(max(0.0, next_at - self.clock.now()), IDLE_RECHECK_S)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._wakeup.wait()
+                wait = min(wait, next_at - self.clock.now())
+        return max(0.0, wait)
+
+    async def _lead(self) -> bool:
+        """Take or renew the leader lease: exactly one process polls at a time, so provider
+        limits hold for all of them together. A new leader waits out each key's window first:
+        the one before it may have used that window's allowance just before it died."""
+        if self.leading and time.monotonic() < self._lease_until - LEADER_LEASE_S * 2 / 3:
+            return True
+        held, took_over_at = await self.store.hold_lease(
+            LEADER_LEASE, self.owner, LEADER_LEASE_S
+        )
+        if held and not self.leading:
+            log.info("poller.leading", owner=self.owner, lease_s=LEADER_LEASE_S,
+                     took_over=took_over_at is not None)
+            if took_over_at is not None:
+                self._wait_out_windows(took_over_at)
+        elif not held and self.leading:
+            log.warning("poller.lost_lead", owner=self.owner)
+        self.leading = held
+        if held:
+            self._lease_until = time.monotonic() + LEADER_LEASE_S
+        return held
+
+    def _wait_out_windows(self, previous_until: float) -> None:
+        """After taking over from a leader that died (its lease ran out at `previous_until`),
+        hold each per-window key budget until a window has passed since then: the dead
+        leader may have spent it in its last moments. Spacing rules (5 s per creation) are
+        kept by the lease itself, which is longer."""
+        since = time.time() - previous_until
+        for src in self.sources.values():
+            if src.key_limit.allowance and src.key_limit.window_s > since:
+                src.key_limit.hold(src.key_limit.window_s - since)
 
     def _start(self, job: Job) -> None:
         key = (job.source, job.job_id)
@@ -446,9 +458,7 @@ class Poller:
             return
         self._count(src, str(code))
         if code in (429, 503):
-            wait = min(
-                retry_after_s(response.headers.get("retry-after")) or 0.0, RETRY_AFTER_CAP_S
-            )
+            wait = retry_after_s(response.headers.get("retry-after")) or 0.0
             src.key_limit.hold(wait)
             await self._again(job, now, f"the provider answered {code}", wait)
         elif code in (401, 403):
@@ -570,7 +580,6 @@ class Poller:
     async def _end(self, job: Job, state: str, error: str | None) -> None:
         if state == "failed":
             log.error("poll.failed", source=job.source, job_id=job.job_id, error=error)
-        self.watched.pop((job.source, job.job_id), None)
         self._last_poll.pop((job.source, job.job_id), None)
         await self._saver.submit(
             dataclasses.replace(job, state=state, last_error=error, updated_at=self.clock.now())

@@ -75,7 +75,7 @@ async def test_an_answer_over_the_cap_is_not_read_whole_and_is_retried(tmp_path:
         r.poller.http = httpx.AsyncClient(transport=httpx.MockTransport(provider))
         await r.poller.watch("revid", "big")
         await r.until(lambda: calls >= 2)
-        await r.until(lambda: ("revid", "big") not in r.poller.watched)
+        await r.settled("revid", "big")
         [event] = await r.events()
         await r.poller.http.aclose()
     assert event["type"] == events.COMPLETED
@@ -149,7 +149,7 @@ async def test_a_job_still_running_at_the_final_look_expires(tmp_path: Path) -> 
     provider = Provider({"slow": [revid("processing")]})
     async with rig(tmp_path, provider, SLOW_DEADLINE) as r:
         await r.poller.watch("revid", "slow", deadline_s=1.0)
-        await r.until(lambda: ("revid", "slow") not in r.poller.watched)
+        await r.settled("revid", "slow")
         [event] = await r.events()
     assert event["type"] == events.EXPIRED and len(provider.polls("slow")) == 2
 
@@ -262,7 +262,7 @@ async def test_a_clock_step_neither_expires_jobs_early_nor_stalls_them(
         real = time.time
         monkeypatch.setattr(time, "time", lambda: real() + step_s)  # the system clock steps
         r.poller.wake()
-        await r.until(lambda: ("revid", "j") not in r.poller.watched)
+        await r.settled("revid", "j")
         [event] = await r.events()
     assert event["type"] == events.COMPLETED and len(provider.polls("j")) == 3
 

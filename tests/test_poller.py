@@ -110,7 +110,6 @@ async def rig(
     provider = provider or Provider()
     async with httpx.AsyncClient(transport=httpx.MockTransport(provider)) as http:
         poller = Poller(config, store, ingest, http)
-        ingest.listeners.append(poller.events_stored)
         await poller.start()
         try:
             yield Rig(store, poller, provider)
@@ -162,7 +161,7 @@ async def test_deadline_produces_generation_expired(tmp_path: Path) -> None:
     async with rig(tmp_path, provider) as r:
         await r.poller.watch("revid", "slow", deadline_s=0.5, metadata={"k": "v"})
         await r.until(lambda: bool(provider.polls("slow")))
-        await asyncio.sleep(1.0)
+        await r.settled("revid", "slow")
         [event] = await r.events()
         state = await r.job_state("revid", "slow")
     assert event["type"] == events.EXPIRED and event["status"] == "expired"
@@ -227,7 +226,7 @@ async def test_a_terminal_webhook_ends_the_watch_before_any_poll(tmp_path: Path)
             raw={"id": "c1"},
         )
         await r.poller.ingest.submit(webhook, b'{"id": "c1"}', {})
-        await r.until(lambda: ("rendergrid", "c1") not in r.poller.watched)
+        await r.settled("rendergrid", "c1")
         await asyncio.sleep(1.5)
         state = await r.job_state("rendergrid", "c1")
     assert state == "done" and provider.polls("c1") == []

@@ -9,6 +9,7 @@ the PostgreSQL tests find a server (HOOKYARD_TEST_PG).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 import uuid
@@ -497,9 +498,9 @@ async def test_jobs_watch_schedule_save_finish_list_delete(store: Store) -> None
     )
     await store.save_jobs([saved])
     assert await store.get_job("rg", "j3") == saved
-    await store.finish_jobs([("rg", "j2"), ("rg", "missing")], 8.0)
-    finished = await store.get_job("rg", "j2")
-    assert finished is not None and (finished.state, finished.updated_at) == ("done", 8.0)
+    await store.write_events([item(generation("j2")), item(generation("missing"))])
+    finished = await store.get_job("rg", "j2")  # its terminal event ended it, in one commit
+    assert finished is not None and finished.state == "done"
     assert [j.job_id for j in await store.list_jobs(state="watching")] == ["j1", "j3"]
     assert await store.delete_job("rg", "j1") is True
     assert await store.delete_job("rg", "j1") is False
@@ -859,3 +860,47 @@ async def test_sink_stats_and_latest_statuses_agree_with_the_rows(store: Store) 
     statuses = await store.latest_statuses([w.event_id for w in written] + ["evt_none"])
     assert statuses[first] == {"a": "pending", "b": "pending"}  # the replay is the latest row
     assert "evt_none" not in statuses and replayed > 0
+
+
+
+# -- state in rows: watched jobs meet their events in the store's own transaction --------------
+
+
+async def test_a_watched_jobs_metadata_rides_on_its_events_and_its_end(store: Store) -> None:
+    job = Job("rg", "jm", "watching", {"order": 42}, 1.0, 1e12, 1e11, updated_at=1.0)
+    await store.watch_job(job)
+    running, done = await store.write_events(
+        [item(generation("jm", "processing")), item(generation("jm"))]
+    )
+    for stored in (running, done):
+        event = await store.get_event(stored.event_id)
+        assert event is not None and event["metadata"] == {"order": 42}
+    ended = await store.get_job("rg", "jm")
+    assert ended is not None and ended.state == "done"
+    # A poller that read the job before the event must not bring it back to watching:
+    await store.save_jobs([dataclasses.replace(job, polls=3, next_poll_at=5.0)])
+    again = await store.get_job("rg", "jm")
+    assert again is not None and again.state == "done" and again.polls == 0
+
+
+async def test_an_expired_event_ends_its_job_as_expired(store: Store) -> None:
+    await store.watch_job(Job("rg", "jx", "watching", {}, 1.0, 1e12, 1e11, updated_at=1.0))
+    await store.write_events([item(generation("jx", "expired"))])
+    ended = await store.get_job("rg", "jx")
+    assert ended is not None and ended.state == "expired"
+
+
+async def test_the_leader_lease_has_one_holder_until_it_runs_out(make_store: Factory) -> None:
+    one, two = await make_store(), await make_store()
+    assert await one.hold_lease("poller", "a", 0.3) == (True, None)
+    assert await two.hold_lease("poller", "b", 0.3) == (False, None)
+    assert await one.hold_lease("poller", "a", 0.3) == (True, None)  # renewed, not taken
+    await asyncio.sleep(0.4)  # the holder died: its lease runs out
+    held, previous_end = await two.hold_lease("poller", "b", 10)
+    assert held and previous_end is not None and previous_end < time.time()
+    assert await one.hold_lease("poller", "a", 10) == (False, None)
+    await one.release_lease("poller", "a")  # not the holder: changes nothing
+    assert await one.hold_lease("poller", "a", 10) == (False, None)
+    await two.release_lease("poller", "b")  # a clean stop hands over at once
+    assert await one.hold_lease("poller", "a", 10) == (True, None)
+    assert await one.count_jobs("watching") == 0

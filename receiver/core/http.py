@@ -21,7 +21,7 @@ import httpx
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 # How much of an answer we do not need is kept (for the attempt's error text).
 EXCERPT_BYTES = 4096
-RETRY_AFTER_MAX_S = 86400.0 * 7  # a larger or absurd Retry-After is read as this
+RETRY_AFTER_MAX_S = 3600.0  # a longer wait than a peer asks for is read as this
 # Encodings we ask for and inflate ourselves, in pieces of at most INFLATE_BYTES.
 ACCEPT_ENCODING = "gzip, deflate"
 INFLATE_BYTES = 64 * 1024

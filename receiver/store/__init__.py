@@ -155,6 +155,19 @@ class Store(Protocol):
         """Raise if the store cannot commit a (trivial) write: readiness means a webhook
         arriving now would be stored."""
 
+    async def hold_lease(
+        self, name: str, owner: str, ttl_s: float
+    ) -> tuple[bool, float | None]:
+        """Take the named lease for `ttl_s` if it is free or its holder's time ran out, or
+        extend it if `owner` holds it. Returns whether `owner` holds it now (the poller's
+        leader) and, when this call took it over from another holder, when that one's ended."""
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give the named lease up, if `owner` holds it (a clean stop hands over at once)."""
+
+    async def count_jobs(self, state: str) -> int:
+        """How many jobs are in `state` (the watched-jobs gauge)."""
+
     async def wait_for_change(self, timeout_s: float) -> bool:
         """Return True soon after anyone (any process) commits to the store, False after
         `timeout_s` without a commit: how idle workers in other processes hear of new rows."""
@@ -196,9 +209,6 @@ class Store(Protocol):
 
     async def save_jobs(self, jobs: Sequence[Job]) -> None:
         """Overwrite these jobs' state and schedule, in ONE transaction."""
-
-    async def finish_jobs(self, keys: Sequence[tuple[str, str]], now: float) -> None:
-        """Mark these watching jobs done (their terminal event is stored)."""
 
     async def get_job(self, source: str, job_id: str) -> Job | None: ...
 

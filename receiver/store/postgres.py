@@ -52,6 +52,7 @@ from receiver.store.sqlite import (
     _job_row,
     _prepare,
     _results,
+    _with_job_metadata,
     _Written,
 )
 
@@ -145,6 +146,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (source, job_id)
         )""",
         "CREATE INDEX jobs_due ON jobs (next_poll_at) WHERE state = 'watching'",
+    ),
+    (
+        # Named leases: the poller's leader (exactly one process polls at a time).
+        "CREATE TABLE leases (name TEXT COLLATE \"C\" PRIMARY KEY, holder TEXT NOT NULL,"
+        " until DOUBLE PRECISION NOT NULL)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -285,6 +291,36 @@ class PostgresStore:
         if self._pool is None:
             raise RuntimeError("store is not open")
         return self._pool
+
+    async def hold_lease(
+        self, name: str, owner: str, ttl_s: float
+    ) -> tuple[bool, float | None]:
+        now = time.time()
+        async with self._transaction() as conn:
+            cur = await conn.execute(
+                "SELECT holder, until FROM leases WHERE name = %s FOR UPDATE", (name,)
+            )
+            before = await cur.fetchone()
+            cur = await conn.execute(
+                "INSERT INTO leases (name, holder, until) VALUES (%s, %s, %s)"
+                " ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder,"
+                " until = EXCLUDED.until WHERE leases.holder = EXCLUDED.holder"
+                " OR leases.until < %s RETURNING holder",
+                (name, owner, now + ttl_s, now),
+            )
+            if await cur.fetchone() is None:
+                return False, None
+            taken_over = before is not None and before[0] != owner
+            return True, float(before[1]) if taken_over and before is not None else None
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._all(
+            "DELETE FROM leases WHERE name = %s AND holder = %s RETURNING 1", (name, owner)
+        )
+
+    async def count_jobs(self, state: str) -> int:
+        [(count,)] = await self._all("SELECT COUNT(*) FROM jobs WHERE state = %s", (state,))
+        return int(count)
 
     async def wait_for_change(self, timeout_s: float) -> bool:
         """LISTEN on a connection of its own; True at the first notification. Where LISTEN
@@ -471,20 +507,8 @@ class PostgresStore:
                 "UPDATE jobs SET state = %s, metadata_json = %s, created_at = %s,"
                 " deadline_at = %s, next_poll_at = %s, interval_s = %s, polls = %s,"
                 " not_found = %s, last_status = %s, last_error = %s, updated_at = %s"
-                " WHERE source = %s AND job_id = %s",
+                " WHERE source = %s AND job_id = %s AND state = 'watching'",
                 [(*_job_values(job)[2:], job.source, _text(job.job_id)) for job in jobs],
-            )
-
-    async def finish_jobs(self, keys: Sequence[tuple[str, str]], now: float) -> None:
-        if not keys:
-            return
-        sources, job_ids = _columns([(s, _text(j)) for s, j in keys], 2)
-        async with self._transaction() as conn:
-            await conn.execute(
-                "UPDATE jobs j SET state = 'done', updated_at = %s"
-                " FROM unnest(%s::text[], %s::text[]) AS k(source, job_id)"
-                " WHERE j.source = k.source AND j.job_id = k.job_id AND j.state = 'watching'",
-                (now, sources, job_ids),
             )
 
     async def get_job(self, source: str, job_id: str) -> Job | None:
@@ -695,6 +719,29 @@ async def _write_batch(conn: Conn, batch: _Batch) -> _Written:
     wait for each other's keys in the same order instead of deadlocking. A concurrent insert
     of the same key waits for the other transaction, then conflicts, and reads its id."""
     suppressed = batch.suppressed | await _finished_elsewhere(conn, batch.maybe_late)
+    if batch.jobs:
+        sources, job_ids = _columns([(s, _text(j)) for s, j in batch.jobs], 2)
+        cur = await conn.execute(
+            "SELECT j.source, j.job_id, j.metadata_json FROM jobs j"
+            " JOIN unnest(%s::text[], %s::text[]) AS k(source, job_id)"
+            " ON j.source = k.source AND j.job_id = k.job_id",
+            (sources, job_ids),
+        )
+        by_text = {(r[0], r[1]): r[2] for r in await cur.fetchall()}
+        found = {key: by_text[(key[0], _text(key[1]))] for key in batch.jobs
+                 if (key[0], _text(key[1])) in by_text}
+        _with_job_metadata(batch, found)
+        if batch.finished_jobs:
+            ends = sorted(batch.finished_jobs.items())
+            done_sources, done_ids, states = _columns(
+                [(s, _text(j), state) for (s, j), state in ends], 3
+            )
+            await conn.execute(
+                "UPDATE jobs j SET state = k.state, updated_at = %s"
+                " FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(source, job_id, state)"
+                " WHERE j.source = k.source AND j.job_id = k.job_id AND j.state = 'watching'",
+                (time.time(), done_sources, done_ids, states),
+            )
     rows = sorted((_event_values(row) for row in batch.event_rows), key=lambda r: r[1])
     cur = await conn.execute(
         "INSERT INTO events (id, idempotency_key, type, source, provider, job_id, status, via,"

@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -116,9 +116,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # (what is due is found through deliveries_sink_due; live leases through this one)
         "CREATE INDEX deliveries_leased ON deliveries (sink, lease_until)"
         " WHERE claimed_by IS NOT NULL",
+        # Named leases: the poller's leader (exactly one process polls at a time).
+        "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+EVENT_JSON_COLUMN = 9  # in an events row as _event_row makes it
 _CHUNK = 500  # rows or values per statement: far below SQLite's 32766 parameters
 DEFAULT_LEASE_S = 300.0
 CHANGE_POLL_S = 0.015  # how often wait_for_change looks: a cheap read of a counter
@@ -209,6 +212,20 @@ class SqliteStore:
         if self._reader is None:
             raise RuntimeError("store is not open")
         return await _run(self._reader, fn, *args)
+
+    async def hold_lease(
+        self, name: str, owner: str, ttl_s: float
+    ) -> tuple[bool, float | None]:
+        return await self._write(_hold_lease, name, owner, time.time(), ttl_s, durable=False)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._write(_release_lease, name, owner, durable=False)
+
+    async def count_jobs(self, state: str) -> int:
+        [(count,)] = await self._read(
+            _fetch_all, "SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)
+        )
+        return int(count)
 
     async def wait_for_change(self, timeout_s: float) -> bool:
         """True as soon as any connection (this process's or another's) commits to the file,
@@ -303,9 +320,6 @@ class SqliteStore:
 
     async def save_jobs(self, jobs: Sequence[Job]) -> None:
         await self._write(_update_jobs, jobs)
-
-    async def finish_jobs(self, keys: Sequence[tuple[str, str]], now: float) -> None:
-        await self._write(_finish_jobs, keys, now)
 
     async def get_job(self, source: str, job_id: str) -> Job | None:
         rows = await self._read(
@@ -506,6 +520,28 @@ def _release_dead_owners(conn: Sql) -> None:
     )
 
 
+def _hold_lease(
+    conn: Sql, name: str, owner: str, now: float, ttl_s: float
+) -> tuple[bool, float | None]:
+    """Take the lease if it is free or ran out, or extend it if `owner` holds it."""
+    before = conn.execute("SELECT holder, until FROM leases WHERE name = ?", (name,)).fetchone()
+    conn.execute(
+        "INSERT INTO leases (name, holder, until) VALUES (?1, ?2, ?3 + ?4)"
+        " ON CONFLICT (name) DO UPDATE SET holder = ?2, until = ?3 + ?4"
+        " WHERE leases.holder = ?2 OR leases.until < ?3",
+        (name, owner, now, ttl_s),
+    )
+    (holder,) = conn.execute("SELECT holder FROM leases WHERE name = ?", (name,)).fetchone()
+    if holder != owner:
+        return False, None
+    taken_over = before is not None and before[0] != owner
+    return True, float(before[1]) if taken_over else None
+
+
+def _release_lease(conn: Sql, name: str, owner: str) -> None:
+    conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, owner))
+
+
 def _renew(conn: Sql, ids: Sequence[int], owner: str, until: float | None) -> int:
     """Move the lease end of `owner`'s rows among `ids` (None: give them back)."""
     changed = 0
@@ -652,6 +688,25 @@ class _Batch:
     deliveries: list[tuple[Any, ...]] = field(default_factory=list)  # (event_id, sink, …)
     suppressed: set[str] = field(default_factory=set)  # late non-terminal: stored, not routed
     maybe_late: dict[str, tuple[str, str]] = field(default_factory=dict)  # id → (source, job)
+    jobs: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # job → its rows
+    # job → the state its terminal event ends it in (done, or expired for generation.expired)
+    finished_jobs: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def _with_job_metadata(batch: _Batch, found: Mapping[tuple[str, str], str]) -> None:
+    """Copy each watched job's registered metadata (JSON text) onto the batch's events of that
+    job that carry none: in the same transaction as the event, so the event says what it was
+    registered with whichever process stored it (webhook or poll, web or worker)."""
+    for key, metadata in found.items():
+        if metadata in ("{}", ""):
+            continue
+        for row_index in batch.jobs.get(key, ()):
+            row = list(batch.event_rows[row_index])
+            doc = jsonx.loads(row[EVENT_JSON_COLUMN], numbers=jsonx.NULL)
+            if not doc.get("metadata"):
+                doc["metadata"] = jsonx.loads(metadata, numbers=jsonx.NULL)
+                row[EVENT_JSON_COLUMN] = jsonx.dumps(doc).decode()
+                batch.event_rows[row_index] = tuple(row)
 
 
 def _prepare(items: Sequence[NewEvent], now: float) -> tuple[_Batch, list[int]]:
@@ -669,6 +724,10 @@ def _prepare(items: Sequence[NewEvent], now: float) -> tuple[_Batch, list[int]]:
         positions.append(position)
         if ev.is_terminal:  # even a duplicate proves the job finished
             finished_here.add((ev.source, ev.job_id))
+            if ev.job_id is not None:
+                batch.finished_jobs[(ev.source, ev.job_id)] = (
+                    "expired" if ev.status == "expired" else "done"
+                )
     return batch, positions
 
 
@@ -676,6 +735,8 @@ def _add(batch: _Batch, item: NewEvent, now: float, finished: set[tuple[str, str
     ev = item.event
     batch.keys.append(ev.idempotency_key)
     batch.ids.append(ev.id)
+    if ev.job_id is not None:
+        batch.jobs.setdefault((ev.source, ev.job_id), []).append(len(batch.event_rows))
     batch.event_rows.append(_event_row(item))
     batch.deliveries.extend((ev.id, sink, "pending", now, now, now) for sink in item.sinks)
     if ev.job_id is not None and not ev.is_terminal:
@@ -709,6 +770,9 @@ class _Written:
 def _write_batch(conn: Sql, batch: _Batch) -> _Written:
     """Runs on the database thread, inside the transaction."""
     suppressed = batch.suppressed | _finished_elsewhere(conn, batch.maybe_late)
+    if batch.jobs:
+        _with_job_metadata(batch, _job_metadata(conn, list(batch.jobs)))
+        _end_jobs(conn, batch.finished_jobs, time.time())
     before = conn.total_changes
     for sql, params in _multi_row(
         "INSERT INTO events (id, idempotency_key, type, source, provider, job_id, status, via,"
@@ -823,20 +887,37 @@ def _insert_job(conn: Sql, job: Job) -> tuple[Job, bool]:
     return _job(row), False
 
 
+def _job_metadata(conn: Sql, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(source, job id) → metadata JSON text of the watched jobs among `keys`."""
+    found: dict[tuple[str, str], str] = {}
+    for chunk in _chunks(keys):
+        marks = ",".join(["(?, ?)"] * len(chunk))
+        sql = (
+            "SELECT source, job_id, metadata_json FROM jobs"  # noqa: S608
+            f" WHERE (source, job_id) IN (VALUES {marks})"
+        )
+        for source, job_id, metadata in conn.execute(sql, [v for key in chunk for v in key]):
+            found[(source, job_id)] = metadata
+    return found
+
+
 def _update_jobs(conn: Sql, jobs: Sequence[Job]) -> None:
+    """Only jobs still watching change: a job another process (or a terminal event) ended
+    stays ended, whatever an earlier reading of it said."""
     conn.executemany(
         "UPDATE jobs SET state = ?, metadata_json = ?, created_at = ?, deadline_at = ?,"
         " next_poll_at = ?, interval_s = ?, polls = ?, not_found = ?, last_status = ?,"
-        " last_error = ?, updated_at = ? WHERE source = ? AND job_id = ?",
+        " last_error = ?, updated_at = ? WHERE source = ? AND job_id = ? AND state = 'watching'",
         [(*_job_row(job)[2:], job.source, job.job_id) for job in jobs],
     )
 
 
-def _finish_jobs(conn: Sql, keys: Sequence[tuple[str, str]], now: float) -> None:
+def _end_jobs(conn: Sql, ends: Mapping[tuple[str, str], str], now: float) -> None:
+    """Watched jobs whose terminal event is in this transaction end with it."""
     conn.executemany(
-        "UPDATE jobs SET state = 'done', updated_at = ? WHERE source = ? AND job_id = ?"
+        "UPDATE jobs SET state = ?, updated_at = ? WHERE source = ? AND job_id = ?"
         " AND state = 'watching'",
-        [(now, source, job_id) for source, job_id in keys],
+        [(state, now, source, job_id) for (source, job_id), state in sorted(ends.items())],
     )
 
 
