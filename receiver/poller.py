@@ -331,7 +331,9 @@ class Poller:
         if self.concurrency - len(self._inflight) > 0:
             next_at = await self.store.next_job_due_at()
             if next_at is not None:
-                wait = min(wait, next_at - self.clock.now())
+                until_due = next_at - self.clock.now()
+                # A job due now that is not startable is one in flight: its end wakes us.
+                wait = min(wait, until_due) if until_due > 0 or not self._inflight else wait
         return max(0.0, wait)
 
     async def _lead(self) -> bool:
