@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,14 +80,28 @@ OWN_HEADERS = frozenset(
         "webhook-signature",
     }
 )
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 field name
-_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e]*$")  # printable ASCII on one line
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field name
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e]*")  # printable ASCII on one line
 # Header names whose values are credentials (Authorization, X-Api-Key, X-Auth-Token, …).
 _CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|password|signature|cookie", re.IGNORECASE)
 
 
 def check(options: Options) -> list[str]:
-    return [*spec.http_url(options, "url"), *header_problems(options), *secret_problems(options)]
+    problems = [*spec.http_url(options, "url"), *header_problems(options)]
+    return problems + (auth_problems(options) if not problems else []) + secret_problems(options)
+
+
+def auth_problems(options: Options) -> list[str]:
+    """Credentials in the URL become an Authorization header; the client refuses a second."""
+    headers = options.get("headers", {})
+    if "@" in urllib.parse.urlsplit(str(options.get("url", ""))).netloc and any(
+        name.lower() == "authorization" for name in headers
+    ):
+        return [
+            "headers: Authorization cannot go with credentials in url (user:password@); "
+            "keep one of them"
+        ]
+    return []
 
 
 def header_problems(options: Options) -> list[str]:
@@ -96,14 +111,14 @@ def header_problems(options: Options) -> list[str]:
         return ['headers must be a table of strings, e.g. { "X-Team" = "render" }']
     problems = []
     for name, value in headers.items():
-        if not _TOKEN.match(name):
+        if not _TOKEN.fullmatch(name):
             problems.append(
                 f"headers: {name[:60]!r} is not a header name (letters, digits and "
                 "!#$%&'*+-.^_`|~ only)"
             )
         elif name.lower() in OWN_HEADERS:
             problems.append(f'headers: hookyard sets "{name}" itself; remove it')
-        elif not _FIELD_VALUE.match(value):
+        elif not _FIELD_VALUE.fullmatch(value):
             problems.append(f'headers: the value of "{name}" must be printable ASCII on one line')
     return problems
 
