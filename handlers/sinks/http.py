@@ -87,6 +87,7 @@ _CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|password|signature|cookie"
 
 
 def check(options: Options) -> list[str]:
+    """url, headers and secret; whether url and headers clash only once both are well formed."""
     problems = [*spec.http_url(options, "url"), *header_problems(options)]
     return problems + (auth_problems(options) if not problems else []) + secret_problems(options)
 

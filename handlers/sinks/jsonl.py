@@ -72,6 +72,8 @@ def _append_whole(fd: int, data: bytes) -> None:
 
 
 def check(options: Options) -> list[str]:
+    """The path as a string a file system takes; whether it is writable shows at the first
+    append (a directory made later, a disk remounted), so `check` changes nothing."""
     path = options.get("path")
     if isinstance(path, str) and "\x00" in path:
         return ["path contains a NUL character; no file system allows one"]

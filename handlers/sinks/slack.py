@@ -296,6 +296,7 @@ class SlackSink:
 
 
 def check(options: Options) -> list[str]:
+    """The webhook URL (an http:// one too: tests and proxies point it at 127.0.0.1)."""
     return spec.http_url(options, "url")
 
 
