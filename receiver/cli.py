@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from handlers.sinks import SINK_SPECS
 from receiver import __version__, logs, poller, replay, settings
 from receiver.core import jsonx, masking, signing
 from receiver.core.errors import ConfigError, RequestError
@@ -719,17 +720,8 @@ def summary(config: settings.Settings) -> dict[str, Any]:
 
 
 def _sink_target(sink: settings.SinkSettings) -> str:
-    """Where a sink sends, safe to print (a Slack webhook URL is a credential)."""
-    options = sink.options
-    if sink.type == "slack":
-        return "a Slack incoming webhook"
-    if sink.type == "s3":
-        endpoint = options.get("endpoint_url")
-        at = f" at {masking.mask_url(str(endpoint))}" if endpoint else ""
-        return f"s3://{options.get('bucket')}/{options.get('prefix', '')}{at}"
-    if options.get("url"):
-        return masking.mask_url(str(options["url"]))  # userinfo and query values may be credentials
-    return str(options.get("path") or "")
+    """Where a sink sends, safe to print: its type's spec says how."""
+    return SINK_SPECS[sink.type].describe(sink.options)
 
 
 def describe(config: settings.Settings, host: str, port: int) -> list[str]:

@@ -173,15 +173,9 @@ class Settings:
 
 
 def _credentials(sink: SinkSettings) -> list[str]:
-    """A sink's secret and the credential parts of its URLs (all of a Slack webhook URL)."""
-    found: list[str] = []
-    for key in ("url", "endpoint_url", "secret"):
-        value = sink.options.get(key)
-        if not isinstance(value, str):
-            continue
-        whole = key == "secret" or (key == "url" and sink.type == "slack")
-        found.extend([value] if whole else masking.url_secrets(value))
-    return found
+    """What of a sink's own options no output may show; its type's spec knows which."""
+    spec = SINK_SPECS.get(sink.type)
+    return spec.secrets(sink.options) if spec is not None else []
 
 
 def config_path(explicit: str | None) -> str:
@@ -516,6 +510,7 @@ class _Loader:
             self.fail(where, exc.message)
 
     def sink(self, name: str, table: Mapping[str, Any]) -> SinkSettings | None:
+        """The keys every sink takes are checked here; the type's own keys by its spec."""
         where = f"sinks.{name}"
         before = len(self.problems)
         type_ = self.string(where, table, "type", required=True)
@@ -527,13 +522,14 @@ class _Loader:
         if spec is None:
             return None
         self.check_keys(where, table, spec.allowed)
-        for key in sorted(spec.required - table.keys()):
-            self.fail(where, f'{key} is required for a "{type_}" sink')
+        options = {k: v for k, v in table.items() if k in spec.keys}
+        for problem in spec.check(options):
+            self.fail(where, problem)
         schedule = self.schedule(where, table)
         sink = SinkSettings(
             name=name,
-            type=type_ or "",
-            options={k: v for k, v in table.items() if k in spec.required | spec.optional},
+            type=spec.type,
+            options=options,
             retry_schedule_s=schedule,
             max_attempts=self.integer(where, table, "max_attempts", len(schedule) + 1, 1),
             concurrency=self.integer(where, table, "concurrency", 4, 1, 1000),
@@ -544,42 +540,7 @@ class _Loader:
             ),
             timeout_s=self.number(where, table, "timeout_s", 10.0, minimum=0.1),
         )
-        self.sink_options(where, sink.options)
         return sink if len(self.problems) == before else None
-
-    def sink_options(self, where: str, options: Mapping[str, Any]) -> None:
-        """Type checks of the sinks' own keys, so a typo fails at start-up, not at delivery."""
-        for key in ("url", "endpoint_url"):
-            if key in options and not str(options[key]).startswith(("http://", "https://")):
-                self.fail(where, f"{key} must be an http:// or https:// URL")
-        for key in ("path", "bucket", "prefix", "region"):
-            if key in options:
-                self.string(where, options, key)
-        for key in ("mirror_outputs", "allow_private_networks"):
-            if key in options and not isinstance(options[key], bool):
-                self.fail(where, f"{key} must be true or false")
-        if "max_output_bytes" in options:
-            self.integer(where, options, "max_output_bytes", 1, 1)
-        if "output_timeout_s" in options:
-            self.number(where, options, "output_timeout_s", 60.0, minimum=0.1)
-        headers = options.get("headers", {})
-        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-            self.fail(where, 'headers must be a table of strings, e.g. { "X-Team" = "render" }')
-        if "secret" in options:
-            self.outbound_secret(where, options["secret"])
-
-    def outbound_secret(self, where: str, secret: Any) -> None:
-        if not isinstance(secret, str) or not secret.startswith("whsec_"):
-            self.fail(
-                where,
-                "secret must be a Standard Webhooks secret: whsec_ + base64 "
-                "(e.g. whsec_ + the output of `openssl rand -base64 32`)",
-            )
-            return
-        try:
-            signing.build_verifier({"scheme": "standard-webhooks"}, [secret], where=where)
-        except ConfigError as exc:
-            self.fail(where, exc.message)
 
     def schedule(self, where: str, table: Mapping[str, Any]) -> tuple[float, ...]:
         value = table.get("retry_schedule_s", list(DEFAULT_RETRY_SCHEDULE_S))

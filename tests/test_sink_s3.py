@@ -409,11 +409,10 @@ def test_create_without_the_extra_says_how_to_install(monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize(("key", "value"), [("mirror_outputs", "yes"), ("max_output_bytes", 0),
                                             ("max_output_bytes", True), ("prefix", 3)])
-def test_bad_option_types_are_config_errors(http: httpx.AsyncClient, key: str,
-                                            value: Any) -> None:
-    settings = SinkSettings(name="archive", type="s3", options={"bucket": "b", key: value})
-    with pytest.raises(ConfigError, match=key):
-        s3.create(settings.name, settings.options, SinkContext(http=http, timeout_s=1))
+def test_bad_option_types_are_config_errors(key: str, value: Any) -> None:
+    """Checked once, by the spec (at load, for `check` and `serve` alike), not by create."""
+    problems = s3.SPEC.check({"bucket": "b", key: value})
+    assert len(problems) == 1 and problems[0].startswith(key)
 
 
 async def test_a_malformed_endpoint_url_is_permanent(make_sink: MakeSink) -> None:

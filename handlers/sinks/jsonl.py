@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from handlers.sinks import spec
 from handlers.sinks.base import SinkContext, SinkError
+from handlers.sinks.spec import Options, SinkSpec
 from receiver.core.batching import GroupCommit
 
 
@@ -66,5 +68,28 @@ def _append_whole(fd: int, data: bytes) -> None:
         raise
 
 
-def create(name: str, options: Mapping[str, Any], ctx: SinkContext) -> JsonlSink:
-    return JsonlSink(str(options["path"]))
+# -- configuration ---------------------------------------------------------------------------
+
+
+def check(options: Options) -> list[str]:
+    """The path as a string a file system takes; whether it is writable shows at the first
+    append (a directory made later, a disk remounted), so `check` changes nothing."""
+    path = options.get("path")
+    if isinstance(path, str) and "\x00" in path:
+        return ["path contains a NUL character; no file system allows one"]
+    return spec.text(options, "path")
+
+
+def describe(options: Options) -> str:
+    return str(options["path"])
+
+
+def secrets(options: Options) -> list[str]:
+    return []  # a file path is no credential
+
+
+def create(name: str, options: Options, ctx: SinkContext) -> JsonlSink:
+    return JsonlSink(options["path"])
+
+
+SPEC = SinkSpec("jsonl", create, check, describe, secrets, required=frozenset({"path"}))

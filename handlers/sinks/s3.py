@@ -47,10 +47,12 @@ import re
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from handlers.sinks import fetch
+from handlers.sinks import fetch, spec
 from handlers.sinks.base import SinkContext, SinkError
+from handlers.sinks.spec import Options, SinkSpec
+from receiver.core import masking
 from receiver.core.errors import ConfigError
 from receiver.core.http import is_permanent
 
@@ -58,7 +60,13 @@ try:
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
     from botocore import exceptions as boto_errors
-except ImportError:  # the s3 extra is optional; create() says how to install it
+    from botocore.handlers import validate_bucket_name
+    from botocore.utils import (
+        is_valid_endpoint_url,
+        is_valid_ipv6_endpoint_url,
+        validate_region_name,
+    )
+except ImportError:  # the s3 extra is optional; check() says how to install it
     get_session = None
 
 
@@ -113,7 +121,6 @@ TRANSIENT_CODES = frozenset(
         "OperationAborted",
     }
 )
-T = TypeVar("T")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _EXT_SAFE = re.compile(r"^[a-z0-9]{1,8}$")
 
@@ -442,36 +449,99 @@ def mirror_failed(failures: list[tuple[int, SinkError]], total: int) -> SinkErro
     )
 
 
-def create(name: str, options: Mapping[str, Any], ctx: SinkContext) -> S3Sink:
+# -- configuration ---------------------------------------------------------------------------
+
+
+def check(options: Options) -> list[str]:
+    """Type checks, the extra being installed, then what botocore itself would refuse at the
+    first send (every delivery would go dead): both `check` and `serve` say so at start."""
+    problems = [
+        *spec.text(options, "bucket"),
+        *spec.text(options, "prefix", empty=True),
+        *spec.http_url(options, "endpoint_url"),
+        *spec.text(options, "region"),
+        *spec.flag(options, "mirror_outputs"),
+        *spec.flag(options, "allow_private_networks"),
+        *spec.whole(options, "max_output_bytes", 1),
+        *spec.seconds(options, "output_timeout_s", 0.1),
+    ]
     if get_session is None:
+        return [*problems, MISSING_EXTRA]
+    return problems or botocore_problems(options)
+
+
+def botocore_problems(options: Options) -> list[str]:
+    """botocore's own rules for the bucket, region and endpoint (options already typed)."""
+    problems = []
+    bucket = options.get("bucket")
+    try:
+        validate_bucket_name({"Bucket": bucket} if bucket is not None else {})
+    except boto_errors.ParamValidationError:
+        problems.append(
+            f"bucket {str(bucket)[:80]!r} is not a name S3 accepts: letters, digits, "
+            "'.', '-' and '_' (at most 255), or an access point ARN"
+        )
+    region = options.get("region")
+    try:
+        validate_region_name(region)
+    except boto_errors.InvalidRegionError:
+        problems.append(
+            f'region {str(region)[:80]!r} is not a region name: letters, digits and "-", '
+            'e.g. "us-east-1" (R2: "auto")'
+        )
+    endpoint = options.get("endpoint_url")
+    if endpoint and not (is_valid_endpoint_url(endpoint) or is_valid_ipv6_endpoint_url(endpoint)):
+        problems.append(
+            "endpoint_url has a host botocore refuses; give a DNS name or an IP address, "
+            "e.g. http://127.0.0.1:9000"
+        )
+    return problems
+
+
+def describe(options: Options) -> str:
+    endpoint = options.get("endpoint_url")
+    at = f" at {masking.mask_url(str(endpoint))}" if endpoint else ""
+    return f"s3://{options['bucket']}/{options.get('prefix', '')}{at}"
+
+
+def secrets(options: Options) -> list[str]:
+    endpoint = options.get("endpoint_url")
+    return masking.url_secrets(endpoint) if isinstance(endpoint, str) else []
+
+
+def create(name: str, options: Options, ctx: SinkContext) -> S3Sink:
+    """An S3Sink from options `check` accepted; keys left out take their defaults."""
+    if get_session is None:  # built without check (an embedding, a test): the same word
         raise ConfigError(MISSING_EXTRA)
-    where = f"[sinks.{name}]"
     return S3Sink(
-        str(options["bucket"]),
+        options["bucket"],
         ctx,
-        prefix=option(options, "prefix", str, "", where),
-        endpoint_url=option(options, "endpoint_url", str, "", where) or None,
-        region=option(options, "region", str, DEFAULT_REGION, where),
-        mirror_outputs=option(options, "mirror_outputs", bool, False, where),
-        allow_private_networks=option(options, "allow_private_networks", bool, False, where),
-        max_output_bytes=option(options, "max_output_bytes", int, DEFAULT_MAX_OUTPUT_BYTES, where),
-        output_timeout_s=seconds(options, "output_timeout_s", DEFAULT_OUTPUT_TIMEOUT_S, where),
+        prefix=options.get("prefix", ""),
+        endpoint_url=options.get("endpoint_url"),
+        region=options.get("region", DEFAULT_REGION),
+        mirror_outputs=options.get("mirror_outputs", False),
+        allow_private_networks=options.get("allow_private_networks", False),
+        max_output_bytes=options.get("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES),
+        output_timeout_s=float(options.get("output_timeout_s", DEFAULT_OUTPUT_TIMEOUT_S)),
     )
 
 
-def option(options: Mapping[str, Any], key: str, kind: type[T], default: T, where: str) -> T:
-    """`options[key]` if it has the right type, else a ConfigError naming the key."""
-    value = options.get(key, default)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where} {key} must be a {kind.__name__}, not {value!r}")
-    if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-        raise ConfigError(f"{where} {key} must be at least 1, not {value!r}")
-    return value
-
-
-def seconds(options: Mapping[str, Any], key: str, default: float, where: str) -> float:
-    """`options[key]` as a positive, finite number of seconds, else a ConfigError."""
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
-        raise ConfigError(f"{where} {key} must be a number of seconds above 0, not {value!r}")
-    return float(value)
+SPEC = SinkSpec(
+    "s3",
+    create,
+    check,
+    describe,
+    secrets,
+    required=frozenset({"bucket"}),
+    optional=frozenset(
+        {
+            "prefix",
+            "endpoint_url",
+            "region",
+            "mirror_outputs",
+            "allow_private_networks",
+            "max_output_bytes",
+            "output_timeout_s",
+        }
+    ),
+)

@@ -29,7 +29,10 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from handlers.sinks import spec
 from handlers.sinks.base import SinkContext, SinkError, deadline_error, status_error
+from handlers.sinks.spec import Options, SinkSpec
+from receiver.core import masking
 from receiver.core.http import Answer, header
 from receiver.core.poster import PostFailed
 
@@ -289,5 +292,34 @@ class SlackSink:
         return None
 
 
-def create(name: str, options: Mapping[str, Any], ctx: SinkContext) -> SlackSink:
-    return SlackSink(str(options["url"]), ctx)
+# -- configuration ---------------------------------------------------------------------------
+
+
+def check(options: Options) -> list[str]:
+    """The webhook URL (an http:// one too: tests and proxies point it at 127.0.0.1)."""
+    return spec.http_url(options, "url")
+
+
+def describe(options: Options) -> str:
+    return "a Slack incoming webhook"  # its URL is the credential: nothing of it is shown
+
+
+def secrets(options: Options) -> list[str]:
+    """The whole webhook URL, and its path (the token) on its own."""
+    url = options.get("url")
+    if not isinstance(url, str):
+        return []
+    try:
+        path = urllib.parse.urlsplit(url).path
+    except ValueError:  # check refuses such a URL; the whole of it is still masked
+        path = ""
+    return [url, path, *masking.url_secrets(url)]
+
+
+def create(name: str, options: Options, ctx: SinkContext) -> SlackSink:
+    return SlackSink(options["url"], ctx)
+
+
+SPEC = SinkSpec(
+    "slack", create, check, describe, secrets, required=frozenset({"url"}), default_rate_per_s=1.0
+)
