@@ -14,7 +14,7 @@ import binascii
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,17 +32,15 @@ from receiver.core.errors import (
 )
 from receiver.openapi import MAX_DEADLINE_S, MAX_PAGE
 from receiver.poller import NotPollable
-from receiver.replay import Replayer, ReplayRequest, delivery_status, event_filter, sink_list
+from receiver.replay import ReplayRequest, delivery_status, event_filter, sink_list
+from receiver.service import Service
 from receiver.store import JOB_STATES
-
-if TYPE_CHECKING:
-    from receiver.app import Hookyard
 
 Handler = Callable[[Request], Awaitable[Response]]
 _MAX_ID = 2**63 - 1  # SQLite's INTEGER
 
 
-def routes(service: Hookyard) -> list[Route]:
+def routes(service: Service) -> list[Route]:
     """The /v1 routes, each behind the token check (the OpenAPI document is public)."""
     api = AdminApi(service)
     guard = _Guard(service.settings.server.admin_token)
@@ -95,11 +93,9 @@ class _Guard:
 
 
 class AdminApi:
-    def __init__(self, service: Hookyard) -> None:
+    def __init__(self, service: Service) -> None:
         self.service = service
-        self.replayer = Replayer(
-            service.store, service.ingest.router.sinks_for, service.settings.sinks
-        )
+        self.replayer = service.replayer
         self.secrets = masking.ordered(service.settings.secret_values())
 
     def scrub(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,318 +1,66 @@
-"""The append-only event log and its delivery rows, behind one small interface.
+"""The append-only event log, its delivery queue and job table, behind small role Protocols.
 
-`open_store(url)` picks the backend from the database URL. SQLite (aiosqlite, WAL) is the
-embedded default; PostgreSQL (psycopg 3 with a connection pool) implements the same Protocol
-for several processes or hosts sharing one database.
+`open_store(url)` picks the backend from the database URL: SQLite (aiosqlite, WAL) is the
+embedded default, PostgreSQL (psycopg 3) the way past one machine. The model and the Protocols
+live in receiver.store.model; this package re-exports them.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import urlsplit
-
-from receiver.core import masking
 from receiver.core.errors import ConfigError
-from receiver.core.events import Event
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event to store, with the exact bytes it came from and the sinks its routes chose."""
-
-    event: Event
-    raw_body: bytes
-    headers: Mapping[str, str]
-    sinks: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """What storing one NewEvent did."""
-
-    event_id: str  # for a duplicate: the id of the first event with that idempotency key
-    duplicate: bool
-    deliveries: int  # delivery rows created
-
-
-@dataclass(frozen=True, slots=True)
-class Due:
-    """A claimed delivery: the event (JSON with `raw`) to send to `sink`."""
-
-    delivery_id: int
-    sink: str
-    attempts: int  # attempts made before this one
-    event: dict[str, Any]
-    lease_until: float = 0.0  # the claim is ours until then (renew it for a longer send)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of one delivery attempt, and the delivery's state after it."""
-
-    delivery_id: int
-    sink: str
-    status: str  # "delivered" | "pending" (retry at next_attempt_at) | "dead"
-    attempts: int  # attempts made, this one included
-    next_attempt_at: float
-    started_at: float
-    duration_s: float
-    status_code: int | None = None
-    error: str | None = None
-
-
-JOB_STATES = ("watching", "done", "failed", "expired")
-DELIVERY_STATUSES = ("pending", "delivered", "dead")
-
-
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Which events a list or a replay covers; None matches anything.
-
-    `since` (inclusive) and `until` (exclusive) are times in the stored form of `received_at`
-    (UTC, `2026-11-22T10:00:59.000000Z`), so they compare as strings."""
-
-    source: str | None = None
-    type: str | None = None
-    job_id: str | None = None
-    since: str | None = None
-    until: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayScope:
-    """The (event, sink) pairs a bulk replay covers, fixed when it is planned.
-
-    With `delivery_status`: the pairs whose LATEST delivery has that status (a dead row that
-    was replayed since is no longer dead), to `sinks`. Without: every event matching the
-    filter, to `routes[(source, type)]`. Only rows and events up to `upto` (a delivery id, or
-    an event sequence number from `replay_horizon`) count, so what arrives meanwhile is left out.
-    """
-
-    filter: EventFilter
-    delivery_status: str | None
-    sinks: tuple[str, ...]
-    routes: Mapping[tuple[str, str], tuple[str, ...]]
-    upto: int
-
-
-@dataclass(frozen=True, slots=True)
-class ReplayChunk:
-    """What one `replay_chunk` call did; `after` is None once the scope is exhausted."""
-
-    after: int | None
-    event_ids: frozenset[str]  # the events it added deliveries for
-    deliveries: int
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A watched job: polled until it ends, or until its webhook arrives."""
-
-    source: str
-    job_id: str
-    state: str  # one of JOB_STATES
-    metadata: dict[str, Any]
-    created_at: float
-    deadline_at: float
-    next_poll_at: float
-    interval_s: float = 0.0  # the last wait between polls (backoff grows it)
-    polls: int = 0
-    not_found: int = 0  # 404 answers in a row
-    last_status: str | None = None  # the provider's last status word
-    last_error: str | None = None
-    updated_at: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "job_id": self.job_id,
-            "state": self.state,
-            "metadata": self.metadata,
-            "created_at": self.created_at,
-            "deadline_at": self.deadline_at,
-            "next_poll_at": self.next_poll_at,
-            "polls": self.polls,
-            "last_status": self.last_status,
-            "last_error": self.last_error,
-            "updated_at": self.updated_at,
-        }
-
-
-class Store(Protocol):
-    """Event log storage. Every method is safe to call from one event loop."""
-
-    async def open(self) -> None:
-        """Connect and migrate the schema to the current version."""
-
-    async def close(self) -> None: ...
-
-    async def ping(self) -> None:
-        """Raise if the store cannot commit a (trivial) write: readiness means a webhook
-        arriving now would be stored."""
-
-    async def hold_lease(
-        self, name: str, owner: str, ttl_s: float
-    ) -> tuple[bool, float | None]:
-        """Take the named lease for `ttl_s` if it is free or its holder's time ran out, or
-        extend it if `owner` holds it. Returns whether `owner` holds it now (the poller's
-        leader) and, when this call took it over from another holder, when that one's ended."""
-
-    async def release_lease(self, name: str, owner: str) -> None:
-        """Give the named lease up, if `owner` holds it (a clean stop hands over at once)."""
-
-    async def count_jobs(self, state: str) -> int:
-        """How many jobs are in `state` (the watched-jobs gauge)."""
-
-    async def wait_for_change(self, timeout_s: float) -> bool:
-        """Return True soon after anyone (any process) commits to the store, False after
-        `timeout_s` without a commit: how idle workers in other processes hear of new rows."""
-
-    async def write_events(self, items: Sequence[NewEvent]) -> list[Stored]:
-        """Store events and their pending deliveries in ONE transaction, deduplicated by
-        idempotency key; a non-terminal event after a terminal one of its job gets no
-        deliveries. Returns one Stored per item, in order."""
-
-    async def claim_due(
-        self, sink: str, now: float, limit: int, lease_s: float | None = None
-    ) -> list[Due]:
-        """Lease up to `limit` pending deliveries to `sink` due by `now`, oldest first, that no
-        live lease holds, to this store's owner for `lease_s` (default: the store's). Another
-        process can take them only once the lease has ended; taking them again is no attempt."""
-
-    async def next_due_at(self, sink: str) -> float | None:
-        """When the earliest unleased pending delivery to `sink` is due (None: there is none)."""
-
-    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        """Store attempts and, for rows this owner still holds, the delivery states, in ONE
-        transaction; the leases end."""
-
-    async def renew(self, delivery_ids: Sequence[int], until: float) -> int:
-        """Extend this owner's leases (a long send); rows it no longer holds are left alone.
-        Returns how many were extended."""
-
-    async def release(self, delivery_ids: Sequence[int]) -> None:
-        """Give this owner's claimed rows back unchanged (a send cancelled at shutdown)."""
-
-    async def watch_job(self, job: Job) -> tuple[Job, bool]:
-        """Store a new watched job; if (source, job_id) is known, return the stored one.
-        The bool says whether it was new."""
-
-    async def due_jobs(self, now: float, limit: int, exclude: set[tuple[str, str]]) -> list[Job]:
-        """Watching jobs whose next poll is due by `now`, soonest first."""
-
-    async def next_job_due_at(self) -> float | None: ...
-
-    async def save_jobs(self, jobs: Sequence[Job]) -> None:
-        """Overwrite these jobs' state and schedule, in ONE transaction."""
-
-    async def get_job(self, source: str, job_id: str) -> Job | None: ...
-
-    async def list_jobs(
-        self,
-        source: str | None = None,
-        state: str | None = None,
-        after: tuple[str, str] | None = None,
-        limit: int = 100,
-    ) -> list[Job]:
-        """Jobs ordered by (source, job_id), starting after the cursor `after`."""
-
-    async def delete_job(self, source: str, job_id: str) -> bool: ...
-
-    async def count_events(self) -> int: ...
-
-    async def delivery_counts(self) -> dict[tuple[str, str], int]:
-        """(sink, status) → number of deliveries."""
-
-    async def get_event(self, event_id: str) -> dict[str, Any] | None:
-        """The event JSON (with `raw`) and its deliveries, or None."""
-
-    async def list_events(
-        self, where: EventFilter, before: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        """Events (JSON without `raw`), newest first, with ids below the cursor `before`."""
-
-    async def list_deliveries(
-        self,
-        status: str | None = None,
-        sink: str | None = None,
-        after: int | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        """Delivery rows by id, starting after the cursor `after`."""
-
-    async def retry_delivery(self, delivery_id: int, now: float) -> tuple[dict[str, Any], bool]:
-        """Put a delivered or dead row back to pending, due at `now`, attempts kept. Returns
-        the row and whether it changed (False: it was pending already). KeyError if unknown."""
-
-    async def add_replays(self, pairs: Sequence[tuple[str, str]], now: float) -> list[int]:
-        """New pending deliveries for (event id, sink) pairs, in ONE transaction; each is linked
-        to the latest earlier delivery of its pair. Returns their ids."""
-
-    async def replay_horizon(self) -> tuple[int, int]:
-        """The newest event sequence number and delivery id now (bounds for a ReplayScope)."""
-
-    async def event_kinds(self, where: EventFilter, upto: int) -> dict[tuple[str, str], int]:
-        """(source, type) → number of matching events up to sequence number `upto`."""
-
-    async def count_latest(self, scope: ReplayScope) -> tuple[int, int]:
-        """For a scope with `delivery_status`: (events, deliveries) it covers."""
-
-    async def replay_chunk(
-        self, scope: ReplayScope, after: int, limit: int, now: float
-    ) -> ReplayChunk:
-        """Add replay deliveries for the next `limit` events or rows of `scope` after the
-        position `after` (0 to start), in ONE transaction."""
-
-    async def pending_stats(self) -> tuple[int, float | None]:
-        """The number of pending deliveries and the created_at of the oldest one."""
-
-    async def latest_statuses(self, event_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-        """event id → {sink: status of its latest delivery}, for one page of events (the
-        web UI's at-a-glance column); looked up by event id only, never by scanning."""
-
-    async def sink_stats(
-        self, sinks: Sequence[str], since: float, cap: int
-    ) -> dict[str, SinkStats]:
-        """Each sink's health for the web UI: pending deliveries, the oldest one, and the
-        deliveries that ended (delivered, dead) since `since`. The pending count stops at
-        `cap`, and at most the newest `cap` attempts are read, so a page view stays cheap on
-        a store with millions of rows."""
-
-
-def new_owner_id() -> str:
-    """Who holds a lease: this host and process, plus a random part (pids are reused)."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def owner_is_dead(owner: str) -> bool:
-    """True when `owner` was a process on this host that no longer runs, so its leases can be
-    ended at once instead of waiting them out (a restart after a crash)."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname()[:40] or not pid.isascii() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError, ValueError):
-        return False
-    return False
-
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
-class StoreUnusable(ConfigError):
-    """The database cannot be opened or used at all (a directory, garbage, locked, newer
-    schema, no permission); the message names the file and the fix. Start-up exits with 2."""
-
-    code = "store_unusable"
+from receiver.store.model import (
+    DELIVERY_STATUSES,
+    JOB_STATES,
+    POSTGRES_SCHEMES,
+    Coordination,
+    DeliveryQueue,
+    Due,
+    EventFilter,
+    EventLog,
+    Job,
+    JobTable,
+    NewEvent,
+    Outcome,
+    ReplayChunk,
+    ReplayLog,
+    ReplayScope,
+    SinkStats,
+    Store,
+    Stored,
+    StoreUnusable,
+    database_password,
+    display_url,
+    new_owner_id,
+    owner_is_dead,
+)
+
+__all__ = [
+    "DELIVERY_STATUSES",
+    "JOB_STATES",
+    "POSTGRES_SCHEMES",
+    "Coordination",
+    "DeliveryQueue",
+    "Due",
+    "EventFilter",
+    "EventLog",
+    "Job",
+    "JobTable",
+    "NewEvent",
+    "Outcome",
+    "ReplayChunk",
+    "ReplayLog",
+    "ReplayScope",
+    "SinkStats",
+    "Store",
+    "StoreUnusable",
+    "Stored",
+    "check_store",
+    "database_password",
+    "display_url",
+    "new_owner_id",
+    "open_store",
+    "owner_is_dead",
+]
 
 
 def open_store(database: str) -> Store:
@@ -341,26 +89,3 @@ def check_store(database: str) -> None:
         check_file(database.removeprefix("sqlite:///"))
 
 
-def database_password(database: str) -> str | None:
-    """The password in a database URL, if any: a secret that logs must never show."""
-    try:
-        return urlsplit(database).password
-    except ValueError:
-        return None
-
-
-def display_url(database: str) -> str:
-    """The database URL safe to print: its userinfo and query values masked (a sqlite:///
-    path, which has neither, as it is)."""
-    return masking.mask_url(database) if "@" in database or "?" in database else database
-
-
-@dataclass(frozen=True, slots=True)
-class SinkStats:
-    """One sink's health. A count equal to the `cap` asked for means "at least that many"."""
-
-    pending: int
-    oldest_pending_at: float | None  # created_at of the oldest pending delivery
-    delivered: int  # deliveries delivered since the time asked for
-    dead: int  # deliveries given up since the time asked for
-    exact: bool = True  # False: more attempts than the cap since then; the two are lower bounds

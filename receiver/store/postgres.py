@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from receiver.core.errors import StoreUnavailable
 from receiver.core.events import TERMINAL_STATUSES
-from receiver.store import (
+from receiver.store.model import (
     Due,
     EventFilter,
     Job,

@@ -22,7 +22,7 @@ import aiosqlite
 from receiver.core import jsonx
 from receiver.core.errors import StoreUnavailable
 from receiver.core.events import TERMINAL_STATUSES
-from receiver.store import (
+from receiver.store.model import (
     Due,
     EventFilter,
     Job,
