@@ -46,6 +46,7 @@ SECRET = "bench-rendergrid-secret-0123456789"
 TOLERANCE_S = 300
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 25.0
+WORKERS = 0  # --workers: N web processes for both (hookyard serve --workers N, uvicorn --workers N)
 
 CONFIG = """\
 [server]
@@ -78,7 +79,9 @@ UVICORN_FLAGS = ["--loop", "auto", "--http", "auto", "--workers", "1", "--no-acc
 
 
 def main() -> int:
+    global WORKERS
     args = _parser().parse_args()
+    WORKERS = args.workers
     wrk = shutil.which("wrk")
     if wrk is None:
         print("run.py: wrk is not installed. On Debian/Ubuntu: sudo apt-get update && "
@@ -173,6 +176,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="route every event to a jsonl sink too (ingest while delivering); "
                         "default: events are stored and routed nowhere")
     p.add_argument("--out", default=str(HERE / "results.json"))
+    p.add_argument("--workers", type=int, default=0,
+                   help="web processes for both servers (default: one process each)")
     return p
 
 
@@ -347,14 +352,16 @@ def _servers(config: Path, workdir: Path) -> Iterator[tuple[str, str]]:
         with hook_log.open("ab") as log:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "receiver.cli", "serve", "--config", str(config),
-                 "--host", "127.0.0.1", "--port", str(hook_port)],
+                 "--host", "127.0.0.1", "--port", str(hook_port),
+                 *(["--workers", str(WORKERS)] if WORKERS else [])],
                 cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env))
         _wait(procs[0], f"http://127.0.0.1:{hook_port}/readyz", hook_log, "hookyard")
         bare_log = workdir / "bare.log"
         with bare_log.open("ab") as log:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "bench.ingest.bare_app:app",
-                 "--host", "127.0.0.1", "--port", str(bare_port), *UVICORN_FLAGS],
+                 "--host", "127.0.0.1", "--port", str(bare_port), *UVICORN_FLAGS,
+                 *(["--workers", str(WORKERS)] if WORKERS else [])],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env))
         _wait(procs[1], f"http://127.0.0.1:{bare_port}/hooks/x", bare_log, "bare app")
         yield (f"http://127.0.0.1:{hook_port}/hooks/{SOURCE}",

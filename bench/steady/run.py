@@ -1,0 +1,132 @@
+"""Steady stream with fan-out: does delivery keep up? (issue 11)
+
+    .venv/bin/python bench/steady/run.py [--workers 0] [--rates 100,500,750,1000] [--seconds 10]
+
+For each rate: a fresh `hookyard serve` (or `serve --workers N`) with one rendergrid source and
+three `http` sinks at their DEFAULT settings (concurrency 4, whsec_-signed), every event routed
+to all three; the sink is bench/delivery/sink_app.py (answers 200 at once, records each
+request's path, webhook-id and arrival time). bench/delivery/loadgen.py posts unique signed
+webhooks at RATE/s for SECONDS (open loop, 64 connections). Then it waits for every delivery.
+
+Reported per rate: webhooks answered 200 (and non-200), deliveries expected (3 per event) and
+arrived, duplicates (a (sink, webhook-id) pair seen twice), the LAG (last arrival minus the end
+of the stream: the target is <= 3 s), and the latency from a webhook's 200 to its delivery's
+arrival (p50, p99). The highest rate whose lag is <= 3 s with nothing missing or doubled is the
+answer to "the highest rate that still holds". Writes bench/steady/results-<workers>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from bench.delivery import run as delivery  # noqa: E402
+from bench.ingest import run as ingest  # noqa: E402
+
+LAG_TARGET_S = 3.0
+CONFIG = """\
+[server]
+host = "127.0.0.1"
+database = "sqlite:///{db}"
+
+[sources.rendergrid]
+provider = "rendergrid"
+secrets = ["{secret}"]
+"""
+SINK = """
+[sinks.{name}]
+type = "http"
+url = "{url}/{name}"
+secret = "{secret}"
+
+[[routes]]
+sources = ["*"]
+types = ["*"]
+sinks = ["{name}"]
+"""
+
+
+def config(workdir: Path, sink_url: str) -> Path:
+    text = CONFIG.format(db=workdir / "hookyard.db", secret=ingest.SECRET)
+    for i, name in enumerate(delivery.SINKS):
+        secret = "whsec_" + base64.b64encode(f"bench-{name}-{i}".ljust(32, "x").encode()).decode()
+        text += SINK.format(name=name, url=sink_url, secret=secret)
+    path = workdir / "hookyard.toml"
+    path.write_text(text)
+    return path
+
+
+def one_rate(rate: float, seconds: float, workers: int, sink: str) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"hookyard-steady-{int(rate)}-"))
+    cfg = config(workdir, sink)
+    port = ingest._free_port()
+    argv = [sys.executable, "-m", "receiver.cli", "serve", "--config", str(cfg), "--host",
+            "127.0.0.1", "--port", str(port), *(["--workers", str(workers)] if workers else [])]
+    before = delivery._sink_count(sink)
+    with delivery._process(argv, workdir / "hookyard.log", f"http://127.0.0.1:{port}/readyz",
+                           "hookyard", workdir):
+        out = workdir / "load.json"
+        subprocess.run([sys.executable, str(ROOT / "bench/delivery/loadgen.py"),
+                        f"http://127.0.0.1:{port}/hooks/rendergrid", str(cfg), str(rate),
+                        str(seconds), str(out), "--connections", "64"],
+                       check=True, env=delivery._env())
+        load = json.loads(out.read_text())
+        ok = {r[2]: r[4] for r in load["results"] if r[1] == 200}
+        stream_end = max(ok.values())
+        expected = 3 * len(ok)
+        deadline = time.time() + 120
+        while delivery._sink_count(sink) - before < expected and time.time() < deadline:
+            time.sleep(0.2)
+        records = delivery._sink_records(sink, before)
+    matched = delivery._match(records, ok)
+    arrivals = [t for _, wid, t in records if wid in ok]
+    lag = max(arrivals) - stream_end if arrivals else float("inf")
+    lat = matched["latencies"]
+    return {
+        "rate": rate, "seconds": seconds, "workers": workers,
+        "answered_200": len(ok), "non_200": len(load["results"]) - len(ok),
+        "errors": len(load["errors"]), "planned": load["planned"],
+        "deliveries_expected": expected, "deliveries_unique": matched["unique"],
+        "duplicates": matched["duplicates"], "lag_s": round(lag, 3),
+        "latency_ms": {"p50": round(delivery._pct(lat, 50) * 1000, 2),
+                       "p99": round(delivery._pct(lat, 99) * 1000, 2)} if lat else None,
+        "holds": (lag <= LAG_TARGET_S and matched["unique"] == expected
+                  and matched["duplicates"] == 0 and len(ok) == load["planned"]),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--rates", default="100,500,750,1000")
+    p.add_argument("--seconds", type=float, default=10.0)
+    args = p.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="hookyard-steady-sink-"))
+    sink_cm, sink = delivery._sink_server(workdir)
+    rows = []
+    with sink_cm:
+        for rate in [float(r) for r in args.rates.split(",")]:
+            row = one_rate(rate, args.seconds, args.workers, sink)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    held = [r["rate"] for r in rows if r["holds"]]
+    print(f"highest rate that holds (lag <= {LAG_TARGET_S} s, none missing or twice): "
+          f"{max(held) if held else 'none'} webhooks/s")
+    (HERE / f"results-{args.workers}.json").write_text(json.dumps(
+        {"seconds": args.seconds, "runs": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
