@@ -39,6 +39,7 @@ from receiver.store.model import (
     Stored,
     display_url,
 )
+from receiver.store.sql import Dialect
 
 # The pure batch preparation, row shapes and result mapping are the SQLite store's, so that
 # dedupe and late-status rules are written once; only the SQL differs.
@@ -58,6 +59,7 @@ from receiver.store.sqlite import (
 
 log = structlog.get_logger("hookyard.store")
 
+SQL = Dialect("%s", array=True, text=lambda value: _text(value))
 CHANNEL = "hookyard"  # NOTIFY channel: "new rows to look at"
 POLL_BACKSTOP_S = 0.5  # without LISTEN, idle workers look this often
 
@@ -525,7 +527,7 @@ class PostgresStore:
         after: tuple[str, str] | None = None,
         limit: int = 100,
     ) -> list[Job]:
-        where, params = _equals("", source=source, state=state)
+        where, params = SQL.equals("", source=source, state=state)
         if after is not None:
             where.append("(source, job_id) > (%s, %s)")
             params.extend([after[0], _text(after[1])])
@@ -575,7 +577,7 @@ class PostgresStore:
     async def list_events(
         self, where: EventFilter, before: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        clauses, params = _event_where(where, "events")
+        clauses, params = SQL.event_where(where, "events")
         if before is not None:
             clauses.append("id < %s")
             params.append(before)
@@ -592,7 +594,7 @@ class PostgresStore:
         after: int | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        clauses, params = _equals("", status=status, sink=sink)
+        clauses, params = SQL.equals("", status=status, sink=sink)
         if after is not None:
             clauses.append("id > %s")
             params.append(after)
@@ -631,7 +633,7 @@ class PostgresStore:
         return int(events), int(deliveries)
 
     async def event_kinds(self, where: EventFilter, upto: int) -> dict[tuple[str, str], int]:
-        clauses, params = _event_where(where, "events")
+        clauses, params = SQL.event_where(where, "events")
         sql = (
             f"SELECT source, type, COUNT(*) FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
             " AND seq <= %s GROUP BY source, type"
@@ -640,7 +642,7 @@ class PostgresStore:
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     async def count_latest(self, scope: ReplayScope) -> tuple[int, int]:
-        where, params = _latest_where(scope)
+        where, params = SQL.latest_where(scope)
         sql = (
             "SELECT COUNT(DISTINCT d.event_id), COUNT(*) FROM deliveries d"  # noqa: S608
             f" JOIN events e ON e.id = d.event_id WHERE {where}"
@@ -810,7 +812,7 @@ async def _add_replays(conn: Conn, pairs: Sequence[tuple[str, str]], now: float)
 async def _latest_pairs(
     conn: Conn, scope: ReplayScope, after: int, limit: int
 ) -> tuple[int | None, list[tuple[str, str]]]:
-    where, params = _latest_where(scope)
+    where, params = SQL.latest_where(scope)
     sql = (
         "SELECT d.id, d.event_id, d.sink FROM deliveries d"  # noqa: S608
         f" JOIN events e ON e.id = d.event_id WHERE {where} AND d.id > %s ORDER BY d.id LIMIT %s"
@@ -824,7 +826,7 @@ async def _latest_pairs(
 async def _routed_pairs(
     conn: Conn, scope: ReplayScope, after: int, limit: int
 ) -> tuple[int | None, list[tuple[str, str]]]:
-    clauses, params = _event_where(scope.filter, "events")
+    clauses, params = SQL.event_where(scope.filter, "events")
     sql = (
         f"SELECT seq, id, source, type FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
         " AND seq > %s AND seq <= %s ORDER BY seq LIMIT %s"
@@ -841,46 +843,6 @@ async def _routed_pairs(
 
 
 # -- SQL pieces --------------------------------------------------------------------------------
-
-
-def _equals(prefix: str, **columns: Any) -> tuple[list[str], list[Any]]:
-    """`column = %s` conditions for the columns given a value (None: no condition); the
-    names are ours, only placeholders carry values."""
-    clauses, params = ["TRUE"], []
-    for column, value in columns.items():
-        if value is not None:
-            clauses.append(f"{prefix}{column} = %s")
-            params.append(_text(value) if isinstance(value, str) else value)
-    return clauses, params
-
-
-def _event_where(where: EventFilter, table: str) -> tuple[list[str], list[Any]]:
-    """SQL conditions on `table` (events or its alias) for `where`."""
-    clauses, params = _equals(
-        f"{table}.", source=where.source, type=where.type, job_id=where.job_id
-    )
-    if where.since is not None:
-        clauses.append(f"{table}.received_at >= %s")
-        params.append(where.since)
-    if where.until is not None:
-        clauses.append(f"{table}.received_at < %s")
-        params.append(where.until)
-    return clauses, params
-
-
-def _latest_where(scope: ReplayScope) -> tuple[str, list[Any]]:
-    """Deliveries `d` (joined to events `e`) that are the latest of their (event, sink) pair
-    and in the scope's status, to the scope's sinks."""
-    clauses, params = _event_where(scope.filter, "e")
-    clauses += [
-        "d.status = %s",
-        "d.id <= %s",
-        "d.sink = ANY(%s)",
-        "NOT EXISTS (SELECT 1 FROM deliveries l"
-        " WHERE l.event_id = d.event_id AND l.sink = d.sink AND l.id > d.id)",
-    ]
-    params += [scope.delivery_status, scope.upto, list(scope.sinks)]
-    return " AND ".join(clauses), params
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:

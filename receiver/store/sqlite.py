@@ -36,6 +36,7 @@ from receiver.store.model import (
     new_owner_id,
     owner_is_dead,
 )
+from receiver.store.sql import Dialect
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -124,6 +125,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 EVENT_JSON_COLUMN = 9  # in an events row as _event_row makes it
 _CHUNK = 500  # rows or values per statement: far below SQLite's 32766 parameters
 DEFAULT_LEASE_S = 300.0
+SQL = Dialect("?")
 CHANGE_POLL_S = 0.015  # how often wait_for_change looks: a cheap read of a counter
 
 
@@ -336,7 +338,7 @@ class SqliteStore:
         after: tuple[str, str] | None = None,
         limit: int = 100,
     ) -> list[Job]:
-        where, params = _equals("", source=source, state=state)
+        where, params = SQL.equals("", source=source, state=state)
         if after is not None:
             where.append("(source > ? OR (source = ? AND job_id > ?))")
             params.extend([after[0], after[0], after[1]])
@@ -361,7 +363,7 @@ class SqliteStore:
     async def list_events(
         self, where: EventFilter, before: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        clauses, params = _event_where(where, "events")
+        clauses, params = SQL.event_where(where, "events")
         if before is not None:
             clauses.append("id < ?")
             params.append(before)
@@ -378,7 +380,7 @@ class SqliteStore:
         after: int | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        clauses, params = _equals("", status=status, sink=sink)
+        clauses, params = SQL.equals("", status=status, sink=sink)
         if after is not None:
             clauses.append("id > ?")
             params.append(after)
@@ -404,7 +406,7 @@ class SqliteStore:
         return int(events), int(deliveries)
 
     async def event_kinds(self, where: EventFilter, upto: int) -> dict[tuple[str, str], int]:
-        clauses, params = _event_where(where, "events")
+        clauses, params = SQL.event_where(where, "events")
         sql = (
             f"SELECT source, type, COUNT(*) FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
             " AND rowid <= ? GROUP BY source, type"
@@ -413,7 +415,7 @@ class SqliteStore:
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     async def count_latest(self, scope: ReplayScope) -> tuple[int, int]:
-        where, params = _latest_where(scope)
+        where, params = SQL.latest_where(scope)
         sql = (
             "SELECT COUNT(DISTINCT d.event_id), COUNT(*) FROM deliveries d"  # noqa: S608
             f" JOIN events e ON e.id = d.event_id WHERE {where}"
@@ -1028,48 +1030,6 @@ def _add_replays(conn: Sql, pairs: Sequence[tuple[str, str]], now: float) -> lis
     return list(range(last - len(pairs) + 1, last + 1))
 
 
-def _equals(prefix: str, **columns: Any) -> tuple[list[str], list[Any]]:
-    """`column = ?` conditions for the columns given a value (None: no condition); the
-    names are ours, only placeholders carry values."""
-    clauses, params = ["1 = 1"], []
-    for column, value in columns.items():
-        if value is not None:
-            clauses.append(f"{prefix}{column} = ?")
-            params.append(value)
-    return clauses, params
-
-
-def _event_where(where: EventFilter, table: str) -> tuple[list[str], list[Any]]:
-    """SQL conditions on `table` (events or its alias) for `where`; only placeholders carry
-    values."""
-    clauses, params = _equals(
-        f"{table}.", source=where.source, type=where.type, job_id=where.job_id
-    )
-    if where.since is not None:
-        clauses.append(f"{table}.received_at >= ?")
-        params.append(where.since)
-    if where.until is not None:
-        clauses.append(f"{table}.received_at < ?")
-        params.append(where.until)
-    return clauses, params
-
-
-def _latest_where(scope: ReplayScope) -> tuple[str, list[Any]]:
-    """Deliveries `d` (joined to events `e`) that are the latest of their (event, sink) pair
-    and in the scope's status, to the scope's sinks."""
-    clauses, params = _event_where(scope.filter, "e")
-    marks = ",".join("?" * len(scope.sinks)) or "NULL"
-    clauses += [
-        "d.status = ?",
-        "d.id <= ?",
-        f"d.sink IN ({marks})",
-        "NOT EXISTS (SELECT 1 FROM deliveries l"
-        " WHERE l.event_id = d.event_id AND l.sink = d.sink AND l.id > d.id)",
-    ]
-    params += [scope.delivery_status, scope.upto, *scope.sinks]
-    return " AND ".join(clauses), params
-
-
 Chooser = Callable[[Sql, ReplayScope, int, int], tuple[int | None, list[tuple[str, str]]]]
 
 
@@ -1084,7 +1044,7 @@ def _replay_chunk(
 def _latest_pairs(
     conn: Sql, scope: ReplayScope, after: int, limit: int
 ) -> tuple[int | None, list[tuple[str, str]]]:
-    where, params = _latest_where(scope)
+    where, params = SQL.latest_where(scope)
     sql = (
         "SELECT d.id, d.event_id, d.sink FROM deliveries d"  # noqa: S608
         f" JOIN events e ON e.id = d.event_id WHERE {where} AND d.id > ? ORDER BY d.id LIMIT ?"
@@ -1097,7 +1057,7 @@ def _latest_pairs(
 def _routed_pairs(
     conn: Sql, scope: ReplayScope, after: int, limit: int
 ) -> tuple[int | None, list[tuple[str, str]]]:
-    clauses, params = _event_where(scope.filter, "events")
+    clauses, params = SQL.event_where(scope.filter, "events")
     sql = (
         f"SELECT rowid, id, source, type FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
         " AND rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?"
