@@ -46,12 +46,13 @@ SECRET = "bench-rendergrid-secret-0123456789"
 TOLERANCE_S = 300
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 25.0
+DATABASE = ""  # --database, else the run's own SQLite file
 WORKERS = 0  # --workers: N web processes for both (hookyard serve --workers N, uvicorn --workers N)
 
 CONFIG = """\
 [server]
 host = "127.0.0.1"
-database = "sqlite:///{db}"
+database = "{database}"
 
 [sources.rendergrid]
 provider = "rendergrid"
@@ -95,7 +96,9 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "hookyard.db"
     config = workdir / "hookyard.toml"
-    config.write_text(CONFIG.format(db=db, secret=SECRET, tolerance=TOLERANCE_S,
+    global DATABASE
+    DATABASE = args.database or f"sqlite:///{db}"
+    config.write_text(CONFIG.format(database=DATABASE, secret=SECRET, tolerance=TOLERANCE_S,
                                     jsonl=workdir / "events.jsonl")
                       + (ROUTE if args.with_sink else ""))
     verifier = _verifier(config)
@@ -176,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="route every event to a jsonl sink too (ingest while delivering); "
                         "default: events are stored and routed nowhere")
     p.add_argument("--out", default=str(HERE / "results.json"))
+    p.add_argument("--database", help="a postgresql:// URL to store into (default: a new SQLite "
+                   "file in the work dir); the events table should start empty")
     p.add_argument("--workers", type=int, default=0,
                    help="web processes for both servers (default: one process each)")
     return p
@@ -247,6 +252,12 @@ def _run_wrk(wrk: str, args: argparse.Namespace, url: str, batch: Path, seconds:
 
 
 def _stored(db: Path) -> int:
+    if DATABASE.startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(DATABASE) as conn:
+            row = conn.execute("SELECT COUNT(*) FROM events").fetchone()
+            return int(row[0]) if row else 0
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as c:
         return int(c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
