@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx
 import psycopg
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -904,3 +905,37 @@ async def test_the_leader_lease_has_one_holder_until_it_runs_out(make_store: Fac
     await two.release_lease("poller", "b")  # a clean stop hands over at once
     assert await one.hold_lease("poller", "a", 10) == (True, None)
     assert await one.count_jobs("watching") == 0
+
+
+async def test_a_commit_by_another_process_is_heard(make_store: Factory) -> None:
+    """SQLite: data_version; PostgreSQL: LISTEN/NOTIFY sent after the commit."""
+    watcher, writer = await make_store(), await make_store()
+    await watcher.wait_for_change(0.05)  # settle what came before (the writer migrating)
+    waiting = asyncio.create_task(watcher.wait_for_change(30.0))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await writer.write_events([item(generation("heard"))])
+    assert await asyncio.wait_for(waiting, 10.0) is True
+
+
+async def test_without_listen_postgres_wakes_by_polling_and_says_so(
+    make_store: Factory, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind PgBouncer in transaction mode LISTEN is refused: workers look every
+    POLL_BACKSTOP_S instead, and the log says so once."""
+    if backend != "postgres":
+        return  # SQLite has no LISTEN to lose (data_version is always there)
+    store = await make_store()
+    real = psycopg.AsyncConnection.execute
+
+    async def refuse_listen(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(query).startswith("LISTEN"):
+            raise psycopg.errors.FeatureNotSupported("LISTEN is not allowed here")
+        return await real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", refuse_listen)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):  # woken by the backstop long before the 30 s a LISTEN would wait
+            assert await asyncio.wait_for(store.wait_for_change(30.0), 10.0) is True
+    warned = [entry for entry in logs if entry["event"] == "store.listen_unavailable"]
+    assert len(warned) == 1 and "polling" in warned[0]["fallback"]
