@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import copy
+import hashlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from receiver import settings as settings_mod
 from receiver.app import Hookyard, create_app
@@ -80,6 +84,37 @@ def write_config(tmp: Path, text: str | None = None, **values: Any) -> Path:
     return path
 
 
+CDN = "https://cdn.example.com/renders"
+
+
+def make_event(n: int = 0, **changes: Any) -> dict[str, Any]:
+    """A normalized event as sinks receive it: the `n`th of a series, with `changes` on top.
+
+    Sink tests that want other defaults bind them with `functools.partial(make_event, ...)`;
+    every value is a fresh copy, so a test may mutate what it gets.
+    """
+    job_id = f"c0ea4d5b-0000-4000-8000-{n + 1:012d}"
+    event: dict[str, Any] = {
+        "id": f"evt_01JDTEST{n:018d}",
+        "type": "generation.completed",
+        "source": "rendergrid",
+        "provider": "rendergrid",
+        "job_id": job_id,
+        "status": "completed",
+        "outputs": [f"{CDN}/a.png", f"{CDN}/b.jpg", f"{CDN}/c.gif"],
+        "error": None,
+        "cost": 0.1,
+        "model": "flux-pro",
+        "received_at": "2026-11-22T10:00:59Z",
+        "via": "webhook",
+        "idempotency_key": f"rendergrid:{job_id}:completed",
+        "metadata": {},
+        "raw": {"n": n},
+    }
+    event.update(changes)
+    return copy.deepcopy(event)
+
+
 def load(tmp: Path, **values: Any) -> settings_mod.Settings:
     return settings_mod.load(str(write_config(tmp, **values)))
 
@@ -96,6 +131,23 @@ def signed_headers(
     return {"Content-Type": "application/json", **verifier.sign(body, now=now)}
 
 
+def fal_headers(
+    key: Ed25519PrivateKey, body: bytes, now: float | None = None, request_id: str = "req-1",
+    user_id: str = "user-1",
+) -> dict[str, str]:
+    """fal's four headers for `body`, signed with `key` (fal signs with Ed25519 keys of its
+    own, so no source secret can sign for it). The message is request id, user id, timestamp
+    and the hex SHA-256 of the raw body, one per line (handlers/providers/README.md)."""
+    ts = str(int(time.time() if now is None else now))
+    message = f"{request_id}\n{user_id}\n{ts}\n{hashlib.sha256(body).hexdigest()}".encode()
+    return {
+        "X-Fal-Webhook-Request-Id": request_id,
+        "X-Fal-Webhook-User-Id": user_id,
+        "X-Fal-Webhook-Timestamp": ts,
+        "X-Fal-Webhook-Signature": key.sign(message).hex(),
+    }
+
+
 @contextlib.asynccontextmanager
 async def app_client(
     config: settings_mod.Settings, store: Store | None = None
@@ -109,6 +161,34 @@ async def app_client(
             transport=transport, base_url="http://hookyard.test"
         ) as client:
             yield client, service
+
+
+def wait_for(
+    check: Callable[[], object], timeout: float = 20.0, what: str = "condition",
+    interval: float = 0.05,
+) -> None:
+    """Poll `check` until it is truthy; the one way a sync test waits for the system.
+
+    Tests wait on an observable signal, never a fixed sleep, so a slow machine only makes them
+    slower, not wrong. The error names `what` so a timeout says which signal never came.
+    """
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(interval)
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[object]], timeout: float = 10.0, what: str = "condition",
+    interval: float = 0.02,
+) -> None:
+    """`wait_for` for async tests: awaits `check` (a store read, say) between short sleeps."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(interval)
 
 
 def free_port() -> int:

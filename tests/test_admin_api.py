@@ -17,11 +17,10 @@ from tests.admin_kit import (
     post_jobs,
     post_renderful,
     statuses,
-    wait_for,
     write_config,
 )
 from tests.fakes import FakeSink, Reply
-from tests.support import Server
+from tests.support import Server, wait_for
 
 ROUTES = [
     ("GET", "/v1/openapi.json"),

@@ -54,6 +54,7 @@ from tests.support import (
     WHSEC,
     Server,
     app_client,
+    fal_headers,
     write_config,
 )
 
@@ -151,13 +152,9 @@ def write(tmp: Path) -> Path:
                         github=GITHUB_SECRET, fal_x=FAL_X, admin_token=ADMIN_TOKEN)
 
 
-def fal_sign(body: bytes, now: float | None = None, request_id: str = "req-1",
-             user_id: str = "user-1") -> dict[str, str]:
-    ts = str(int(time.time() if now is None else now))
-    message = f"{request_id}\n{user_id}\n{ts}\n{hashlib.sha256(body).hexdigest()}".encode()
-    return {"X-Fal-Webhook-Request-Id": request_id, "X-Fal-Webhook-User-Id": user_id,
-            "X-Fal-Webhook-Timestamp": ts,
-            "X-Fal-Webhook-Signature": FAL_PRIVATE.sign(message).hex()}
+def fal_sign(body: bytes, now: float | None = None, request_id: str = "req-1"
+             ) -> dict[str, str]:
+    return fal_headers(FAL_PRIVATE, body, now, request_id)
 
 
 def sign(config: settings_mod.Settings, source: str, body: bytes) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +14,7 @@ import standardwebhooks
 
 from receiver import settings as settings_mod
 from tests.fakes import PNG_BYTES, FakeSink, FakeSlack, FileServer, MotoS3, Reply
-from tests.support import RENDERGRID_SECRET, Server, signed_headers
+from tests.support import RENDERGRID_SECRET, Server, signed_headers, wait_for
 
 HTTP_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -55,15 +55,6 @@ def deliveries(tmp: Path) -> dict[tuple[str, str], int]:
     with sqlite3.connect(tmp / "hookyard.db") as db:
         rows = db.execute("SELECT sink, status, COUNT(*) FROM deliveries GROUP BY sink, status")
         return {(sink, status): n for sink, status, n in rows}
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture

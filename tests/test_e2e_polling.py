@@ -6,7 +6,7 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,7 +22,7 @@ from tests.fake_providers import (
     FakeRevid,
 )
 from tests.fakes import FakeSink
-from tests.support import Server, signed_headers
+from tests.support import Server, signed_headers, wait_for
 
 TOKEN = "admin-token-for-tests-0123456789"
 FAST = "poll_first_delay_s = 0\npoll_max_interval_s = 0.3\n"
@@ -72,14 +72,6 @@ def watch(server: Server, source_name: str, job_id: str, **extra: object) -> htt
                    headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code in (200, 201), r.text
     return r
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def delivered(sink: FakeSink) -> list[dict[str, object]]:

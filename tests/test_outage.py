@@ -6,24 +6,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from receiver import settings as settings_mod
 from tests.fakes import FakeSink, Reply
-from tests.support import RENDERGRID_SECRET, Server, signed_headers
+from tests.support import RENDERGRID_SECRET, Server, signed_headers, wait_for
 
 TOKEN = "outage-admin-token-0123456789"
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def counts(db: Path) -> dict[str, int]:
@@ -76,10 +67,11 @@ sinks = ["backend"]
     try:
         # 5xx phase: two events use up both attempts (4 failures, under the breaker's 5).
         ids = [send(0), send(1)]
-        wait_for(lambda: counts(db).get("dead", 0) == 2)
+        wait_for(lambda: counts(db).get("dead", 0) == 2, timeout=30)
         down.stop()  # connection refused phase: new events fail, the breaker opens
         ids += [send(i) for i in range(2, 8)]
-        wait_for(lambda: refused(db) >= 1)  # the fifth failure in a row opened the breaker
+        # the fifth failure in a row opened the breaker
+        wait_for(lambda: refused(db) >= 1, timeout=30)
         up = FakeSink(port=port).start()  # the sink is back, same address
         try:
             # The breaker's next probe succeeds; everything still pending arrives.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -20,31 +21,15 @@ from handlers.sinks import http as http_sink
 from handlers.sinks import jsonl
 from handlers.sinks.base import SinkContext, SinkError
 from receiver.settings import SinkSettings
+from tests import support
 from tests.fakes import FakeSink, Recorded, Reply, free_port
+from tests.support import WHSEC
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-def make_event(n: int = 0, **changes: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "id": f"evt_01JDTESTHTTP{n:014d}",
-        "type": "generation.completed",
-        "source": "rendergrid",
-        "provider": "rendergrid",
-        "job_id": f"job-{n}",
-        "status": "completed",
-        "outputs": ["https://cdn.example.com/a.png"],
-        "error": None,
-        "cost": 0.1,
-        "model": "flüx ✨",
-        "received_at": "2026-11-22T10:00:59Z",
-        "via": "webhook",
-        "idempotency_key": f"rendergrid:job-{n}:completed",
-        "metadata": {},
-        "raw": {"n": n},
-    }
-    event.update(changes)
-    return event
+SECRET = WHSEC
+# Unicode in the model: the body must go out as UTF-8, byte for byte.
+make_event = functools.partial(
+    support.make_event, outputs=["https://cdn.example.com/a.png"], model="flüx ✨"
+)
 
 
 # -- an independent Standard Webhooks verifier (from the spec, not receiver.signing) ---------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import json
@@ -16,6 +17,7 @@ from handlers.sinks import fetch, s3
 from handlers.sinks.base import SinkContext, SinkError
 from receiver.core.errors import ConfigError
 from receiver.settings import SinkSettings
+from tests import support
 from tests.fakes import JPG_BYTES, PNG_BYTES, FileServer, MotoS3, Reply, free_port
 
 MiB = 1024 * 1024
@@ -84,26 +86,14 @@ async def make_sink(
         await sink.aclose()
 
 
-def make_event(**changes: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "id": "evt_01JDTESTS3000000000000000",
-        "type": "generation.completed",
-        "source": "rendergrid",
-        "provider": "rendergrid",
-        "job_id": "c0ea4d5b-0000-4000-8000-000000000001",
-        "status": "completed",
-        "outputs": [],
-        "error": None,
-        "cost": 0.1,
-        "model": "flüx-pro ✨",
-        "received_at": "2026-11-22T10:00:59Z",
-        "via": "webhook",
-        "idempotency_key": "rendergrid:c0ea4d5b:completed",
-        "metadata": {"team": "ünïcode"},
-        "raw": {"nested": [1, 2, {"x": None}]},
-    }
-    event.update(changes)
-    return event
+make_event = functools.partial(
+    support.make_event,
+    id="evt_01JDTESTS3000000000000000",
+    outputs=[],
+    model="flüx-pro ✨",
+    metadata={"team": "ünïcode"},
+    raw={"nested": [1, 2, {"x": None}]},
+)
 
 
 def compact(document: Any) -> bytes:

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.admin_kit import TOKEN, creation, post, post_renderful, wait_for
+from tests.admin_kit import TOKEN, creation, post, post_renderful
 from tests.fake_providers import FakeRendergrid
 from tests.fakes import FakeSink, FileServer, Reply
-from tests.support import RENDERFUL_SECRET, RENDERGRID_SECRET, Server
+from tests.support import RENDERFUL_SECRET, RENDERGRID_SECRET, Server, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium's own connections are refused by a closed
