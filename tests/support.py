@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 import hashlib
+import inspect
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,7 +23,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from receiver import settings as settings_mod
 from receiver.app import Hookyard, create_app
 from receiver.core import signing
-from receiver.store import Store
+from receiver.store import Job, Store
+from receiver.store.sqlite import SqliteStore
+
+T = TypeVar("T")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RENDERGRID_SECRET = "rg-test-secret-0123456789"
@@ -180,15 +184,54 @@ def wait_for(
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[object]], timeout: float = 10.0, what: str = "condition",
+    check: Callable[[], object], timeout: float = 10.0, what: str = "condition",
     interval: float = 0.02,
 ) -> None:
-    """`wait_for` for async tests: awaits `check` (a store read, say) between short sleeps."""
+    """`wait_for` for async tests; `check` may be a coroutine function (a store read, say)."""
     deadline = time.monotonic() + timeout
-    while not await check():
+    while not await _result(check()):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         await asyncio.sleep(interval)
+
+
+def read_store(db: Path, question: Callable[[Store], Awaitable[T]]) -> T:
+    """Ask the store of the SQLite file `db` one question from a sync test, through the same
+    API the admin endpoints use, while a `hookyard serve` process may own the file."""
+
+    async def ask() -> T:
+        store = SqliteStore(str(db))
+        await store.open()
+        try:
+            return await question(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(ask())
+
+
+def delivery_counts(db: Path) -> dict[tuple[str, str], int]:
+    """{(sink, status): rows} of the deliveries in `db`."""
+    return read_store(db, lambda store: store.delivery_counts())
+
+
+def deliveries(db: Path, sink: str | None = None) -> list[dict[str, Any]]:
+    """The delivery rows of `db` (of one sink, or all), oldest first."""
+    return read_store(db, lambda store: store.list_deliveries(sink=sink, limit=1000))
+
+
+def job(db: Path, source: str, job_id: str) -> Job | None:
+    return read_store(db, lambda store: store.get_job(source, job_id))
+
+
+def job_state(db: Path, source: str, job_id: str) -> str:
+    """The stored state of a watched job; "absent" if it is not (or no longer) stored."""
+    found = job(db, source, job_id)
+    return found.state if found else "absent"
+
+
+async def _result(value: object) -> object:
+    return await value if inspect.isawaitable(value) else value
 
 
 def free_port() -> int:
