@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from receiver import settings as settings_mod
 from receiver.app import Hookyard, create_app
 from receiver.core import signing
-from receiver.store import Job, Store
+from receiver.store import EventFilter, Job, Store
 from receiver.store.sqlite import SqliteStore
 
 T = TypeVar("T")
@@ -213,6 +213,29 @@ def read_store(db: Path, question: Callable[[Store], Awaitable[T]]) -> T:
 def delivery_counts(db: Path) -> dict[tuple[str, str], int]:
     """{(sink, status): rows} of the deliveries in `db`."""
     return read_store(db, lambda store: store.delivery_counts())
+
+
+def status_counts(db: Path) -> dict[str, int]:
+    """{status: rows} of the deliveries in `db`, over all sinks."""
+    found: dict[str, int] = {}
+    for (_, status), n in delivery_counts(db).items():
+        found[status] = found.get(status, 0) + n
+    return found
+
+
+def events_by_job(db: Path) -> dict[str, list[str]]:
+    """{job id: ids of the events stored for it} over every event in `db`."""
+
+    async def ask(store: Store) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        before = None
+        while page := await store.list_events(EventFilter(), before=before, limit=500):
+            for event in page:
+                found.setdefault(event["job_id"], []).append(event["id"])
+            before = page[-1]["id"]
+        return found
+
+    return read_store(db, ask)
 
 
 def deliveries(db: Path, sink: str | None = None) -> list[dict[str, Any]]:
