@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import copy
 import hashlib
@@ -195,19 +196,32 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+async def ask_store(db: Path, question: Callable[[Store], Awaitable[T]]) -> T:
+    """Ask the store of the SQLite file `db` one question through the same API the admin
+    endpoints use (tests read state this way, not by SQL), while a `hookyard serve` process or
+    an app in this test may own the file."""
+    store = SqliteStore(str(db))
+    await store.open()
+    try:
+        return await question(store)
+    finally:
+        await store.close()
+
+
 def read_store(db: Path, question: Callable[[Store], Awaitable[T]]) -> T:
-    """Ask the store of the SQLite file `db` one question from a sync test, through the same
-    API the admin endpoints use, while a `hookyard serve` process may own the file."""
+    """`ask_store` for sync tests, on a thread of its own: some sync code (playwright's) runs
+    an event loop of its own on the test's thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, ask_store(db, question)).result()
 
-    async def ask() -> T:
-        store = SqliteStore(str(db))
-        await store.open()
-        try:
-            return await question(store)
-        finally:
-            await store.close()
 
-    return asyncio.run(ask())
+async def stored_counts(db: Path) -> tuple[int, int]:
+    """(events, delivery rows) in `db`."""
+
+    async def count(store: Store) -> tuple[int, int]:
+        return await store.count_events(), sum((await store.delivery_counts()).values())
+
+    return await ask_store(db, count)
 
 
 def delivery_counts(db: Path) -> dict[tuple[str, str], int]:
@@ -223,19 +237,26 @@ def status_counts(db: Path) -> dict[str, int]:
     return found
 
 
-def events_by_job(db: Path) -> dict[str, list[str]]:
-    """{job id: ids of the events stored for it} over every event in `db`."""
+def all_events(db: Path) -> list[dict[str, Any]]:
+    """Every event in `db` (JSON without `raw`), newest first, page by page."""
 
-    async def ask(store: Store) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        before = None
-        while page := await store.list_events(EventFilter(), before=before, limit=500):
-            for event in page:
-                found.setdefault(event["job_id"], []).append(event["id"])
-            before = page[-1]["id"]
+    async def ask(store: Store) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        while page := await store.list_events(
+            EventFilter(), before=found[-1]["id"] if found else None, limit=500
+        ):
+            found += page
         return found
 
     return read_store(db, ask)
+
+
+def events_by_job(db: Path) -> dict[str, list[str]]:
+    """{job id: ids of the events stored for it} over every event in `db`."""
+    found: dict[str, list[str]] = {}
+    for event in all_events(db):
+        found.setdefault(event["job_id"], []).append(event["id"])
+    return found
 
 
 def deliveries(db: Path, sink: str | None = None) -> list[dict[str, Any]]:

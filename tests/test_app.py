@@ -10,14 +10,16 @@ import httpx
 import pytest
 
 from receiver.store.sqlite import SqliteStore
-from tests.support import RENDERGRID_SECRET, app_client, fixture, load, signed_headers
+from tests.support import (
+    RENDERGRID_SECRET,
+    app_client,
+    fixture,
+    load,
+    signed_headers,
+    stored_counts,
+)
 
 COMPLETED = fixture("rendergrid", "completed.json")
-
-
-def stored_rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(tmp_path / "hookyard.db") as db:
-        return db.execute(sql).fetchall()
 
 
 async def test_verified_new_event_is_stored_before_200(tmp_path: Path) -> None:
@@ -59,8 +61,7 @@ async def test_duplicate_returns_first_id_and_creates_no_deliveries(tmp_path: Pa
         )
     assert again.status_code == 200
     assert again.json() == {"event_id": first.json()["event_id"], "duplicate": True}
-    assert stored_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(1,)]
-    assert stored_rows(tmp_path, "SELECT COUNT(*) FROM deliveries") == [(2,)]
+    assert await stored_counts(tmp_path / "hookyard.db") == (1, 2)
 
 
 async def test_verified_but_unexpected_body_is_stored_as_unrecognized(tmp_path: Path) -> None:
@@ -100,7 +101,7 @@ async def test_bad_signature_is_401_and_stores_nothing(tmp_path: Path, mangle) -
     assert r.status_code == 401
     assert r.json()["error"] == "signature_invalid"
     assert RENDERGRID_SECRET not in r.text
-    assert stored_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(0,)]
+    assert (await stored_counts(tmp_path / "hookyard.db"))[0] == 0
 
 
 async def test_body_not_json_is_400(tmp_path: Path) -> None:
@@ -188,6 +189,7 @@ async def test_store_unavailable_is_503_and_the_retry_succeeds(tmp_path: Path) -
     config = load(tmp_path)
     store = SqliteStore(str(tmp_path / "hookyard.db"), busy_timeout_ms=50)
     async with app_client(config, store) as (client, _):
+        # SQL on purpose: the test is about the file being locked by another writer.
         blocker = sqlite3.connect(tmp_path / "hookyard.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the lock
         try:
@@ -289,7 +291,7 @@ async def test_concurrent_requests_share_commits(tmp_path: Path) -> None:
             ]
         )
     assert [a.status_code for a in answers] == [200] * 200
-    assert stored_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(200,)]
+    assert (await stored_counts(tmp_path / "hookyard.db"))[0] == 200
     assert commits < 200
 
 

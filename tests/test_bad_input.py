@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -424,8 +423,7 @@ class InProcess:
         return self.run(self.client.request(method, path, content=body, headers=headers))
 
     def events(self) -> int:
-        with contextlib.closing(sqlite3.connect(self.tmp / "hookyard.db")) as db:
-            return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return int(self.run(self.service.store.count_events()))
 
     def close(self) -> None:
         try:

@@ -298,6 +298,7 @@ async def test_webhook_with_a_400_digit_cost_is_stored_and_delivered(tmp_path: P
         line = await _wait_for_line(tmp_path / "events.jsonl")
     sent = strict_loads(line)
     assert (sent["id"], sent["cost"], sent["raw"]["cost"]) == (event_id, None, None)
+    # SQL on purpose: the API shows raw bodies parsed; this is about the stored bytes.
     with contextlib.closing(sqlite3.connect(tmp_path / "hookyard.db")) as db:
         (raw,) = db.execute("SELECT raw_body FROM events WHERE id = ?", (event_id,)).fetchone()
     assert raw == body  # the exact bytes, the big number included
@@ -457,6 +458,7 @@ async def test_rows_written_before_the_rule_still_read(tmp_path: Path) -> None:
             Job("rendergrid", "j", "watching", {"a": 1}, 0.0, 1.0, 0.0))
     finally:
         await store.close()
+    # SQL on purpose: rows as an older version wrote them, which no API writes any more.
     with contextlib.closing(sqlite3.connect(tmp_path / "s.db")) as db, db:
         db.execute("UPDATE events SET event_json = replace(event_json, '0.5', 'NaN')")
         db.execute("UPDATE jobs SET metadata_json = '{\"a\": Infinity}'")

@@ -32,7 +32,7 @@ async def test_schema_is_created_then_left_alone(tmp_path: Path) -> None:
         store = SqliteStore(path)
         await store.open()
         await store.close()
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(path) as db:  # SQL on purpose: the schema table and the PRAGMA
         versions = db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
         assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]  # each applied once
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -43,7 +43,7 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     store = SqliteStore(path)
     await store.open()
     await store.close()
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(path) as db:  # SQL on purpose: a newer version's schema, planted
         db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
     with pytest.raises(SchemaTooNew, match="upgrade hookyard"):
         await SqliteStore(path).open()

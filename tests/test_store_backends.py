@@ -141,7 +141,7 @@ async def test_a_newer_schema_is_refused_with_what_to_do(
     make_store: Factory, backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     await make_store()
-    if backend == "sqlite":
+    if backend == "sqlite":  # SQL on purpose: a newer version's schema, planted
         with sqlite3.connect(tmp_path / "store.db") as db:
             db.execute("INSERT INTO schema_version VALUES (?)", (SQLITE_SCHEMA_VERSION + 1,))
     else:

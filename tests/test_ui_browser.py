@@ -8,7 +8,6 @@ set, to that directory too (that is how docs/ui/*.png are made).
 from __future__ import annotations
 
 import os
-import sqlite3
 import struct
 import zlib
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.admin_kit import TOKEN, creation, post, post_renderful
 from tests.fake_providers import FakeRendergrid
 from tests.fakes import FakeSink, FileServer, Reply
-from tests.support import RENDERFUL_SECRET, RENDERGRID_SECRET, Server, wait_for
+from tests.support import RENDERFUL_SECRET, RENDERGRID_SECRET, Server, delivery_counts, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium's own connections are refused by a closed
@@ -139,8 +138,7 @@ def hook_requests(sink: FakeSink) -> list[str]:
 
 
 def delivery_count(tmp: Path) -> int:
-    with sqlite3.connect(tmp / "hookyard.db") as db:
-        return int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
+    return sum(delivery_counts(tmp / "hookyard.db").values())
 
 
 def sign_in(page: Page, url: str) -> None:
