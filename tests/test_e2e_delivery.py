@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 import standardwebhooks
 
 from receiver import settings as settings_mod
@@ -53,12 +51,6 @@ def post(server: Server, config: Path, body: bytes) -> str:
 
 def deliveries(tmp: Path) -> dict[tuple[str, str], int]:
     return delivery_counts(tmp / "hookyard.db")
-
-
-@pytest.fixture
-def sink() -> Iterator[FakeSink]:
-    with FakeSink() as server:
-        yield server
 
 
 def test_one_webhook_reaches_every_routed_sink_in_its_shape(tmp_path: Path, sink: FakeSink) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -52,12 +51,6 @@ def source(name: str, provider: str, fake: FakeProvider, extra: str = FAST) -> s
 def rendergrid_source(fake: FakeRendergrid, extra: str = "") -> str:
     return source("rendergrid", "rendergrid", fake,
                   f'secrets = ["rg-secret-0123456789"]\nfallback_poll_after_s = 0\n{extra}')
-
-
-@pytest.fixture
-def sink() -> Iterator[FakeSink]:
-    with FakeSink() as server:
-        yield server
 
 
 def start(tmp: Path, text: str) -> tuple[Server, Path]:

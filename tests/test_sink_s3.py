@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import itertools
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -22,45 +21,7 @@ from tests.fakes import JPG_BYTES, PNG_BYTES, FileServer, MotoS3, Reply, free_po
 
 MiB = 1024 * 1024
 PREFIX = "hookyard/"
-_buckets = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    with MotoS3() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def files() -> Iterator[FileServer]:
-    with FileServer() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials from the environment; no shared files, no instance metadata calls."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", MotoS3.ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", MotoS3.SECRET_KEY)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def bucket(moto: MotoS3) -> str:
-    name = f"renders-{next(_buckets)}"
-    with moto.client() as client:
-        client.create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
+pytestmark = pytest.mark.usefixtures("aws_env")
 
 
 MakeSink = Callable[..., s3.S3Sink]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -179,12 +179,6 @@ def test_the_registry_paces_slack_at_one_message_per_second() -> None:
 def fake_slack() -> Iterator[FakeSlack]:
     with FakeSlack() as server:
         yield server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def make_sink(url: str, http: httpx.AsyncClient, timeout_s: float = 5.0) -> slack.SlackSink:
