@@ -423,28 +423,18 @@ def _event(**fields: Any) -> events.Event:
      ({"metadata": {"x": [1, -math.inf]}}, "event.metadata.x[1]")],
 )
 async def test_the_store_refuses_non_finite_floats(
-    tmp_path: Path, fields: dict[str, Any], named: str
+    store: SqliteStore, fields: dict[str, Any], named: str
 ) -> None:
-    store = SqliteStore(str(tmp_path / "s.db"))
-    await store.open()
-    try:
-        with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")):
-            await store.write_events([NewEvent(_event(**fields), b"{}", {}, ())])
-        assert await store.count_events() == 0
-    finally:
-        await store.close()
+    with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        await store.write_events([NewEvent(_event(**fields), b"{}", {}, ())])
+    assert await store.count_events() == 0
 
 
-async def test_the_store_refuses_a_job_with_nan_metadata(tmp_path: Path) -> None:
-    store = SqliteStore(str(tmp_path / "s.db"))
-    await store.open()
-    try:
-        job = Job("rendergrid", "j", "watching", {"a": math.nan}, 0.0, 1.0, 0.0)
-        with pytest.raises(ValueError, match=r"metadata\.a"):
-            await store.watch_job(job)
-        assert await store.list_jobs() == []
-    finally:
-        await store.close()
+async def test_the_store_refuses_a_job_with_nan_metadata(store: SqliteStore) -> None:
+    job = Job("rendergrid", "j", "watching", {"a": math.nan}, 0.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"metadata\.a"):
+        await store.watch_job(job)
+    assert await store.list_jobs() == []
 
 
 async def test_rows_written_before_the_rule_still_read(tmp_path: Path) -> None:
