@@ -24,6 +24,7 @@ database = "sqlite:///{tmp}/hookyard.db"
 [sources.rendergrid]
 provider = "rendergrid"
 secrets = ["{rg_secret}"]
+{rendergrid_extra}
 
 [sources.renderful]
 provider = "renderful"
@@ -54,8 +55,11 @@ sinks = ["log"]
 
 
 def write_config(
-    tmp: Path, sink_url: str, *, token: str | None = TOKEN, hook_extra: str = ""
+    tmp: Path, sink_url: str, *, token: str | None = TOKEN, hook_extra: str = "",
+    rendergrid_extra: str = "",
 ) -> Path:
+    """The admin stack's config: `hook_extra` and `rendergrid_extra` are TOML lines added to the
+    hook sink and the rendergrid source (say, an api_key and base_url for polling)."""
     path = tmp / "hookyard.toml"
     path.write_text(
         CONFIG.format(
@@ -65,6 +69,7 @@ def write_config(
             rf_secret=RENDERFUL_SECRET,
             sink_url=sink_url,
             hook_extra=hook_extra,
+            rendergrid_extra=rendergrid_extra,
         )
     )
     return path
