@@ -136,6 +136,18 @@ def signed_headers(
     return {"Content-Type": "application/json", **verifier.sign(body, now=now)}
 
 
+def post_signed(
+    url: str, config: settings_mod.Settings | Path, body: bytes, source: str = "rendergrid",
+    timeout: float = 30.0,
+) -> httpx.Response:
+    """POST `body` to a running server's /hooks/`source`, signed with the secrets of `config`
+    (Settings, or the config file a `hookyard serve` process reads)."""
+    if isinstance(config, Path):
+        config = settings_mod.load(str(config))
+    return httpx.post(f"{url}/hooks/{source}", content=body, timeout=timeout,
+                      headers=signed_headers(config, source, body))
+
+
 def fal_headers(
     key: Ed25519PrivateKey, body: bytes, now: float | None = None, request_id: str = "req-1",
     user_id: str = "user-1",

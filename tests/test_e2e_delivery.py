@@ -6,12 +6,16 @@ import json
 import time
 from pathlib import Path
 
-import httpx
 import standardwebhooks
 
-from receiver import settings as settings_mod
 from tests.fakes import PNG_BYTES, FakeSink, FakeSlack, FileServer, MotoS3, Reply
-from tests.support import RENDERGRID_SECRET, Server, delivery_counts, signed_headers, wait_for
+from tests.support import (
+    RENDERGRID_SECRET,
+    Server,
+    delivery_counts,
+    post_signed,
+    wait_for,
+)
 from tests.support import deliveries as store_deliveries
 
 HTTP_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -42,9 +46,7 @@ def creation(job: str, outputs: list[str] | None = None) -> bytes:
 
 
 def post(server: Server, config: Path, body: bytes) -> str:
-    settings = settings_mod.load(str(config))
-    r = httpx.post(f"{server.url}/hooks/rendergrid", content=body,
-                   headers=signed_headers(settings, "rendergrid", body))
+    r = post_signed(server.url, config, body)
     assert r.status_code == 200, r.text
     return str(r.json()["event_id"])
 

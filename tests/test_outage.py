@@ -15,8 +15,8 @@ from tests.fakes import FakeSink, Reply
 from tests.support import (
     RENDERGRID_SECRET,
     Server,
+    post_signed,
     read_store,
-    signed_headers,
     status_counts,
     wait_for,
 )
@@ -69,8 +69,7 @@ sinks = ["backend"]
 
     def send(i: int) -> str:
         body = json.dumps({"id": f"job-{i}", "status": "completed", "result_urls": []}).encode()
-        r = httpx.post(f"{server.url}/hooks/rendergrid", content=body,
-                       headers=signed_headers(config, "rendergrid", body))
+        r = post_signed(server.url, config, body)
         assert r.status_code == 200  # the intake never depends on a sink
         return str(r.json()["event_id"])
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from receiver import settings as settings_mod
 from tests.fakes import FakeSink, Reply
-from tests.support import RENDERGRID_SECRET, Server, Worker, signed_headers, wait_for
+from tests.support import RENDERGRID_SECRET, Server, Worker, post_signed, wait_for
 
 CONFIG = """
 [server]
@@ -47,9 +46,7 @@ def creation(job: str) -> bytes:
 
 
 def post(url: str, config: Path, body: bytes) -> httpx.Response:
-    settings = settings_mod.load(str(config))
-    return httpx.post(f"{url}/hooks/rendergrid", content=body, timeout=30,
-                      headers=signed_headers(settings, "rendergrid", body))
+    return post_signed(url, config, body)
 
 
 def delivered(sink: FakeSink) -> list[str]:

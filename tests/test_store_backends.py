@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -49,7 +48,7 @@ from tests.support import (
     Server,
     fixture,
     load,
-    signed_headers,
+    post_signed,
     write_config,
 )
 
@@ -693,12 +692,7 @@ def test_serve_on_postgresql_stores_a_signed_webhook_and_delivers_it(
     try:
         config = load(tmp_path)
         body = fixture("rendergrid", "completed.json")
-        answer = httpx.post(
-            f"{server.url}/hooks/rendergrid",
-            content=body,
-            headers=signed_headers(config, "rendergrid", body),
-            timeout=10,
-        )
+        answer = post_signed(server.url, config, body, timeout=10)
         assert answer.status_code == 200, answer.text
         event_id = answer.json()["event_id"]
         jsonl = tmp_path / "events.jsonl"
