@@ -10,7 +10,8 @@ tests/fake_providers.py.
   its lifespan running, on `config`.
 * `sink` — a FakeSink answering 200; `http` — an httpx.AsyncClient for sinks under test.
 * `moto`, `files`, `aws_env`, `bucket` — moto's S3 server, a static file server, dummy AWS
-  credentials, and a fresh bucket.
+  credentials, and a fresh bucket; `make_s3(timeout_s=5, **options)` builds S3 sinks on that
+  bucket (prefix "hookyard/") and closes them after the test.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from handlers.sinks import s3
+from handlers.sinks.base import SinkContext
 from receiver import settings as settings_mod
 from receiver.app import Hookyard
 from receiver.store.sqlite import SqliteStore
@@ -112,3 +116,21 @@ def bucket(moto: MotoS3, aws_env: None) -> str:
     with moto.client() as client:
         client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+async def make_s3(
+    moto: MotoS3, bucket: str, http: httpx.AsyncClient
+) -> AsyncIterator[Callable[..., s3.S3Sink]]:
+    sinks: list[s3.S3Sink] = []
+
+    def build(timeout_s: float = 5.0, **options: Any) -> s3.S3Sink:
+        options = {"bucket": bucket, "prefix": "hookyard/", "endpoint_url": moto.endpoint_url,
+                   **options}
+        sink = s3.create("archive", options, SinkContext(http=http, timeout_s=timeout_s))
+        sinks.append(sink)
+        return sink
+
+    yield build
+    for sink in sinks:
+        await sink.aclose()

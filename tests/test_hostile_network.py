@@ -279,25 +279,7 @@ async def test_a_dripping_jwks_ends_at_its_deadline(
 
 
 MakeS3 = Callable[..., s3.S3Sink]
-
-
-@pytest.fixture
-async def make_s3(
-    moto: MotoS3, bucket: str, http: httpx.AsyncClient
-) -> AsyncIterator[MakeS3]:
-    sinks: list[s3.S3Sink] = []
-
-    def build(timeout_s: float = 5.0, **options: Any) -> s3.S3Sink:
-        options = {"bucket": bucket, "prefix": "hookyard/", "endpoint_url": moto.endpoint_url,
-                   "mirror_outputs": True, "allow_private_networks": True, **options}
-        sink = s3.create("archive", options,
-                         SinkContext(http=http, timeout_s=timeout_s))
-        sinks.append(sink)
-        return sink
-
-    yield build
-    for sink in sinks:
-        await sink.aclose()
+MIRROR = {"mirror_outputs": True, "allow_private_networks": True}
 
 
 def gets(files: FileServer, path: str) -> int:
@@ -311,7 +293,7 @@ async def test_the_event_json_is_archived_although_an_output_fails(
     broken = files.route(f"/fails/{status}.png", Reply(status, "nope"))
     event = make_event(outputs=[broken, files.add_png(f"/fails/{status}-ok.png")])
     with pytest.raises(SinkError) as caught:
-        await make_s3().send(event)
+        await make_s3(**MIRROR).send(event)
     assert caught.value.status_code == status
     assert caught.value.permanent is (status == 404)
     assert "output 1 of 2" in caught.value.message
@@ -325,7 +307,7 @@ async def test_a_retry_fetches_only_the_outputs_not_yet_mirrored(
     done = [files.add_png("/retry2/a.png"), files.add_jpg("/retry2/b.jpg")]
     flaky = files.route("/retry2/c.png", Reply(503, "busy"))
     event = make_event(outputs=[*done, flaky])
-    sink = make_s3()
+    sink = make_s3(**MIRROR)
     with pytest.raises(SinkError) as caught:
         await sink.send(event)
     assert not caught.value.permanent
@@ -343,8 +325,8 @@ async def test_an_output_from_another_url_at_the_same_key_is_fetched_again(
 ) -> None:
     first = files.add_png("/moved/first.png")
     second = files.add("/moved/second.png", PNG_BYTES + b"\x00", "image/png")
-    await make_s3().send(make_event(outputs=[first]))
-    await make_s3().send(make_event(outputs=[second]))  # same job, same index, new content
+    await make_s3(**MIRROR).send(make_event(outputs=[first]))
+    await make_s3(**MIRROR).send(make_event(outputs=[second]))  # same job, same index, new content
     assert gets(files, "/moved/second.png") == 1
     assert get_object(moto, bucket, f"{OUTPUT_DIR}/0.png")[0] == PNG_BYTES + b"\x00"
 
@@ -352,7 +334,7 @@ async def test_an_output_from_another_url_at_the_same_key_is_fetched_again(
 async def test_a_dripping_output_fails_within_its_own_budget(
     make_s3: MakeS3, moto: MotoS3, bucket: str, hostile: HostileServer
 ) -> None:
-    sink = make_s3(output_timeout_s=1.5)
+    sink = make_s3(output_timeout_s=1.5, **MIRROR)
     async with asyncio.timeout(GUARD_S):
         with pytest.raises(SinkError) as caught:
             await sink.send(make_event(outputs=[f"{hostile.url}/drip/200"]))
@@ -363,7 +345,7 @@ async def test_a_dripping_output_fails_within_its_own_budget(
 async def test_a_compressed_output_is_inflated_only_up_to_the_cap(
     make_s3: MakeS3, moto: MotoS3, bucket: str, hostile: HostileServer
 ) -> None:
-    sink = make_s3(max_output_bytes=MB)
+    sink = make_s3(max_output_bytes=MB, **MIRROR)
     result, grew = await peak_memory(
         lambda: sink.send(make_event(outputs=[f"{hostile.url}/bomb/200"]))
     )
@@ -390,7 +372,7 @@ async def test_only_image_and_video_types_are_stored_as_given(
     content_type: str, path: str, stored: str, ext: str,
 ) -> None:
     url = files.add(path, b"<script>alert(1)</script>", content_type)
-    await make_s3().send(make_event(outputs=[url]))
+    await make_s3(**MIRROR).send(make_event(outputs=[url]))
     body, got_type, _ = get_object(moto, bucket, f"{OUTPUT_DIR}/0.{ext}")
     assert (body, got_type) == (b"<script>alert(1)</script>", stored)
 
