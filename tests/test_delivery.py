@@ -57,13 +57,11 @@ class Engine:
     async def until(
         self, check: Callable[[dict[tuple[str, str], int]], bool], timeout: float = 10.0
     ) -> dict[tuple[str, str], int]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            counts = await self.store.delivery_counts()
-            if check(counts):
-                return counts
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"condition not reached: {await self.store.delivery_counts()}")
+        async def reached() -> bool:
+            return check(await self.store.delivery_counts())
+
+        await wait_until(reached, timeout, what="the delivery counts")
+        return await self.store.delivery_counts()
 
 
 @asynccontextmanager

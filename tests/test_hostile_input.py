@@ -21,7 +21,6 @@ import contextlib
 import json
 import math
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from receiver.app import Hookyard
 from receiver.core import events, jsonx
 from receiver.store import EventFilter, Job, NewEvent
 from receiver.store.sqlite import SqliteStore
-from tests.support import RENDERGRID_SECRET, app_client, signed_headers
+from tests.support import RENDERGRID_SECRET, app_client, signed_headers, wait_until
 
 TOKEN = "admin-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -271,13 +270,11 @@ async def service(tmp: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Hookyard]
 
 
 async def _wait_for_line(path: Path, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = path.read_text() if path.exists() else ""  # noqa: ASYNC240 (a small local file)
-        if text.endswith("\n"):
-            return text
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"nothing delivered to {path}")
+    def text() -> str:
+        return path.read_text() if path.exists() else ""
+
+    await wait_until(lambda: text().endswith("\n"), timeout, what=f"a line in {path}")
+    return text()
 
 
 async def test_webhook_with_a_400_digit_cost_is_stored_and_delivered(tmp_path: Path) -> None:

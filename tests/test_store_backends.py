@@ -49,6 +49,7 @@ from tests.support import (
     fixture,
     load,
     post_signed,
+    wait_for,
     write_config,
 )
 
@@ -696,10 +697,10 @@ def test_serve_on_postgresql_stores_a_signed_webhook_and_delivers_it(
         assert answer.status_code == 200, answer.text
         event_id = answer.json()["event_id"]
         jsonl = tmp_path / "events.jsonl"
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and event_id not in _read(jsonl):
-            time.sleep(0.05)
-        assert event_id in _read(jsonl), server.output()
+        try:
+            wait_for(lambda: event_id in _read(jsonl), timeout=15, what="the event in the sink")
+        except AssertionError as timed_out:
+            raise AssertionError(server.output()) from timed_out
     finally:
         server.stop()
     with psycopg.connect(pg_empty) as conn:

@@ -29,7 +29,7 @@ from receiver.store.sqlite import SqliteStore
 from receiver.ui import pages, views
 from receiver.ui.session import COOKIE, Sessions
 from tests.admin_kit import TOKEN, write_config
-from tests.support import app_client, signed_headers, stored_counts
+from tests.support import app_client, signed_headers, stored_counts, wait_until
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -428,12 +428,13 @@ async def test_event_page_shows_deliveries_attempts_and_glance(tmp_path: Path) -
     async with signed_in(tmp_path) as (client, service, config):
         event_id = await post_webhook(client, config, completed("job-show",
                                                                 ["https://cdn.example/0.png"]))
-        for _ in range(200):  # the hook sink at 127.0.0.1:9 refuses: wait for its dead row
+        async def final() -> bool:
             event = await service.store.get_event(event_id)
             assert event is not None
-            if all(d["status"] != "pending" for d in event["deliveries"]):
-                break
-            await asyncio.sleep(0.05)
+            return all(d["status"] != "pending" for d in event["deliveries"])
+
+        # The hook sink at 127.0.0.1:9 refuses: wait for its dead row.
+        await wait_until(final, timeout=10, what="the hook sink's dead row")
         page = (await client.get(f"/ui/events/{event_id}")).text
         rows = (await client.get("/ui/events")).text
     assert "✗</span> dead" in page and "Connect" in page
