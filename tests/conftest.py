@@ -29,13 +29,11 @@ import pytest
 from handlers.sinks import s3
 from handlers.sinks.base import SinkContext
 from receiver import settings as settings_mod
-from receiver.app import Hookyard
 from receiver.store.sqlite import SqliteStore
 from tests import support
 from tests.fakes import FakeSink, FileServer, MotoS3
 
 WriteConfig = Callable[..., Path]
-Signed = Callable[[str, bytes], dict[str, str]]
 
 
 @pytest.fixture
@@ -49,7 +47,7 @@ def config(write_config: WriteConfig) -> settings_mod.Settings:
 
 
 @pytest.fixture
-def signed(config: settings_mod.Settings) -> Signed:
+def signed(config: settings_mod.Settings) -> support.Signed:
     return functools.partial(support.signed_headers, config)
 
 
@@ -64,9 +62,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 @pytest.fixture
-async def app(
-    config: settings_mod.Settings,
-) -> AsyncIterator[tuple[httpx.AsyncClient, Hookyard]]:
+async def app(config: settings_mod.Settings) -> AsyncIterator[support.App]:
     async with support.app_client(config) as running:
         yield running
 

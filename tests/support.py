@@ -28,6 +28,8 @@ from receiver.store import EventFilter, Job, Store
 from receiver.store.sqlite import SqliteStore
 
 T = TypeVar("T")
+App = tuple[httpx.AsyncClient, Hookyard]  # the `app` fixture: a client and the running service
+Signed = Callable[[str, bytes], dict[str, str]]  # the `signed` fixture: (source, body) -> headers
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RENDERGRID_SECRET = "rg-test-secret-0123456789"

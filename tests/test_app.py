@@ -12,6 +12,8 @@ import pytest
 from receiver.store.sqlite import SqliteStore
 from tests.support import (
     RENDERGRID_SECRET,
+    App,
+    Signed,
     app_client,
     fixture,
     load,
@@ -22,18 +24,15 @@ from tests.support import (
 COMPLETED = fixture("rendergrid", "completed.json")
 
 
-async def test_verified_new_event_is_stored_before_200(tmp_path: Path) -> None:
-    config = load(tmp_path)
-    async with app_client(config) as (client, service):
-        r = await client.post(
-            "/hooks/rendergrid",
-            content=COMPLETED,
-            headers=signed_headers(config, "rendergrid", COMPLETED),
-        )
-        assert r.status_code == 200
-        body = r.json()
-        assert body["duplicate"] is False and body["event_id"].startswith("evt_")
-        event = await service.store.get_event(body["event_id"])
+async def test_verified_new_event_is_stored_before_200(app: App, signed: Signed) -> None:
+    client, service = app
+    r = await client.post(
+        "/hooks/rendergrid", content=COMPLETED, headers=signed("rendergrid", COMPLETED)
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert body["duplicate"] is False and body["event_id"].startswith("evt_")
+    event = await service.store.get_event(body["event_id"])
     assert event is not None
     assert event["type"] == "generation.completed" and event["via"] == "webhook"
     assert event["raw"] == json.loads(COMPLETED)
@@ -115,19 +114,19 @@ async def test_body_not_json_is_400(tmp_path: Path) -> None:
     assert r.json()["error"] == "payload_invalid"
 
 
-async def test_unknown_source_is_404(tmp_path: Path) -> None:
-    async with app_client(load(tmp_path)) as (client, _):
-        r = await client.post(
-            "/hooks/nosuch", content=b"{}", headers={"Content-Type": "application/json"}
-        )
+async def test_unknown_source_is_404(app: App) -> None:
+    client, _ = app
+    r = await client.post(
+        "/hooks/nosuch", content=b"{}", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 404
     assert r.json()["error"] == "not_found"
     assert "nosuch" in r.json()["message"]
 
 
-async def test_wrong_method_is_405(tmp_path: Path) -> None:
-    async with app_client(load(tmp_path)) as (client, _):
-        r = await client.get("/hooks/rendergrid")
+async def test_wrong_method_is_405(app: App) -> None:
+    client, _ = app
+    r = await client.get("/hooks/rendergrid")
     assert r.status_code == 405
     assert r.json()["error"] == "method_not_allowed"
 
@@ -214,31 +213,31 @@ async def test_store_unavailable_is_503_and_the_retry_succeeds(tmp_path: Path) -
     assert retry.status_code == 200 and retry.json()["duplicate"] is False
 
 
-async def test_health_and_readiness(tmp_path: Path) -> None:
-    async with app_client(load(tmp_path)) as (client, _):
-        assert (await client.get("/healthz")).json() == {"status": "ok"}
-        ready = await client.get("/readyz")
+async def test_health_and_readiness(app: App) -> None:
+    client, _ = app
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}
 
 
-async def test_readyz_is_503_when_the_writer_stopped(tmp_path: Path) -> None:
-    async with app_client(load(tmp_path)) as (client, service):
-        await service.ingest.stop()
-        ready = await client.get("/readyz")
-        r = await client.post(
-            "/hooks/rendergrid",
-            content=COMPLETED,
-            headers=signed_headers(service.settings, "rendergrid", COMPLETED),
-        )
-        await service.ingest.start()  # let the lifespan stop it again cleanly
+async def test_readyz_is_503_when_the_writer_stopped(app: App) -> None:
+    client, service = app
+    await service.ingest.stop()
+    ready = await client.get("/readyz")
+    r = await client.post(
+        "/hooks/rendergrid",
+        content=COMPLETED,
+        headers=signed_headers(service.settings, "rendergrid", COMPLETED),
+    )
+    await service.ingest.start()  # let the lifespan stop it again cleanly
     assert ready.status_code == 503
     assert r.status_code == 503
 
 
-async def test_every_answer_carries_a_request_id(tmp_path: Path) -> None:
-    async with app_client(load(tmp_path)) as (client, _):
-        mine = await client.get("/healthz", headers={"X-Request-Id": "req-abc_123"})
-        theirs = await client.get("/healthz", headers={"X-Request-Id": 'bad id"<>'})
+async def test_every_answer_carries_a_request_id(app: App) -> None:
+    client, _ = app
+    mine = await client.get("/healthz", headers={"X-Request-Id": "req-abc_123"})
+    theirs = await client.get("/healthz", headers={"X-Request-Id": 'bad id"<>'})
     assert mine.headers["x-request-id"] == "req-abc_123"
     assert (
         theirs.headers["x-request-id"] != 'bad id"<>' and len(theirs.headers["x-request-id"]) == 16
