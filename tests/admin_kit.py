@@ -4,8 +4,6 @@ on a FakeSink, signed Rendergrid webhooks, and a client that sends the token."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ database = "sqlite:///{tmp}/hookyard.db"
 [sources.rendergrid]
 provider = "rendergrid"
 secrets = ["{rg_secret}"]
+{rendergrid_extra}
 
 [sources.renderful]
 provider = "renderful"
@@ -56,8 +55,11 @@ sinks = ["log"]
 
 
 def write_config(
-    tmp: Path, sink_url: str, *, token: str | None = TOKEN, hook_extra: str = ""
+    tmp: Path, sink_url: str, *, token: str | None = TOKEN, hook_extra: str = "",
+    rendergrid_extra: str = "",
 ) -> Path:
+    """The admin stack's config: `hook_extra` and `rendergrid_extra` are TOML lines added to the
+    hook sink and the rendergrid source (say, an api_key and base_url for polling)."""
     path = tmp / "hookyard.toml"
     path.write_text(
         CONFIG.format(
@@ -67,6 +69,7 @@ def write_config(
             rf_secret=RENDERFUL_SECRET,
             sink_url=sink_url,
             hook_extra=hook_extra,
+            rendergrid_extra=rendergrid_extra,
         )
     )
     return path
@@ -109,15 +112,6 @@ def post_renderful(server: Server, config_path: Path) -> str:
 def api(server: Server, token: str | None = TOKEN) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=server.url, headers=headers, timeout=30)
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout} s")
 
 
 def delivered_ids(sink: FakeSink) -> list[str]:

@@ -10,28 +10,29 @@ import httpx
 import pytest
 
 from receiver.store.sqlite import SqliteStore
-from tests.support import RENDERGRID_SECRET, app_client, fixture, load, signed_headers
+from tests.support import (
+    RENDERGRID_SECRET,
+    App,
+    Signed,
+    app_client,
+    fixture,
+    load,
+    signed_headers,
+    stored_counts,
+)
 
 COMPLETED = fixture("rendergrid", "completed.json")
 
 
-def stored_rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(tmp_path / "hookyard.db") as db:
-        return db.execute(sql).fetchall()
-
-
-async def test_verified_new_event_is_stored_before_200(tmp_path: Path) -> None:
-    config = load(tmp_path)
-    async with app_client(config) as (client, service):
-        r = await client.post(
-            "/hooks/rendergrid",
-            content=COMPLETED,
-            headers=signed_headers(config, "rendergrid", COMPLETED),
-        )
-        assert r.status_code == 200
-        body = r.json()
-        assert body["duplicate"] is False and body["event_id"].startswith("evt_")
-        event = await service.store.get_event(body["event_id"])
+async def test_verified_new_event_is_stored_before_200(app: App, signed: Signed) -> None:
+    client, service = app
+    r = await client.post(
+        "/hooks/rendergrid", content=COMPLETED, headers=signed("rendergrid", COMPLETED)
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert body["duplicate"] is False and body["event_id"].startswith("evt_")
+    event = await service.store.get_event(body["event_id"])
     assert event is not None
     assert event["type"] == "generation.completed" and event["via"] == "webhook"
     assert event["raw"] == json.loads(COMPLETED)
@@ -59,8 +60,7 @@ async def test_duplicate_returns_first_id_and_creates_no_deliveries(tmp_path: Pa
         )
     assert again.status_code == 200
     assert again.json() == {"event_id": first.json()["event_id"], "duplicate": True}
-    assert stored_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(1,)]
-    assert stored_rows(tmp_path, "SELECT COUNT(*) FROM deliveries") == [(2,)]
+    assert await stored_counts(tmp_path / "hookyard.db") == (1, 2)
 
 
 async def test_verified_but_unexpected_body_is_stored_as_unrecognized(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ async def test_bad_signature_is_401_and_stores_nothing(tmp_path: Path, mangle) -
     assert r.status_code == 401
     assert r.json()["error"] == "signature_invalid"
     assert RENDERGRID_SECRET not in r.text
-    assert stored_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(0,)]
+    assert (await stored_counts(tmp_path / "hookyard.db"))[0] == 0
 
 
 async def test_body_not_json_is_400(tmp_path: Path) -> None:
@@ -114,19 +114,19 @@ async def test_body_not_json_is_400(tmp_path: Path) -> None:
     assert r.json()["error"] == "payload_invalid"
 
 
-async def test_unknown_source_is_404(tmp_path: Path) -> None:
-    async with app_client(load(tmp_path)) as (client, _):
-        r = await client.post(
-            "/hooks/nosuch", content=b"{}", headers={"Content-Type": "application/json"}
-        )
+async def test_unknown_source_is_404(app: App) -> None:
+    client, _ = app
+    r = await client.post(
+        "/hooks/nosuch", content=b"{}", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 404
     assert r.json()["error"] == "not_found"
     assert "nosuch" in r.json()["message"]
 
 
-async def test_wrong_method_is_405(tmp_path: Path) -> None:
-    async with app_client(load(tmp_path)) as (client, _):
-        r = await client.get("/hooks/rendergrid")
+async def test_wrong_method_is_405(app: App) -> None:
+    client, _ = app
+    r = await client.get("/hooks/rendergrid")
     assert r.status_code == 405
     assert r.json()["error"] == "method_not_allowed"
 
@@ -188,6 +188,7 @@ async def test_store_unavailable_is_503_and_the_retry_succeeds(tmp_path: Path) -
     config = load(tmp_path)
     store = SqliteStore(str(tmp_path / "hookyard.db"), busy_timeout_ms=50)
     async with app_client(config, store) as (client, _):
+        # SQL on purpose: the test is about the file being locked by another writer.
         blocker = sqlite3.connect(tmp_path / "hookyard.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the lock
         try:
@@ -212,31 +213,31 @@ async def test_store_unavailable_is_503_and_the_retry_succeeds(tmp_path: Path) -
     assert retry.status_code == 200 and retry.json()["duplicate"] is False
 
 
-async def test_health_and_readiness(tmp_path: Path) -> None:
-    async with app_client(load(tmp_path)) as (client, _):
-        assert (await client.get("/healthz")).json() == {"status": "ok"}
-        ready = await client.get("/readyz")
+async def test_health_and_readiness(app: App) -> None:
+    client, _ = app
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}
 
 
-async def test_readyz_is_503_when_the_writer_stopped(tmp_path: Path) -> None:
-    async with app_client(load(tmp_path)) as (client, service):
-        await service.ingest.stop()
-        ready = await client.get("/readyz")
-        r = await client.post(
-            "/hooks/rendergrid",
-            content=COMPLETED,
-            headers=signed_headers(service.settings, "rendergrid", COMPLETED),
-        )
-        await service.ingest.start()  # let the lifespan stop it again cleanly
+async def test_readyz_is_503_when_the_writer_stopped(app: App) -> None:
+    client, service = app
+    await service.ingest.stop()
+    ready = await client.get("/readyz")
+    r = await client.post(
+        "/hooks/rendergrid",
+        content=COMPLETED,
+        headers=signed_headers(service.settings, "rendergrid", COMPLETED),
+    )
+    await service.ingest.start()  # let the lifespan stop it again cleanly
     assert ready.status_code == 503
     assert r.status_code == 503
 
 
-async def test_every_answer_carries_a_request_id(tmp_path: Path) -> None:
-    async with app_client(load(tmp_path)) as (client, _):
-        mine = await client.get("/healthz", headers={"X-Request-Id": "req-abc_123"})
-        theirs = await client.get("/healthz", headers={"X-Request-Id": 'bad id"<>'})
+async def test_every_answer_carries_a_request_id(app: App) -> None:
+    client, _ = app
+    mine = await client.get("/healthz", headers={"X-Request-Id": "req-abc_123"})
+    theirs = await client.get("/healthz", headers={"X-Request-Id": 'bad id"<>'})
     assert mine.headers["x-request-id"] == "req-abc_123"
     assert (
         theirs.headers["x-request-id"] != 'bad id"<>' and len(theirs.headers["x-request-id"]) == 16
@@ -289,7 +290,7 @@ async def test_concurrent_requests_share_commits(tmp_path: Path) -> None:
             ]
         )
     assert [a.status_code for a in answers] == [200] * 200
-    assert stored_rows(tmp_path, "SELECT COUNT(*) FROM events") == [(200,)]
+    assert (await stored_counts(tmp_path / "hookyard.db"))[0] == 200
     assert commits < 200
 
 

@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -54,6 +53,7 @@ from tests.support import (
     WHSEC,
     Server,
     app_client,
+    fal_headers,
     write_config,
 )
 
@@ -151,13 +151,9 @@ def write(tmp: Path) -> Path:
                         github=GITHUB_SECRET, fal_x=FAL_X, admin_token=ADMIN_TOKEN)
 
 
-def fal_sign(body: bytes, now: float | None = None, request_id: str = "req-1",
-             user_id: str = "user-1") -> dict[str, str]:
-    ts = str(int(time.time() if now is None else now))
-    message = f"{request_id}\n{user_id}\n{ts}\n{hashlib.sha256(body).hexdigest()}".encode()
-    return {"X-Fal-Webhook-Request-Id": request_id, "X-Fal-Webhook-User-Id": user_id,
-            "X-Fal-Webhook-Timestamp": ts,
-            "X-Fal-Webhook-Signature": FAL_PRIVATE.sign(message).hex()}
+def fal_sign(body: bytes, now: float | None = None, request_id: str = "req-1"
+             ) -> dict[str, str]:
+    return fal_headers(FAL_PRIVATE, body, now, request_id)
 
 
 def sign(config: settings_mod.Settings, source: str, body: bytes) -> dict[str, str]:
@@ -427,8 +423,7 @@ class InProcess:
         return self.run(self.client.request(method, path, content=body, headers=headers))
 
     def events(self) -> int:
-        with contextlib.closing(sqlite3.connect(self.tmp / "hookyard.db")) as db:
-            return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return int(self.run(self.service.store.count_events()))
 
     def close(self) -> None:
         try:

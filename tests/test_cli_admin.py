@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from receiver import cli, replay
-from tests.admin_kit import api, delivered_ids, post_jobs, statuses, wait_for, write_config
+from tests.admin_kit import api, delivered_ids, post_jobs, statuses, write_config
 from tests.fakes import FakeSink, Reply
-from tests.support import Server
+from tests.support import Server, wait_for
 
 RECHECK_S = 40  # a running server's idle runners re-check the store at least this often
 

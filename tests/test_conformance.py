@@ -7,7 +7,6 @@ one still listed during a rotation. Signatures are made at test time with an inj
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 import uuid
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from receiver import settings as settings_mod
 from receiver.core import signing
-from tests.support import app_client, fixture
+from tests.support import app_client, fal_headers, fixture
 
 Signer = Callable[[bytes, float, int], dict[str, str]]
 
@@ -78,14 +77,7 @@ def _sign_v1a(body: bytes, now: float, key: int) -> dict[str, str]:
 
 
 def _sign_fal(body: bytes, now: float, key: int) -> dict[str, str]:
-    request_id, user_id, ts = str(uuid.uuid4()), "user-42", str(int(now))
-    message = "\n".join([request_id, user_id, ts, hashlib.sha256(body).hexdigest()]).encode()
-    return {
-        "X-Fal-Webhook-Request-Id": request_id,
-        "X-Fal-Webhook-User-Id": user_id,
-        "X-Fal-Webhook-Timestamp": ts,
-        "X-Fal-Webhook-Signature": _FAL_KEYS[key].sign(message).hex(),
-    }
+    return fal_headers(_FAL_KEYS[key], body, now, str(uuid.uuid4()), "user-42")
 
 
 def _fal_jwks() -> str:

@@ -20,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import json
-import sqlite3
 import threading
 import time
 import uuid
@@ -32,7 +31,14 @@ import httpx
 
 from receiver import settings as settings_mod
 from tests.fakes import FakeSink, Reply
-from tests.support import RENDERGRID_SECRET, Server, signed_headers
+from tests.support import (
+    RENDERGRID_SECRET,
+    Server,
+    events_by_job,
+    signed_headers,
+    status_counts,
+    wait_for,
+)
 
 CONFIG = """
 [server]
@@ -156,16 +162,6 @@ class Sender:
         return True
 
 
-def _db_rows(db: Path) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """(job id -> event ids stored for it, delivery status -> count), read-only."""
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as c:
-        rows: dict[str, list[str]] = collections.defaultdict(list)
-        for event_id, job in c.execute("SELECT id, job_id FROM events"):
-            rows[job].append(event_id)
-        status = dict(c.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
-    return rows, status
-
-
 def crash_campaign(tmp: Path, *, webhooks: int, kills: int, concurrency: int = 32,
                    sink_delay_s: float = 0.0, settle_timeout_s: float = 60.0,
                    log: Callable[[str], None] = lambda _: None) -> Report:
@@ -197,16 +193,14 @@ def crash_campaign(tmp: Path, *, webhooks: int, kills: int, concurrency: int = 3
                 server.start(timeout=30)
             sender.thread.join(timeout=max(120.0, webhooks / 20))
             assert not sender.thread.is_alive(), "the sender did not finish"
-            deadline = time.monotonic() + settle_timeout_s
-            while True:  # every delivery row delivered (or the deadline)
-                _, status = _db_rows(tmp / "hookyard.db")
-                if set(status) == {"delivered"} or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            time.sleep(0.5)  # a redelivery answered just now is recorded by the sink too
+            # Every delivery row delivered (or the deadline: the report counts what is not). A
+            # row is delivered only once the sink answered, so the sink has recorded them all.
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: set(status_counts(tmp / "hookyard.db")) == {"delivered"},
+                         timeout=settle_timeout_s, interval=0.2)
         finally:
             server.kill()
-        rows, status = _db_rows(tmp / "hookyard.db")
+        rows, status = events_by_job(tmp / "hookyard.db"), status_counts(tmp / "hookyard.db")
         received = [r.headers["webhook-id"] for r in sink.requests]
 
     report.seconds = time.monotonic() - started

@@ -63,7 +63,7 @@ def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
     for table in dbcopy.TABLES:
         sql = f"SELECT {', '.join(table.columns)} FROM {table.name} ORDER BY {', '.join(table.key)}"  # noqa: S608
-        if url.startswith("sqlite:///"):
+        if url.startswith("sqlite:///"):  # SQL on purpose: the copy must keep every column
             with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
                 out[table.name] = conn.execute(sql).fetchall()
         else:

@@ -17,6 +17,7 @@ from receiver.core import events
 from receiver.delivery import Breaker, Delivery, retry_delay
 from receiver.store import NewEvent
 from receiver.store.sqlite import SqliteStore
+from tests.support import wait_until
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
@@ -47,8 +48,8 @@ class Engine:
     def __init__(self, store: SqliteStore, delivery: Delivery, calls: dict[str, list[float]]):
         self.store, self.delivery, self.calls = store, delivery, calls
 
-    async def add(self, n: int, sinks: tuple[str, ...]) -> list[str]:
-        items = [NewEvent(event(i), b"{}", {}, sinks) for i in range(n)]
+    async def add(self, n: int, sinks: tuple[str, ...], first: int = 0) -> list[str]:
+        items = [NewEvent(event(i), b"{}", {}, sinks) for i in range(first, first + n)]
         results = await self.store.write_events(items)
         self.delivery.events_stored(items, results)
         return [r.event_id for r in results]
@@ -56,13 +57,11 @@ class Engine:
     async def until(
         self, check: Callable[[dict[tuple[str, str], int]], bool], timeout: float = 10.0
     ) -> dict[tuple[str, str], int]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            counts = await self.store.delivery_counts()
-            if check(counts):
-                return counts
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"condition not reached: {await self.store.delivery_counts()}")
+        async def reached() -> bool:
+            return check(await self.store.delivery_counts())
+
+        await wait_until(reached, timeout, what="the delivery counts")
+        return await self.store.delivery_counts()
 
 
 @asynccontextmanager
@@ -112,9 +111,13 @@ async def test_500_twice_then_delivered_on_the_third_attempt(tmp_path: Path) -> 
     async with engine(tmp_path, {"a": answers(500, 500)}, config) as e:
         [event_id] = await e.add(1, ("a",))
         await e.until(lambda c: c.get(("a", "delivered")) == 1)
-        await asyncio.sleep(0.2)  # nothing more is sent after the success
+        sent = len(e.calls["a"])
+        # Nothing more is sent after the success: a later event on the same sink gets through
+        # while the first one's row stays untouched.
+        await e.add(1, ("a",), first=1)
+        await e.until(lambda c: c.get(("a", "delivered")) == 2)
         stored = await e.store.get_event(event_id)
-    assert len(e.calls["a"]) == 3
+    assert sent == 3 and len(e.calls["a"]) == 4
     assert stored is not None
     [delivery] = stored["deliveries"]
     assert delivery["attempts"] == 3 and delivery["last_status_code"] == 200
@@ -128,8 +131,11 @@ async def test_permanent_4xx_is_tried_once_and_dead(tmp_path: Path, status: int)
     async with engine(tmp_path, {"a": answers(status)}, config) as e:
         await e.add(1, ("a",))
         await e.until(lambda c: c.get(("a", "dead")) == 1)
-        await asyncio.sleep(0.2)
-    assert len(e.calls["a"]) == 1
+        # The dead row is not retried: a later event on the same sink gets through (the
+        # script answers 200 from now on) and the sink saw one call for each.
+        await e.add(1, ("a",), first=1)
+        await e.until(lambda c: c.get(("a", "delivered")) == 1)
+    assert len(e.calls["a"]) == 2
 
 
 @pytest.mark.parametrize("status", [408, 409, 425, 429, 500, 502, 503])
@@ -211,14 +217,29 @@ async def test_open_breaker_makes_rows_wait_instead_of_burning_attempts(tmp_path
     config = sink_config(
         tmp_path, a="retry_schedule_s = [0.01]\nmax_attempts = 50\nconcurrency = 1"
     )
-    breaker = lambda: Breaker(threshold=3, cooldown_s=0.5)  # noqa: E731
-    async with engine(tmp_path, {"a": flaky}, config, breaker=breaker) as e:
+    now = [0.0]  # the breaker's clock: the cool-down lasts until the test moves it
+    breaker = RefusingBreaker(threshold=3, cooldown_s=0.5, clock=lambda: now[0])
+    async with engine(tmp_path, {"a": flaky}, config, breaker=lambda: breaker) as e:
         await e.add(5, ("a",))
-        await asyncio.sleep(0.3)  # well inside the cool-down
+        await wait_until(lambda: breaker.refused > 0, what="a send held by the open breaker")
         during_outage = len(e.calls["a"])
         down[0] = False
+        now[0] += 1.0  # past the cool-down: the probe goes out
         await e.until(lambda c: c.get(("a", "delivered")) == 5)
     assert during_outage == 3  # three failures opened it; then nothing until the probe
+
+
+class RefusingBreaker(Breaker):
+    """A Breaker that counts the sends it held back while open: proof the engine came back to
+    the sink during the cool-down and sent nothing."""
+
+    refused = 0
+
+    def allowance(self, free: int) -> int:
+        allowed = super().allowance(free)
+        if self.is_open and not allowed:
+            self.refused += 1
+        return allowed
 
 
 def test_breaker_opens_probes_and_closes() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from tests.support import (
     RENDERGRID_SECRET,
     WHSEC,
     Server,
+    all_events,
     fixture,
     signed_headers,
     write_config,
@@ -51,8 +51,7 @@ def creation(i: int, status: str = "completed") -> bytes:
 
 
 def stored_ids(db: Path) -> set[str]:
-    with sqlite3.connect(db) as conn:
-        return {row[0] for row in conn.execute("SELECT id FROM events")}
+    return {event["id"] for event in all_events(db)}
 
 
 def test_signed_webhooks_from_each_provider_are_stored(
@@ -72,8 +71,7 @@ def test_signed_webhooks_from_each_provider_are_stored(
             )
             assert r.status_code == 200, r.text
             ids[source] = r.json()["event_id"]
-    with sqlite3.connect(tmp_path / "hookyard.db") as db:
-        rows = dict(db.execute("SELECT id, type FROM events").fetchall())
+    rows = {event["id"]: event["type"] for event in all_events(tmp_path / "hookyard.db")}
     assert rows == {
         ids["rendergrid"]: "generation.completed",
         ids["renderful"]: "generation.completed",

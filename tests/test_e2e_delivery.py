@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
-import pytest
 import standardwebhooks
 
-from receiver import settings as settings_mod
 from tests.fakes import PNG_BYTES, FakeSink, FakeSlack, FileServer, MotoS3, Reply
-from tests.support import RENDERGRID_SECRET, Server, signed_headers
+from tests.support import (
+    RENDERGRID_SECRET,
+    Server,
+    delivery_counts,
+    post_signed,
+    wait_for,
+)
+from tests.support import deliveries as store_deliveries
 
 HTTP_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -44,32 +46,13 @@ def creation(job: str, outputs: list[str] | None = None) -> bytes:
 
 
 def post(server: Server, config: Path, body: bytes) -> str:
-    settings = settings_mod.load(str(config))
-    r = httpx.post(f"{server.url}/hooks/rendergrid", content=body,
-                   headers=signed_headers(settings, "rendergrid", body))
+    r = post_signed(server.url, config, body)
     assert r.status_code == 200, r.text
     return str(r.json()["event_id"])
 
 
 def deliveries(tmp: Path) -> dict[tuple[str, str], int]:
-    with sqlite3.connect(tmp / "hookyard.db") as db:
-        rows = db.execute("SELECT sink, status, COUNT(*) FROM deliveries GROUP BY sink, status")
-        return {(sink, status): n for sink, status, n in rows}
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture
-def sink() -> Iterator[FakeSink]:
-    with FakeSink() as server:
-        yield server
+    return delivery_counts(tmp / "hookyard.db")
 
 
 def test_one_webhook_reaches_every_routed_sink_in_its_shape(tmp_path: Path, sink: FakeSink) -> None:
@@ -138,13 +121,18 @@ def test_500_twice_then_delivered_on_the_third_attempt_and_no_more(tmp_path: Pat
                    ["backend"])
     server = Server(config, tmp_path).start()
     try:
-        post(server, config, creation("job-2"))
+        event_id = post(server, config, creation("job-2"))
         wait_for(lambda: deliveries(tmp_path) == {("backend", "delivered"): 1})
-        time.sleep(1.0)  # longer than the schedule: nothing more may arrive
+        # A marker that walks the same schedule: once it is delivered, a stray resend of the
+        # first event would have had as long to arrive.
+        sink.script(Reply(500), Reply(500))
+        marker = post(server, config, creation("job-marker"))
+        wait_for(lambda: deliveries(tmp_path) == {("backend", "delivered"): 2}, what="marker")
     finally:
         server.kill()
-    assert len(sink.requests) == 3
-    assert len({r.headers["webhook-id"] for r in sink.requests}) == 1
+    sent = [r.headers["webhook-id"] for r in sink.requests]
+    assert sent.count(event_id) == 3
+    assert set(sent) == {event_id, marker} and sent.count(marker) == 3
 
 
 def test_400_is_tried_once_and_the_delivery_is_dead(tmp_path: Path, sink: FakeSink) -> None:
@@ -153,15 +141,20 @@ def test_400_is_tried_once_and_the_delivery_is_dead(tmp_path: Path, sink: FakeSi
                    ["backend"])
     server = Server(config, tmp_path).start()
     try:
-        post(server, config, creation("job-3"))
+        event_id = post(server, config, creation("job-3"))
         wait_for(lambda: deliveries(tmp_path) == {("backend", "dead"): 1})
-        time.sleep(0.5)
+        # A marker that fails once, waits out the schedule and dies: a retry of the first
+        # event would have had as long to arrive.
+        sink.script(Reply(500), Reply(400, "bad marker"))
+        marker = post(server, config, creation("job-marker"))
+        wait_for(lambda: deliveries(tmp_path) == {("backend", "dead"): 2}, what="marker")
     finally:
         server.kill()
-    assert len(sink.requests) == 1
-    with sqlite3.connect(tmp_path / "hookyard.db") as db:
-        [(code, error)] = db.execute("SELECT last_status_code, last_error FROM deliveries")
-    assert code == 400 and "bad event" in error
+    sent = [r.headers["webhook-id"] for r in sink.requests]
+    assert sent.count(event_id) == 1 and sent.count(marker) == 2
+    [first, _] = store_deliveries(tmp_path / "hookyard.db")
+    assert first["event_id"] == event_id
+    assert first["last_status_code"] == 400 and "bad event" in first["last_error"]
 
 
 def test_a_hanging_sink_does_not_slow_the_others(tmp_path: Path, sink: FakeSink) -> None:

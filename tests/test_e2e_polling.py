@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from receiver import settings as settings_mod
+from tests import support
 from tests.fake_providers import (
     FakeGenly,
     FakeProvider,
@@ -22,7 +20,7 @@ from tests.fake_providers import (
     FakeRevid,
 )
 from tests.fakes import FakeSink
-from tests.support import Server, signed_headers
+from tests.support import Server, delivery_counts, signed_headers, wait_for
 
 TOKEN = "admin-token-for-tests-0123456789"
 FAST = "poll_first_delay_s = 0\npoll_max_interval_s = 0.3\n"
@@ -55,12 +53,6 @@ def rendergrid_source(fake: FakeRendergrid, extra: str = "") -> str:
                   f'secrets = ["rg-secret-0123456789"]\nfallback_poll_after_s = 0\n{extra}')
 
 
-@pytest.fixture
-def sink() -> Iterator[FakeSink]:
-    with FakeSink() as server:
-        yield server
-
-
 def start(tmp: Path, text: str) -> tuple[Server, Path]:
     path = tmp / "hookyard.toml"
     path.write_text(text)
@@ -74,23 +66,18 @@ def watch(server: Server, source_name: str, job_id: str, **extra: object) -> htt
     return r
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-
-
 def delivered(sink: FakeSink) -> list[dict[str, object]]:
     return [r.json() for r in sink.requests]
 
 
 def job_state(tmp: Path, source_name: str, job_id: str) -> str:
-    with sqlite3.connect(tmp / "hookyard.db") as db:
-        row = db.execute("SELECT state FROM jobs WHERE source = ? AND job_id = ?",
-                         (source_name, job_id)).fetchone()
-    return str(row[0]) if row else "absent"
+    return support.job_state(tmp / "hookyard.db", source_name, job_id)
+
+
+def settled(tmp: Path) -> dict[tuple[str, str], int]:
+    """The delivery counts once none is pending (else {}): the sink has all it will get."""
+    counts = delivery_counts(tmp / "hookyard.db")
+    return {} if any(status == "pending" for _, status in counts) else counts
 
 
 CASES: list[tuple[str, type[FakeProvider]]] = [
@@ -115,7 +102,10 @@ def test_each_provider_job_reaches_the_sink_exactly_once(
         try:
             watch(server, provider, "job-1", metadata={"order": 42})
             wait_for(lambda: len(sink.requests) >= 1)
-            time.sleep(1.0)  # a second delivery, if any, would arrive by now
+            # The job's end is in the store and every delivery is final: no poll and no
+            # delivery is left to come.
+            wait_for(lambda: job_state(tmp_path, provider, "job-1") != "watching", what="the end")
+            wait_for(lambda: settled(tmp_path) == {("backend", "delivered"): 1}, what="delivery")
             state = job_state(tmp_path, provider, "job-1")
         finally:
             server.kill()
@@ -149,18 +139,22 @@ def test_rendergrid_is_never_polled_within_5_s_of_the_last_poll(tmp_path: Path,
 def test_a_webhook_that_arrives_first_stops_the_polling(tmp_path: Path, sink: FakeSink) -> None:
     with FakeRendergrid() as fake:
         fake.set_job("c2", state="completed", outputs=["https://cdn.test/c2.jpg"])
+        fake.set_job("c3", state="running")
         text = config_text(tmp_path, sink, rendergrid_source(fake).replace(
             "fallback_poll_after_s = 0", "fallback_poll_after_s = 2"))
         server, path = start(tmp_path, text)
         try:
             watch(server, "rendergrid", "c2")
+            watch(server, "rendergrid", "c3")  # the marker: no webhook comes for it
             body = json.dumps({"event": "creation.completed", "id": "c2", "status": "completed",
                                "result_urls": ["https://cdn.test/c2.jpg"]}).encode()
             config = settings_mod.load(str(path))
             r = httpx.post(f"{server.url}/hooks/rendergrid", content=body,
                            headers=signed_headers(config, "rendergrid", body))
             assert r.status_code == 200
-            time.sleep(3.0)  # past the fallback delay
+            # The marker's fallback poll, due just after c2's would have been, proves the
+            # poller got past c2's moment.
+            wait_for(lambda: fake.status_requests("c3"), what="the marker's fallback poll")
             state = job_state(tmp_path, "rendergrid", "c2")
         finally:
             server.kill()
@@ -204,7 +198,8 @@ def test_restarting_mid_watch_resumes_the_schedule(tmp_path: Path, sink: FakeSin
         server, _ = start(tmp_path, text)
         try:
             wait_for(lambda: len(sink.requests) >= 1)
-            time.sleep(0.5)
+            wait_for(lambda: job_state(tmp_path, "genly", "r1") == "done", what="the job's end")
+            wait_for(lambda: settled(tmp_path), what="final deliveries")
         finally:
             server.kill()
     [event] = delivered(sink)
@@ -234,8 +229,10 @@ def test_confirm_by_fetch_builds_the_event_from_the_status_api(tmp_path: Path,
             r = httpx.post(f"{server.url}/hooks/renderful", json=hint)
             ghost = httpx.post(f"{server.url}/hooks/renderful", json={"data": {"id": "nope"}})
             wait_for(lambda: len(sink.requests) >= 1)
+            # A job's end is saved after its event, so an event for "nope" would be stored by
+            # now; the deliveries being final means the sink has all it will ever get.
             wait_for(lambda: job_state(tmp_path, "renderful", "nope") == "failed")
-            time.sleep(0.3)
+            wait_for(lambda: settled(tmp_path), what="final deliveries")
         finally:
             server.kill()
     assert r.status_code == 202 and r.json() == {"job_id": "g1", "confirming": True}

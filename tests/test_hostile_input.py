@@ -21,7 +21,6 @@ import contextlib
 import json
 import math
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from receiver.app import Hookyard
 from receiver.core import events, jsonx
 from receiver.store import EventFilter, Job, NewEvent
 from receiver.store.sqlite import SqliteStore
-from tests.support import RENDERGRID_SECRET, app_client, signed_headers
+from tests.support import RENDERGRID_SECRET, app_client, signed_headers, wait_until
 
 TOKEN = "admin-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -271,13 +270,11 @@ async def service(tmp: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Hookyard]
 
 
 async def _wait_for_line(path: Path, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = path.read_text() if path.exists() else ""  # noqa: ASYNC240 (a small local file)
-        if text.endswith("\n"):
-            return text
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"nothing delivered to {path}")
+    def text() -> str:
+        return path.read_text() if path.exists() else ""
+
+    await wait_until(lambda: text().endswith("\n"), timeout, what=f"a line in {path}")
+    return text()
 
 
 async def test_webhook_with_a_400_digit_cost_is_stored_and_delivered(tmp_path: Path) -> None:
@@ -298,6 +295,7 @@ async def test_webhook_with_a_400_digit_cost_is_stored_and_delivered(tmp_path: P
         line = await _wait_for_line(tmp_path / "events.jsonl")
     sent = strict_loads(line)
     assert (sent["id"], sent["cost"], sent["raw"]["cost"]) == (event_id, None, None)
+    # SQL on purpose: the API shows raw bodies parsed; this is about the stored bytes.
     with contextlib.closing(sqlite3.connect(tmp_path / "hookyard.db")) as db:
         (raw,) = db.execute("SELECT raw_body FROM events WHERE id = ?", (event_id,)).fetchone()
     assert raw == body  # the exact bytes, the big number included
@@ -422,28 +420,18 @@ def _event(**fields: Any) -> events.Event:
      ({"metadata": {"x": [1, -math.inf]}}, "event.metadata.x[1]")],
 )
 async def test_the_store_refuses_non_finite_floats(
-    tmp_path: Path, fields: dict[str, Any], named: str
+    store: SqliteStore, fields: dict[str, Any], named: str
 ) -> None:
-    store = SqliteStore(str(tmp_path / "s.db"))
-    await store.open()
-    try:
-        with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")):
-            await store.write_events([NewEvent(_event(**fields), b"{}", {}, ())])
-        assert await store.count_events() == 0
-    finally:
-        await store.close()
+    with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        await store.write_events([NewEvent(_event(**fields), b"{}", {}, ())])
+    assert await store.count_events() == 0
 
 
-async def test_the_store_refuses_a_job_with_nan_metadata(tmp_path: Path) -> None:
-    store = SqliteStore(str(tmp_path / "s.db"))
-    await store.open()
-    try:
-        job = Job("rendergrid", "j", "watching", {"a": math.nan}, 0.0, 1.0, 0.0)
-        with pytest.raises(ValueError, match=r"metadata\.a"):
-            await store.watch_job(job)
-        assert await store.list_jobs() == []
-    finally:
-        await store.close()
+async def test_the_store_refuses_a_job_with_nan_metadata(store: SqliteStore) -> None:
+    job = Job("rendergrid", "j", "watching", {"a": math.nan}, 0.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"metadata\.a"):
+        await store.watch_job(job)
+    assert await store.list_jobs() == []
 
 
 async def test_rows_written_before_the_rule_still_read(tmp_path: Path) -> None:
@@ -457,6 +445,7 @@ async def test_rows_written_before_the_rule_still_read(tmp_path: Path) -> None:
             Job("rendergrid", "j", "watching", {"a": 1}, 0.0, 1.0, 0.0))
     finally:
         await store.close()
+    # SQL on purpose: rows as an older version wrote them, which no API writes any more.
     with contextlib.closing(sqlite3.connect(tmp_path / "s.db")) as db, db:
         db.execute("UPDATE events SET event_json = replace(event_json, '0.5', 'NaN')")
         db.execute("UPDATE jobs SET metadata_json = '{\"a\": Infinity}'")

@@ -9,7 +9,6 @@ and S3 mirroring finishes however many or large the outputs are. Real servers on
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 import tracemalloc
@@ -139,12 +138,6 @@ def hostile() -> Iterator[HostileServer]:
         yield server
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as http:
-        yield http
-
-
 async def peak_memory(send: Send) -> tuple[Any, int]:
     """(what `send` returned or raised, the peak of traced memory while it ran), guarded."""
     tracemalloc.start()
@@ -176,9 +169,9 @@ def make_sink(kind: str, url: str, http: httpx.AsyncClient, timeout_s: float) ->
 @pytest.mark.parametrize("body", ["endless", "huge", "bomb"])
 @pytest.mark.parametrize("status", [200, 500])
 async def test_an_endless_or_huge_answer_is_read_only_to_the_cap(
-    hostile: HostileServer, client: httpx.AsyncClient, sink_kind: str, body: str, status: int
+    hostile: HostileServer, http: httpx.AsyncClient, sink_kind: str, body: str, status: int
 ) -> None:
-    sink = make_sink(sink_kind, f"{hostile.url}/{body}/{status}", client, timeout_s=10)
+    sink = make_sink(sink_kind, f"{hostile.url}/{body}/{status}", http, timeout_s=10)
     result, grew = await peak_memory(lambda: sink.send(make_event()))
     assert grew < MEMORY_BOUND, f"the send held {grew / MB:.0f} MB"
     if status == 200:
@@ -192,9 +185,9 @@ async def test_an_endless_or_huge_answer_is_read_only_to_the_cap(
 
 @pytest.mark.parametrize("sink_kind", ["http", "slack"])
 async def test_a_dripping_answer_ends_at_the_sinks_deadline(
-    hostile: HostileServer, client: httpx.AsyncClient, sink_kind: str
+    hostile: HostileServer, http: httpx.AsyncClient, sink_kind: str
 ) -> None:
-    sink = make_sink(sink_kind, f"{hostile.url}/drip/200", client, timeout_s=2)
+    sink = make_sink(sink_kind, f"{hostile.url}/drip/200", http, timeout_s=2)
     async with asyncio.timeout(GUARD_S):  # one byte a second would keep a per-read timeout alive
         with pytest.raises(SinkError) as caught:
             await sink.send(make_event())
@@ -283,61 +276,10 @@ async def test_a_dripping_jwks_ends_at_its_deadline(
 # -- S3 mirroring that finishes ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    with MotoS3() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def files() -> Iterator[FileServer]:
-    with FileServer() as server:
-        yield server
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials from the environment; no shared files, no instance metadata calls."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", MotoS3.ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", MotoS3.SECRET_KEY)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-_bucket_names = iter(range(10_000))
-
-
-@pytest.fixture
-def bucket(moto: MotoS3, aws_env: None) -> str:
-    name = f"hostile-{next(_bucket_names)}"
-    with moto.client() as s3_client:
-        s3_client.create_bucket(Bucket=name)
-    return name
 
 
 MakeS3 = Callable[..., s3.S3Sink]
-
-
-@pytest.fixture
-async def make_s3(
-    moto: MotoS3, bucket: str, client: httpx.AsyncClient
-) -> AsyncIterator[MakeS3]:
-    sinks: list[s3.S3Sink] = []
-
-    def build(timeout_s: float = 5.0, **options: Any) -> s3.S3Sink:
-        options = {"bucket": bucket, "prefix": "hookyard/", "endpoint_url": moto.endpoint_url,
-                   "mirror_outputs": True, "allow_private_networks": True, **options}
-        sink = s3.create("archive", options,
-                         SinkContext(http=client, timeout_s=timeout_s))
-        sinks.append(sink)
-        return sink
-
-    yield build
-    for sink in sinks:
-        await sink.aclose()
+MIRROR = {"mirror_outputs": True, "allow_private_networks": True}
 
 
 def gets(files: FileServer, path: str) -> int:
@@ -351,7 +293,7 @@ async def test_the_event_json_is_archived_although_an_output_fails(
     broken = files.route(f"/fails/{status}.png", Reply(status, "nope"))
     event = make_event(outputs=[broken, files.add_png(f"/fails/{status}-ok.png")])
     with pytest.raises(SinkError) as caught:
-        await make_s3().send(event)
+        await make_s3(**MIRROR).send(event)
     assert caught.value.status_code == status
     assert caught.value.permanent is (status == 404)
     assert "output 1 of 2" in caught.value.message
@@ -365,7 +307,7 @@ async def test_a_retry_fetches_only_the_outputs_not_yet_mirrored(
     done = [files.add_png("/retry2/a.png"), files.add_jpg("/retry2/b.jpg")]
     flaky = files.route("/retry2/c.png", Reply(503, "busy"))
     event = make_event(outputs=[*done, flaky])
-    sink = make_s3()
+    sink = make_s3(**MIRROR)
     with pytest.raises(SinkError) as caught:
         await sink.send(event)
     assert not caught.value.permanent
@@ -383,8 +325,8 @@ async def test_an_output_from_another_url_at_the_same_key_is_fetched_again(
 ) -> None:
     first = files.add_png("/moved/first.png")
     second = files.add("/moved/second.png", PNG_BYTES + b"\x00", "image/png")
-    await make_s3().send(make_event(outputs=[first]))
-    await make_s3().send(make_event(outputs=[second]))  # same job, same index, new content
+    await make_s3(**MIRROR).send(make_event(outputs=[first]))
+    await make_s3(**MIRROR).send(make_event(outputs=[second]))  # same job, same index, new content
     assert gets(files, "/moved/second.png") == 1
     assert get_object(moto, bucket, f"{OUTPUT_DIR}/0.png")[0] == PNG_BYTES + b"\x00"
 
@@ -392,7 +334,7 @@ async def test_an_output_from_another_url_at_the_same_key_is_fetched_again(
 async def test_a_dripping_output_fails_within_its_own_budget(
     make_s3: MakeS3, moto: MotoS3, bucket: str, hostile: HostileServer
 ) -> None:
-    sink = make_s3(output_timeout_s=1.5)
+    sink = make_s3(output_timeout_s=1.5, **MIRROR)
     async with asyncio.timeout(GUARD_S):
         with pytest.raises(SinkError) as caught:
             await sink.send(make_event(outputs=[f"{hostile.url}/drip/200"]))
@@ -403,7 +345,7 @@ async def test_a_dripping_output_fails_within_its_own_budget(
 async def test_a_compressed_output_is_inflated_only_up_to_the_cap(
     make_s3: MakeS3, moto: MotoS3, bucket: str, hostile: HostileServer
 ) -> None:
-    sink = make_s3(max_output_bytes=MB)
+    sink = make_s3(max_output_bytes=MB, **MIRROR)
     result, grew = await peak_memory(
         lambda: sink.send(make_event(outputs=[f"{hostile.url}/bomb/200"]))
     )
@@ -430,22 +372,22 @@ async def test_only_image_and_video_types_are_stored_as_given(
     content_type: str, path: str, stored: str, ext: str,
 ) -> None:
     url = files.add(path, b"<script>alert(1)</script>", content_type)
-    await make_s3().send(make_event(outputs=[url]))
+    await make_s3(**MIRROR).send(make_event(outputs=[url]))
     body, got_type, _ = get_object(moto, bucket, f"{OUTPUT_DIR}/0.{ext}")
     assert (body, got_type) == (b"<script>alert(1)</script>", stored)
 
 
-async def test_the_budget_grows_with_the_outputs(client: httpx.AsyncClient, aws_env: None) -> None:
+async def test_the_budget_grows_with_the_outputs(http: httpx.AsyncClient, aws_env: None) -> None:
     def build(**options: Any) -> s3.S3Sink:
         return s3.create("a", {"bucket": "b", **options},
-                         SinkContext(http=client, timeout_s=10))
+                         SinkContext(http=http, timeout_s=10))
 
     three = make_event(outputs=["https://x/1.png", "https://x/2.png", "https://x/3.png"])
     assert build(mirror_outputs=True).budget_s(three) == 10 + 3 * 60
     assert build(mirror_outputs=True, output_timeout_s=5).budget_s(three) == 25
     assert build(mirror_outputs=False).budget_s(three) == 10
     assert send_budget_s(build(mirror_outputs=True), three, 10) == 190
-    assert send_budget_s(http_sink.HttpSink("http://x", SinkContext(client, 7)), three, 7) == 7
+    assert send_budget_s(http_sink.HttpSink("http://x", SinkContext(http, 7)), three, 7) == 7
 
 
 @pytest.mark.parametrize("value", [0, -1, "60", True, float("inf")])

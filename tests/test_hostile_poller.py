@@ -22,7 +22,7 @@ from receiver import settings as settings_mod
 from receiver.core import events
 from receiver.core.pacing import RateLimiter
 from receiver.poller import NotPollable
-from tests.support import app_client
+from tests.support import app_client, wait_until
 from tests.test_poller import CONFIG, FAST, Provider, Rig, revid, rig
 
 SLOW_DEADLINE = CONFIG.replace(FAST, "poll_first_delay_s = 0\npoll_max_interval_s = 5\n")
@@ -34,20 +34,11 @@ async def job_error(r: Rig, source: str, job_id: str) -> str:
     return str(job.last_error) if job else ""
 
 
-async def wait_for_state(r: Rig, source: str, job_id: str, timeout: float = 10.0) -> str:
-    """The job's state once it is no longer `watching`."""
-    deadline = time.monotonic() + timeout
-    while (state := await r.job_state(source, job_id)) == "watching":
-        assert time.monotonic() < deadline, "the job is still watching"
-        await asyncio.sleep(0.02)
-    return str(state)
-
-
 async def wait_for_error(r: Rig, job_id: str, text: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in await job_error(r, "revid", job_id):
-        assert time.monotonic() < deadline, f"no {text!r} in the job's last_error"
-        await asyncio.sleep(0.02)
+    async def seen() -> bool:
+        return text in await job_error(r, "revid", job_id)
+
+    await wait_until(seen, timeout, what=f"{text!r} in the job's last_error")
 
 
 # -- item 1: every poll is capped and has an overall deadline ---------------------------------
@@ -139,7 +130,7 @@ async def test_a_job_that_finished_before_its_deadline_is_not_reported_expired(
     provider = Provider({"late": [revid("processing"), revid("completed", "https://cdn.test/l")]})
     async with rig(tmp_path, provider, SLOW_DEADLINE) as r:
         await r.poller.watch("revid", "late", deadline_s=1.0)
-        state = await wait_for_state(r, "revid", "late")
+        state = await r.settled("revid", "late")
         [event] = await r.events()
     assert len(provider.polls("late")) == 2
     assert event["type"] == events.COMPLETED and state == "done"
@@ -159,7 +150,7 @@ async def test_a_redirect_is_retried_never_followed_nor_fatal(tmp_path: Path) ->
     provider = Provider({"r": [moved, revid("completed", "https://cdn.test/r")]})
     async with rig(tmp_path, provider) as r:
         await r.poller.watch("revid", "r")
-        state = await wait_for_state(r, "revid", "r")
+        state = await r.settled("revid", "r")
         [event] = await r.events()
     assert event["type"] == events.COMPLETED and state == "done"
     assert [job for job, _, _ in provider.seen] == ["r", "r"]  # nothing sent to Location

@@ -29,7 +29,7 @@ from receiver import settings as settings_mod
 from receiver.app import create_app
 from receiver.core import signing
 from receiver.core.errors import ConfigError, SignatureInvalid
-from tests.support import Server, app_client, fixture, signed_headers, write_config
+from tests.support import Server, app_client, fixture, post_signed, write_config
 from tests.test_signing import ED_KEYS, FAL_USER_ID, NOW, fal_headers, jwk
 
 # -- fal: one key set signs for every fal customer --------------------------------------------
@@ -221,12 +221,7 @@ def test_idle_connections_beyond_the_file_limit_do_not_stop_webhooks(tmp_path: P
         ]
         try:
             body = fixture("rendergrid", "completed.json")
-            answer = httpx.post(
-                f"{server.url}/hooks/rendergrid",
-                content=body,
-                headers=signed_headers(config, "rendergrid", body),
-                timeout=10,
-            )
+            answer = post_signed(server.url, config, body, timeout=10)
             assert answer.status_code == 200, answer.text
             # Every idle socket is closed: evicted to make room, or at the request timeout.
             assert all(closed_by_peer(s, 10) for s in idle)

@@ -24,9 +24,9 @@ from receiver.core.masking import mask_url, url_secrets
 from receiver.settings import SinkSettings
 from receiver.store import Job
 from receiver.store.sqlite import SqliteStore
-from tests.admin_kit import TOKEN, api, creation, post, wait_for
+from tests.admin_kit import TOKEN, api, creation, post
 from tests.fakes import FakeSink, Reply
-from tests.support import RENDERGRID_SECRET, Server, app_client
+from tests.support import RENDERGRID_SECRET, Server, app_client, wait_for
 
 PASSWORD = "s3cretpass"
 QUERY_SECRET = "SECRETVALUE"

@@ -22,9 +22,9 @@ from starlette.routing import Route
 
 from receiver import admin, openapi
 from receiver.app import create_app
-from tests.admin_kit import AUTH, post_jobs, post_renderful, statuses, wait_for, write_config
+from tests.admin_kit import AUTH, post_jobs, post_renderful, statuses, write_config
 from tests.fakes import FakeSink
-from tests.support import Server
+from tests.support import Server, wait_for
 
 CONFORMANCE = [
     not_a_server_error,

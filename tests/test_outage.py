@@ -4,37 +4,38 @@ attempts is dead, and a replay of the dead deliveries brings every event exactly
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
-from collections.abc import Callable
+import re
 from pathlib import Path
 
 import httpx
 
 from receiver import settings as settings_mod
+from receiver.store import Store
 from tests.fakes import FakeSink, Reply
-from tests.support import RENDERGRID_SECRET, Server, signed_headers
+from tests.support import (
+    RENDERGRID_SECRET,
+    Server,
+    post_signed,
+    read_store,
+    status_counts,
+    wait_for,
+)
 
 TOKEN = "outage-admin-token-0123456789"
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
+def refused(db: Path, event_ids: list[str]) -> int:
+    """Attempts on these events that found the sink's port closed."""
 
+    async def count(store: Store) -> int:
+        errors = []
+        for event_id in event_ids:
+            event = await store.get_event(event_id)
+            assert event is not None, event_id
+            errors += [a["error"] or "" for d in event["deliveries"] for a in d["attempt_log"]]
+        return sum(bool(re.search("Connect.*Error", e)) for e in errors)
 
-def counts(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        return dict(conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
-
-
-def refused(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        [(n,)] = conn.execute("SELECT COUNT(*) FROM attempts WHERE error LIKE '%Connect%Error%'")
-    return int(n)
+    return read_store(db, count)
 
 
 def test_sink_outage_then_recovery_then_replay_of_the_dead(tmp_path: Path) -> None:
@@ -68,29 +69,30 @@ sinks = ["backend"]
 
     def send(i: int) -> str:
         body = json.dumps({"id": f"job-{i}", "status": "completed", "result_urls": []}).encode()
-        r = httpx.post(f"{server.url}/hooks/rendergrid", content=body,
-                       headers=signed_headers(config, "rendergrid", body))
+        r = post_signed(server.url, config, body)
         assert r.status_code == 200  # the intake never depends on a sink
         return str(r.json()["event_id"])
 
     try:
         # 5xx phase: two events use up both attempts (4 failures, under the breaker's 5).
         ids = [send(0), send(1)]
-        wait_for(lambda: counts(db).get("dead", 0) == 2)
+        wait_for(lambda: status_counts(db).get("dead", 0) == 2, timeout=30)
         down.stop()  # connection refused phase: new events fail, the breaker opens
         ids += [send(i) for i in range(2, 8)]
-        wait_for(lambda: refused(db) >= 1)  # the fifth failure in a row opened the breaker
+        # the fifth failure in a row opened the breaker
+        wait_for(lambda: refused(db, ids) >= 1, timeout=30)
         up = FakeSink(port=port).start()  # the sink is back, same address
         try:
             # The breaker's next probe succeeds; everything still pending arrives.
-            wait_for(lambda: counts(db).get("pending", 0) == 0, timeout=60)
-            dead = counts(db).get("dead", 0)
+            wait_for(lambda: status_counts(db).get("pending", 0) == 0, timeout=60)
+            dead = status_counts(db).get("dead", 0)
             arrived = {r.headers["webhook-id"] for r in up.requests}
             replay = httpx.post(f"{server.url}/v1/replay", json={"delivery_status": "dead"},
                                 headers={"Authorization": f"Bearer {TOKEN}"})
-            wait_for(lambda: counts(db).get("pending", 0) == 0
+            wait_for(lambda: status_counts(db).get("pending", 0) == 0
                      and len(up.requests) >= len(ids), timeout=60)
-            time.sleep(0.5)
+            # No row is pending, and a row stays pending until its send is answered: the sink
+            # has had every request it will get.
             final = [r.headers["webhook-id"] for r in up.requests]
         finally:
             up.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,7 +16,9 @@ from receiver.core import events
 from receiver.ingest import Ingest
 from receiver.poller import NotPollable, Poller
 from receiver.router import Router
+from receiver.store import EventFilter
 from receiver.store.sqlite import SqliteStore
+from tests.support import wait_until
 
 FAST = "poll_first_delay_s = 0\npoll_max_interval_s = 0.1\n"
 CONFIG = f"""
@@ -69,18 +70,13 @@ class Rig:
     provider: Provider
 
     async def events(self) -> list[dict[str, object]]:
-        rows = await self.store._read(  # test-only peek at the log
-            lambda conn: conn.execute("SELECT id FROM events ORDER BY id").fetchall()
-        )
-        found = [await self.store.get_event(r[0]) for r in rows]
+        """Every stored event in full, oldest first."""
+        listed = await self.store.list_events(EventFilter(), limit=1000)
+        found = [await self.store.get_event(e["id"]) for e in reversed(listed)]
         return [e for e in found if e is not None]
 
     async def until(self, check: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError("condition not reached")
-            await asyncio.sleep(0.02)
+        await wait_until(check, timeout)
 
     async def job_state(self, source: str, job_id: str) -> str | None:
         job = await self.store.get_job(source, job_id)
@@ -88,12 +84,11 @@ class Rig:
 
     async def settled(self, source: str, job_id: str, timeout: float = 10.0) -> str | None:
         """The job's state once it has left `watching` (its end is saved after the event)."""
-        deadline = time.monotonic() + timeout
-        while (state := await self.job_state(source, job_id)) == "watching":
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.02)
-        return state
+        async def ended() -> bool:
+            return await self.job_state(source, job_id) != "watching"
+
+        await wait_until(ended, timeout, what=f"the end of job {job_id}")
+        return await self.job_state(source, job_id)
 
 
 @asynccontextmanager
@@ -161,9 +156,8 @@ async def test_deadline_produces_generation_expired(tmp_path: Path) -> None:
     async with rig(tmp_path, provider) as r:
         await r.poller.watch("revid", "slow", deadline_s=0.5, metadata={"k": "v"})
         await r.until(lambda: bool(provider.polls("slow")))
-        await r.settled("revid", "slow")
+        state = await r.settled("revid", "slow")  # the end is saved after its event
         [event] = await r.events()
-        state = await r.job_state("revid", "slow")
     assert event["type"] == events.EXPIRED and event["status"] == "expired"
     assert event["metadata"] == {"k": "v"} and "processing" in str(event["error"])
     assert state == "expired"
@@ -208,15 +202,17 @@ async def test_restart_resumes_the_schedule(tmp_path: Path) -> None:
     assert len(provider.polls("j")) == 1
     async with rig(tmp_path, provider) as r:  # a new process: the schedule is in the store
         await r.until(lambda: len(provider.polls("j")) >= 2)
-        await asyncio.sleep(0.2)
+        await r.settled("revid", "j")  # the end is saved after its event
         [event] = await r.events()
     assert event["type"] == events.COMPLETED and event["metadata"] == {"run": 1}
 
 
 async def test_a_terminal_webhook_ends_the_watch_before_any_poll(tmp_path: Path) -> None:
-    provider = Provider({"c1": [(200, {"id": "c1", "status": "processing"}, {})]})
+    processing = [(200, {"id": "c1", "status": "processing"}, {})]
+    provider = Provider({"c1": list(processing), "marker": list(processing)})
     async with rig(tmp_path, provider) as r:
         await r.poller.watch("rendergrid", "c1")  # first poll only after 1 s (fallback)
+        await r.poller.watch("rendergrid", "marker")  # no webhook for this one
         webhook = events.generation_event(
             source="rendergrid",
             provider="rendergrid",
@@ -227,7 +223,9 @@ async def test_a_terminal_webhook_ends_the_watch_before_any_poll(tmp_path: Path)
         )
         await r.poller.ingest.submit(webhook, b'{"id": "c1"}', {})
         await r.settled("rendergrid", "c1")
-        await asyncio.sleep(1.5)
+        # The marker's fallback poll, due just after c1's would have been, proves the poller
+        # got past c1's moment.
+        await r.until(lambda: bool(provider.polls("marker")), timeout=5)
         state = await r.job_state("rendergrid", "c1")
     assert state == "done" and provider.polls("c1") == []
 
@@ -238,7 +236,7 @@ async def test_webhook_source_is_polled_after_the_fallback_delay(tmp_path: Path)
     async with rig(tmp_path, provider) as r:
         job, _ = await r.poller.watch("rendergrid", "c2")
         await r.until(lambda: bool(provider.polls("c2")), timeout=5)
-        await asyncio.sleep(0.2)
+        await r.settled("rendergrid", "c2")  # the end is saved after its event
         [event] = await r.events()
     assert job.next_poll_at - job.created_at == pytest.approx(1.0, abs=0.05)
     assert event["idempotency_key"] == "rendergrid:c2:completed" and event["via"] == "poll"

@@ -16,6 +16,7 @@ from handlers.providers import generic, renderful, rendergrid
 from handlers.providers.base import Provider, WebhookContext
 from receiver.core import events
 from receiver.core.events import Event
+from tests.test_signing import RENDERGRID_PRESET
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -348,15 +349,7 @@ def test_registry() -> None:
 
 
 def test_signature_presets() -> None:
-    assert rendergrid.PROVIDER.signature_preset == {
-        "scheme": "hmac",
-        "header": "X-Webhook-Signature-256",
-        "prefix": "sha256=",
-        "encoding": "hex",
-        "algorithm": "sha256",
-        "template": "{timestamp}.{body}",
-        "timestamp_header": "X-Timestamp",
-    }
+    assert rendergrid.PROVIDER.signature_preset == RENDERGRID_PRESET
     assert renderful.PROVIDER.signature_preset == {
         "scheme": "hmac",
         "encoding": "hex",

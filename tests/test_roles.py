@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from receiver import settings as settings_mod
 from tests.fakes import FakeSink, Reply
-from tests.support import RENDERGRID_SECRET, Server, Worker, signed_headers
+from tests.support import RENDERGRID_SECRET, Server, Worker, post_signed, wait_for
 
 CONFIG = """
 [server]
@@ -49,18 +46,7 @@ def creation(job: str) -> bytes:
 
 
 def post(url: str, config: Path, body: bytes) -> httpx.Response:
-    settings = settings_mod.load(str(config))
-    return httpx.post(f"{url}/hooks/rendergrid", content=body, timeout=30,
-                      headers=signed_headers(settings, "rendergrid", body))
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not reached in {timeout} s")
+    return post_signed(url, config, body)
 
 
 def delivered(sink: FakeSink) -> list[str]:
@@ -86,7 +72,7 @@ def test_workers_2_spreads_webhooks_and_a_redelivery_anywhere_is_one_event(
             assert [r.json() for r in again] == [
                 {"event_id": e, "duplicate": True} for e in firsts
             ]
-            wait_for(lambda: len(delivered(sink)) >= len(jobs), what="deliveries")
+            wait_for(lambda: len(delivered(sink)) >= len(jobs), timeout=60, what="deliveries")
             assert sorted(delivered(sink)) == sorted(firsts)  # each once, from the worker
             metrics = httpx.get(f"{server.url}/metrics").text
             assert 'hookyard_webhooks_total{outcome="new",reason="",source="rendergrid"} 40.0' \
@@ -106,10 +92,10 @@ def test_a_killed_worker_is_restarted_by_the_supervisor(tmp_path: Path) -> None:
                        if '"child.started"' in line]
             [worker] = [s for s in started if s["child"] == "worker"]
             os.kill(worker["pid"], signal.SIGKILL)
-            wait_for(lambda: '"child.exited"' in server.output(), what="exit logged")
+            wait_for(lambda: '"child.exited"' in server.output(), timeout=60, what="exit logged")
             r = post(server.url, config, creation("after-the-crash"))
             assert r.status_code == 200
-            wait_for(lambda: delivered(sink) == [r.json()["event_id"]], what="delivery")
+            wait_for(lambda: delivered(sink) == [r.json()["event_id"]], timeout=60, what="delivery")
         finally:
             server.stop()
 

@@ -24,6 +24,7 @@ from starlette.datastructures import Headers
 
 from receiver.core.errors import ConfigError, SignatureInvalid
 from receiver.core.signing import SCHEMES, Verified, Verifier, build_verifier
+from tests import support
 
 # ============================================================ published test vectors
 
@@ -177,14 +178,7 @@ FAL_USER_ID = "user-123"
 
 
 def fal_headers(key: Ed25519PrivateKey, ts: int, body: bytes) -> dict[str, str]:
-    # providers/README.md: request_id \n user_id \n timestamp \n hex(sha256(raw_body))
-    message = f"{FAL_REQUEST_ID}\n{FAL_USER_ID}\n{ts}\n{hashlib.sha256(body).hexdigest()}"
-    return {
-        "X-Fal-Webhook-Request-Id": FAL_REQUEST_ID,
-        "X-Fal-Webhook-User-Id": FAL_USER_ID,
-        "X-Fal-Webhook-Timestamp": str(ts),
-        "X-Fal-Webhook-Signature": key.sign(message.encode()).hex(),
-    }
+    return support.fal_headers(key, body, ts, FAL_REQUEST_ID, FAL_USER_ID)
 
 
 def lower(headers: Mapping[str, str]) -> dict[str, str]:

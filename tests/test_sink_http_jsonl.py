@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +21,15 @@ from handlers.sinks import http as http_sink
 from handlers.sinks import jsonl
 from handlers.sinks.base import SinkContext, SinkError
 from receiver.settings import SinkSettings
+from tests import support
 from tests.fakes import FakeSink, Recorded, Reply, free_port
+from tests.support import WHSEC
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-def make_event(n: int = 0, **changes: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "id": f"evt_01JDTESTHTTP{n:014d}",
-        "type": "generation.completed",
-        "source": "rendergrid",
-        "provider": "rendergrid",
-        "job_id": f"job-{n}",
-        "status": "completed",
-        "outputs": ["https://cdn.example.com/a.png"],
-        "error": None,
-        "cost": 0.1,
-        "model": "flüx ✨",
-        "received_at": "2026-11-22T10:00:59Z",
-        "via": "webhook",
-        "idempotency_key": f"rendergrid:job-{n}:completed",
-        "metadata": {},
-        "raw": {"n": n},
-    }
-    event.update(changes)
-    return event
+SECRET = WHSEC
+# Unicode in the model: the body must go out as UTF-8, byte for byte.
+make_event = functools.partial(
+    support.make_event, outputs=["https://cdn.example.com/a.png"], model="flüx ✨"
+)
 
 
 # -- an independent Standard Webhooks verifier (from the spec, not receiver.signing) ---------
@@ -80,40 +65,34 @@ def receiver() -> Iterator[FakeSink]:
         yield server
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as http:
-        yield http
-
-
-def make_sink(client: httpx.AsyncClient, url: str, timeout_s: float = 5.0,
+def make_sink(http: httpx.AsyncClient, url: str, timeout_s: float = 5.0,
               **options: Any) -> http_sink.HttpSink:
-    ctx = SinkContext(http=client, timeout_s=timeout_s)
+    ctx = SinkContext(http=http, timeout_s=timeout_s)
     return http_sink.create("backend", {"url": url, **options}, ctx)
 
 
-async def deliver(receiver: FakeSink, client: httpx.AsyncClient, event: Mapping[str, Any],
+async def deliver(receiver: FakeSink, http: httpx.AsyncClient, event: Mapping[str, Any],
                   **options: Any) -> Recorded:
     receiver.clear()
-    sink = make_sink(client, f"{receiver.url}/render-events", **options)
+    sink = make_sink(http, f"{receiver.url}/render-events", **options)
     assert await sink.send(event) == 200
     await sink.aclose()
     [request] = receiver.requests
     return request
 
 
-async def test_posts_the_event_json(receiver: FakeSink, client: httpx.AsyncClient) -> None:
+async def test_posts_the_event_json(receiver: FakeSink, http: httpx.AsyncClient) -> None:
     event = make_event()
-    request = await deliver(receiver, client, event, secret=SECRET)
+    request = await deliver(receiver, http, event, secret=SECRET)
     assert request.method == "POST" and request.path == "/render-events"
     assert request.headers["content-type"] == "application/json"
     assert request.json() == event
 
 
 async def test_the_signature_verifies_independently(receiver: FakeSink,
-                                                    client: httpx.AsyncClient) -> None:
+                                                    http: httpx.AsyncClient) -> None:
     event = make_event()
-    request = await deliver(receiver, client, event, secret=SECRET)
+    request = await deliver(receiver, http, event, secret=SECRET)
     assert standard_webhooks_valid(SECRET, request.headers, request.body)
     assert request.headers["webhook-id"] == event["id"]
     assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
@@ -122,8 +101,8 @@ async def test_the_signature_verifies_independently(receiver: FakeSink,
     assert not standard_webhooks_valid(other, request.headers, request.body)
 
 
-async def test_extra_headers_are_sent(receiver: FakeSink, client: httpx.AsyncClient) -> None:
-    request = await deliver(receiver, client, make_event(), secret=SECRET,
+async def test_extra_headers_are_sent(receiver: FakeSink, http: httpx.AsyncClient) -> None:
+    request = await deliver(receiver, http, make_event(), secret=SECRET,
                             headers={"X-Team": "renders", "Authorization": "Bearer abc"})
     assert request.headers["x-team"] == "renders"
     assert request.headers["authorization"] == "Bearer abc"
@@ -131,8 +110,8 @@ async def test_extra_headers_are_sent(receiver: FakeSink, client: httpx.AsyncCli
 
 
 async def test_without_a_secret_nothing_is_signed(receiver: FakeSink,
-                                                  client: httpx.AsyncClient) -> None:
-    request = await deliver(receiver, client, make_event())
+                                                  http: httpx.AsyncClient) -> None:
+    request = await deliver(receiver, http, make_event())
     assert "webhook-signature" not in request.headers
     assert request.json() == make_event()
 
@@ -150,13 +129,13 @@ async def test_without_a_secret_nothing_is_signed(receiver: FakeSink,
         (Reply(410, "gone", {"Retry-After": "5"}), True, None),
     ],
 )
-async def test_status_classification(receiver: FakeSink, client: httpx.AsyncClient,
+async def test_status_classification(receiver: FakeSink, http: httpx.AsyncClient,
                                      reply: Reply, permanent: bool,
                                      retry_after: float | None) -> None:
     receiver.clear()
     receiver.script(reply)
     with pytest.raises(SinkError) as caught:
-        await make_sink(client, f"{receiver.url}/x", secret=SECRET).send(make_event())
+        await make_sink(http, f"{receiver.url}/x", secret=SECRET).send(make_event())
     assert caught.value.permanent is permanent
     assert caught.value.status_code == reply.status
     assert caught.value.retry_after_s == retry_after
@@ -164,24 +143,24 @@ async def test_status_classification(receiver: FakeSink, client: httpx.AsyncClie
 
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204])
-async def test_any_2xx_is_delivered(receiver: FakeSink, client: httpx.AsyncClient,
+async def test_any_2xx_is_delivered(receiver: FakeSink, http: httpx.AsyncClient,
                                     status: int) -> None:
     receiver.script(Reply(status, ""))
-    assert await make_sink(client, f"{receiver.url}/x").send(make_event()) == status
+    assert await make_sink(http, f"{receiver.url}/x").send(make_event()) == status
 
 
-async def test_connection_refused_is_transient(client: httpx.AsyncClient) -> None:
+async def test_connection_refused_is_transient(http: httpx.AsyncClient) -> None:
     with pytest.raises(SinkError) as caught:
-        await make_sink(client, f"http://127.0.0.1:{free_port()}/x").send(make_event())
+        await make_sink(http, f"http://127.0.0.1:{free_port()}/x").send(make_event())
     assert not caught.value.permanent and caught.value.status_code is None
     assert "ConnectError" in caught.value.message
 
 
 async def test_a_hanging_receiver_times_out_transiently(receiver: FakeSink,
-                                                        client: httpx.AsyncClient) -> None:
+                                                        http: httpx.AsyncClient) -> None:
     receiver.script(Reply(200, "late", delay_s=3))
     with pytest.raises(SinkError) as caught:
-        await make_sink(client, f"{receiver.url}/x", timeout_s=0.2).send(make_event())
+        await make_sink(http, f"{receiver.url}/x", timeout_s=0.2).send(make_event())
     assert not caught.value.permanent
     assert "Timeout" in caught.value.message
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-import itertools
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,94 +16,25 @@ from handlers.sinks import fetch, s3
 from handlers.sinks.base import SinkContext, SinkError
 from receiver.core.errors import ConfigError
 from receiver.settings import SinkSettings
+from tests import support
 from tests.fakes import JPG_BYTES, PNG_BYTES, FileServer, MotoS3, Reply, free_port
 
 MiB = 1024 * 1024
 PREFIX = "hookyard/"
-_buckets = itertools.count()
+pytestmark = pytest.mark.usefixtures("aws_env")
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    with MotoS3() as server:
-        yield server
+MakeS3 = Callable[..., s3.S3Sink]
 
 
-@pytest.fixture(scope="module")
-def files() -> Iterator[FileServer]:
-    with FileServer() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials from the environment; no shared files, no instance metadata calls."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", MotoS3.ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", MotoS3.SECRET_KEY)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def bucket(moto: MotoS3) -> str:
-    name = f"renders-{next(_buckets)}"
-    with moto.client() as client:
-        client.create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
-MakeSink = Callable[..., s3.S3Sink]
-
-
-@pytest.fixture
-async def make_sink(
-    moto: MotoS3, bucket: str, http: httpx.AsyncClient
-) -> AsyncIterator[MakeSink]:
-    """Build sinks on the moto server (bucket, prefix and endpoint filled in); close them all."""
-    sinks: list[s3.S3Sink] = []
-
-    def build(timeout_s: float = 5.0, **options: Any) -> s3.S3Sink:
-        options = {"bucket": bucket, "prefix": PREFIX, "endpoint_url": moto.endpoint_url,
-                   **options}
-        sink = s3.create("archive", options,
-                         SinkContext(http=http, timeout_s=timeout_s))
-        sinks.append(sink)
-        return sink
-
-    yield build
-    for sink in sinks:
-        await sink.aclose()
-
-
-def make_event(**changes: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "id": "evt_01JDTESTS3000000000000000",
-        "type": "generation.completed",
-        "source": "rendergrid",
-        "provider": "rendergrid",
-        "job_id": "c0ea4d5b-0000-4000-8000-000000000001",
-        "status": "completed",
-        "outputs": [],
-        "error": None,
-        "cost": 0.1,
-        "model": "flüx-pro ✨",
-        "received_at": "2026-11-22T10:00:59Z",
-        "via": "webhook",
-        "idempotency_key": "rendergrid:c0ea4d5b:completed",
-        "metadata": {"team": "ünïcode"},
-        "raw": {"nested": [1, 2, {"x": None}]},
-    }
-    event.update(changes)
-    return event
+make_event = functools.partial(
+    support.make_event,
+    id="evt_01JDTESTS3000000000000000",
+    outputs=[],
+    model="flüx-pro ✨",
+    metadata={"team": "ünïcode"},
+    raw={"nested": [1, 2, {"x": None}]},
+)
 
 
 def compact(document: Any) -> bytes:
@@ -135,59 +66,59 @@ OUTPUT_DIR = f"{PREFIX}outputs/rendergrid/c0ea4d5b-0000-4000-8000-000000000001"
 # -- the event JSON --------------------------------------------------------------------------
 
 
-async def test_event_json_lands_at_its_dated_key(make_sink: MakeSink, moto: MotoS3,
+async def test_event_json_lands_at_its_dated_key(make_s3: MakeS3, moto: MotoS3,
                                                  bucket: str) -> None:
     event = make_event()
-    assert await make_sink().send(event) == 200
+    assert await make_s3().send(event) == 200
     body, content_type, _ = get_object(moto, bucket, EVENT_KEY)
     assert body == compact(event)
     assert content_type == "application/json"
     assert keys(moto, bucket) == [EVENT_KEY]
 
 
-async def test_the_date_is_received_at_in_utc(make_sink: MakeSink, moto: MotoS3,
+async def test_the_date_is_received_at_in_utc(make_s3: MakeS3, moto: MotoS3,
                                               bucket: str) -> None:
-    await make_sink(prefix="").send(make_event(received_at="2026-11-23T01:30:00.123+02:00"))
+    await make_s3(prefix="").send(make_event(received_at="2026-11-23T01:30:00.123+02:00"))
     assert keys(moto, bucket) == ["events/2026/11/22/evt_01JDTESTS3000000000000000.json"]
 
 
-async def test_a_retry_overwrites_the_same_keys(make_sink: MakeSink, moto: MotoS3, bucket: str,
+async def test_a_retry_overwrites_the_same_keys(make_s3: MakeS3, moto: MotoS3, bucket: str,
                                                 files: FileServer) -> None:
     event = make_event(outputs=[files.add_png("/retry/a.png"), files.add_jpg("/retry/b.jpg")])
-    sink = make_sink(mirror_outputs=True, allow_private_networks=True)
+    sink = make_s3(mirror_outputs=True, allow_private_networks=True)
     await sink.send(event)
     first = keys(moto, bucket)
     await sink.send(event)
-    await make_sink(mirror_outputs=True, allow_private_networks=True).send(event)  # a replay
+    await make_s3(mirror_outputs=True, allow_private_networks=True).send(event)  # a replay
     assert keys(moto, bucket) == first and len(first) == 3
 
 
-async def test_missing_bucket_is_permanent(make_sink: MakeSink) -> None:
+async def test_missing_bucket_is_permanent(make_s3: MakeS3) -> None:
     with pytest.raises(SinkError) as caught:
-        await make_sink(bucket="no-such-bucket-here").send(make_event())
+        await make_s3(bucket="no-such-bucket-here").send(make_event())
     assert caught.value.permanent
     assert caught.value.status_code == 404
     assert "NoSuchBucket" in caught.value.message
 
 
-async def test_unreachable_endpoint_is_transient(make_sink: MakeSink) -> None:
-    sink = make_sink(endpoint_url=f"http://127.0.0.1:{free_port()}", timeout_s=1.0)
+async def test_unreachable_endpoint_is_transient(make_s3: MakeS3) -> None:
+    sink = make_s3(endpoint_url=f"http://127.0.0.1:{free_port()}", timeout_s=1.0)
     with pytest.raises(SinkError) as caught:
         await sink.send(make_event())
     assert not caught.value.permanent
     assert "EndpointConnectionError" in caught.value.message
 
 
-async def test_bad_received_at_is_permanent(make_sink: MakeSink) -> None:
+async def test_bad_received_at_is_permanent(make_s3: MakeS3) -> None:
     with pytest.raises(SinkError) as caught:
-        await make_sink().send(make_event(received_at="yesterday"))
+        await make_s3().send(make_event(received_at="yesterday"))
     assert caught.value.permanent
 
 
 # -- mirroring -------------------------------------------------------------------------------
 
 
-async def test_mirror_copies_outputs_byte_for_byte(make_sink: MakeSink, moto: MotoS3,
+async def test_mirror_copies_outputs_byte_for_byte(make_s3: MakeS3, moto: MotoS3,
                                                    bucket: str, files: FileServer) -> None:
     outputs = [
         files.add_png("/m/first.png"),
@@ -196,7 +127,7 @@ async def test_mirror_copies_outputs_byte_for_byte(make_sink: MakeSink, moto: Mo
         files.add("/m/fourth", b"\x00\x01\x02", "application/octet-stream"),
     ]
     event = make_event(outputs=outputs)
-    await make_sink(mirror_outputs=True, allow_private_networks=True).send(event)
+    await make_s3(mirror_outputs=True, allow_private_networks=True).send(event)
     expected = {
         f"{OUTPUT_DIR}/0.png": (PNG_BYTES, "image/png"),
         f"{OUTPUT_DIR}/1.jpg": (JPG_BYTES, "image/jpeg"),
@@ -211,12 +142,12 @@ async def test_mirror_copies_outputs_byte_for_byte(make_sink: MakeSink, moto: Mo
 
 
 async def test_a_failed_mirror_keeps_the_event_json_without_mirrored_outputs(
-    make_sink: MakeSink, moto: MotoS3, bucket: str, files: FileServer
+    make_s3: MakeS3, moto: MotoS3, bucket: str, files: FileServer
 ) -> None:
     outputs = [files.add_png("/gone/ok.png"), f"{files.url}/gone/missing.png"]
     event = make_event(outputs=outputs)
     with pytest.raises(SinkError) as caught:
-        await make_sink(mirror_outputs=True, allow_private_networks=True).send(event)
+        await make_s3(mirror_outputs=True, allow_private_networks=True).send(event)
     assert caught.value.permanent and caught.value.status_code == 404
     assert get_object(moto, bucket, EVENT_KEY)[0] == compact(event)  # no mirrored_outputs
     assert keys(moto, bucket) == [EVENT_KEY, f"{OUTPUT_DIR}/0.png"]
@@ -224,41 +155,41 @@ async def test_a_failed_mirror_keeps_the_event_json_without_mirrored_outputs(
 
 @pytest.mark.parametrize(("status", "permanent"), [(404, True), (410, True), (403, True),
                                                    (500, False), (503, False), (429, False)])
-async def test_output_host_statuses(make_sink: MakeSink, files: FileServer, status: int,
+async def test_output_host_statuses(make_s3: MakeS3, files: FileServer, status: int,
                                     permanent: bool) -> None:
     url = files.route(f"/status/{status}.png", Reply(status, "nope"))
     with pytest.raises(SinkError) as caught:
-        await make_sink(mirror_outputs=True, allow_private_networks=True).send(
+        await make_s3(mirror_outputs=True, allow_private_networks=True).send(
             make_event(outputs=[url])
         )
     assert caught.value.permanent is permanent
     assert caught.value.status_code == status
 
 
-async def test_output_timeout_is_transient(make_sink: MakeSink, files: FileServer) -> None:
+async def test_output_timeout_is_transient(make_s3: MakeS3, files: FileServer) -> None:
     url = files.route("/slow.png", Reply(200, PNG_BYTES, delay_s=3, content_type="image/png"))
-    sink = make_sink(mirror_outputs=True, allow_private_networks=True, output_timeout_s=0.3)
+    sink = make_s3(mirror_outputs=True, allow_private_networks=True, output_timeout_s=0.3)
     with pytest.raises(SinkError) as caught:
         await sink.send(make_event(outputs=[url]))
     assert not caught.value.permanent
     assert "timeout" in caught.value.message.lower()
 
 
-async def test_redirects_are_followed(make_sink: MakeSink, moto: MotoS3, bucket: str,
+async def test_redirects_are_followed(make_s3: MakeS3, moto: MotoS3, bucket: str,
                                       files: FileServer) -> None:
     target = files.add_png("/redirect/target.png")
     url = files.route("/redirect/start", Reply(302, "", {"Location": "/redirect/target.png"}))
-    await make_sink(mirror_outputs=True, allow_private_networks=True).send(
+    await make_s3(mirror_outputs=True, allow_private_networks=True).send(
         make_event(outputs=[url])
     )
     assert target
     assert get_object(moto, bucket, f"{OUTPUT_DIR}/0.png")[:2] == (PNG_BYTES, "image/png")
 
 
-async def test_a_redirect_loop_is_permanent(make_sink: MakeSink, files: FileServer) -> None:
+async def test_a_redirect_loop_is_permanent(make_s3: MakeS3, files: FileServer) -> None:
     url = files.route("/loop", Reply(302, "", {"Location": "/loop"}))
     with pytest.raises(SinkError) as caught:
-        await make_sink(mirror_outputs=True, allow_private_networks=True).send(
+        await make_s3(mirror_outputs=True, allow_private_networks=True).send(
             make_event(outputs=[url])
         )
     assert caught.value.permanent and "redirects" in caught.value.message
@@ -273,12 +204,12 @@ async def test_a_redirect_loop_is_permanent(make_sink: MakeSink, files: FileServ
      "[fe80::1]", "[fd00::1]", "0.0.0.0", "224.0.0.1", "240.0.0.1", "100.64.0.1",  # noqa: S104 (refused, never bound)
      "[::ffff:127.0.0.1]", "localhost"],
 )
-async def test_private_addresses_are_refused(make_sink: MakeSink, moto: MotoS3, bucket: str,
+async def test_private_addresses_are_refused(make_s3: MakeS3, moto: MotoS3, bucket: str,
                                              files: FileServer, host: str) -> None:
     files.clear()
     url = files.add_png("/private.png").replace("127.0.0.1", host)
     with pytest.raises(SinkError) as caught:
-        await make_sink(mirror_outputs=True).send(make_event(outputs=[url]))
+        await make_s3(mirror_outputs=True).send(make_event(outputs=[url]))
     assert caught.value.permanent
     assert "non-public" in caught.value.message
     assert files.requests == []
@@ -289,10 +220,10 @@ async def test_private_addresses_are_refused(make_sink: MakeSink, moto: MotoS3, 
     "url", ["file:///etc/passwd", "ftp://example.com/a.png", "gopher://example.com/",
             "not a url", "http:///nohost.png", "//example.com/a.png"],
 )
-async def test_non_http_urls_are_refused(make_sink: MakeSink, moto: MotoS3, bucket: str,
+async def test_non_http_urls_are_refused(make_s3: MakeS3, moto: MotoS3, bucket: str,
                                          url: str) -> None:
     with pytest.raises(SinkError) as caught:
-        await make_sink(mirror_outputs=True, allow_private_networks=True).send(
+        await make_s3(mirror_outputs=True, allow_private_networks=True).send(
             make_event(outputs=[url])
         )
     assert caught.value.permanent
@@ -328,10 +259,10 @@ async def test_the_connection_is_pinned_to_the_checked_address(
 
 @pytest.mark.parametrize("chunked", [False, True])
 async def test_over_the_cap_is_permanent_and_leaves_nothing(
-    make_sink: MakeSink, moto: MotoS3, bucket: str, files: FileServer, chunked: bool
+    make_s3: MakeS3, moto: MotoS3, bucket: str, files: FileServer, chunked: bool
 ) -> None:
     url = files.add(f"/cap/{chunked}.png", b"x" * (2 * MiB), "image/png", chunked=chunked)
-    sink = make_sink(mirror_outputs=True, allow_private_networks=True, max_output_bytes=MiB)
+    sink = make_s3(mirror_outputs=True, allow_private_networks=True, max_output_bytes=MiB)
     with pytest.raises(SinkError) as caught:
         await sink.send(make_event(outputs=[url]))
     assert caught.value.permanent and "max_output_bytes" in caught.value.message
@@ -339,10 +270,10 @@ async def test_over_the_cap_is_permanent_and_leaves_nothing(
 
 
 async def test_over_the_cap_during_multipart_aborts_the_upload(
-    make_sink: MakeSink, moto: MotoS3, bucket: str, files: FileServer
+    make_s3: MakeS3, moto: MotoS3, bucket: str, files: FileServer
 ) -> None:
     url = files.add("/cap/big.bin", os.urandom(18 * MiB), "image/png", chunked=True)
-    sink = make_sink(mirror_outputs=True, allow_private_networks=True,
+    sink = make_s3(mirror_outputs=True, allow_private_networks=True,
                      max_output_bytes=17 * MiB)
     with pytest.raises(SinkError) as caught:
         await sink.send(make_event(outputs=[url]))
@@ -351,11 +282,11 @@ async def test_over_the_cap_during_multipart_aborts_the_upload(
     assert pending_uploads(moto, bucket) == []
 
 
-async def test_a_large_output_goes_through_multipart(make_sink: MakeSink, moto: MotoS3,
+async def test_a_large_output_goes_through_multipart(make_s3: MakeS3, moto: MotoS3,
                                                      bucket: str, files: FileServer) -> None:
     data = os.urandom(2 * s3.PART_BYTES + 12345)
     url = files.add("/large/render.png", data, "image/png", chunked=True)
-    await make_sink(mirror_outputs=True, allow_private_networks=True).send(
+    await make_s3(mirror_outputs=True, allow_private_networks=True).send(
         make_event(outputs=[url])
     )
     body, content_type, etag = get_object(moto, bucket, f"{OUTPUT_DIR}/0.png")
@@ -365,11 +296,11 @@ async def test_a_large_output_goes_through_multipart(make_sink: MakeSink, moto: 
     assert pending_uploads(moto, bucket) == []
 
 
-async def test_exactly_one_part_is_a_single_put(make_sink: MakeSink, moto: MotoS3, bucket: str,
+async def test_exactly_one_part_is_a_single_put(make_s3: MakeS3, moto: MotoS3, bucket: str,
                                                 files: FileServer) -> None:
     data = os.urandom(s3.PART_BYTES)
     url = files.add("/large/exact.png", data, "image/png")
-    await make_sink(mirror_outputs=True, allow_private_networks=True).send(
+    await make_s3(mirror_outputs=True, allow_private_networks=True).send(
         make_event(outputs=[url])
     )
     body, _, etag = get_object(moto, bucket, f"{OUTPUT_DIR}/0.png")
@@ -415,7 +346,7 @@ def test_bad_option_types_are_config_errors(key: str, value: Any) -> None:
     assert len(problems) == 1 and problems[0].startswith(key)
 
 
-async def test_a_malformed_endpoint_url_is_permanent(make_sink: MakeSink) -> None:
+async def test_a_malformed_endpoint_url_is_permanent(make_s3: MakeS3) -> None:
     with pytest.raises(SinkError) as caught:
-        await make_sink(endpoint_url="not a url").send(make_event())
+        await make_s3(endpoint_url="not a url").send(make_event())
     assert caught.value.permanent and "S3 client" in caught.value.message

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -11,30 +11,7 @@ import pytest
 from handlers.sinks import SINK_SPECS, slack
 from handlers.sinks.base import SinkContext, SinkError
 from tests.fakes import SLACK_ANSWERS, FakeSlack, Reply, free_port
-
-CDN = "https://cdn.example.com/renders"
-
-
-def make_event(**changes: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "id": "evt_01JDTESTSLACK0000000000000",
-        "type": "generation.completed",
-        "source": "rendergrid",
-        "provider": "rendergrid",
-        "job_id": "c0ea4d5b-0000-4000-8000-000000000001",
-        "status": "completed",
-        "outputs": [f"{CDN}/a.png", f"{CDN}/b.jpg", f"{CDN}/c.gif"],
-        "error": None,
-        "cost": 0.1,
-        "model": "flux-pro",
-        "received_at": "2026-11-22T10:00:59Z",
-        "via": "webhook",
-        "idempotency_key": "rendergrid:c0ea4d5b:completed",
-        "metadata": {},
-        "raw": {"anything": True},
-    }
-    event.update(changes)
-    return event
+from tests.support import CDN, make_event
 
 
 def failed_event(error: str = "NSFW filter rejected the prompt") -> dict[str, Any]:
@@ -202,12 +179,6 @@ def test_the_registry_paces_slack_at_one_message_per_second() -> None:
 def fake_slack() -> Iterator[FakeSlack]:
     with FakeSlack() as server:
         yield server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def make_sink(url: str, http: httpx.AsyncClient, timeout_s: float = 5.0) -> slack.SlackSink:

@@ -57,6 +57,7 @@ def under_a_file(db: Path) -> None:
 
 
 def newer_schema(db: Path) -> None:
+    # SQL on purpose (as in the other helpers here): these tests are about the file itself.
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     conn.execute("INSERT INTO schema_version VALUES (999)")

@@ -32,7 +32,7 @@ async def test_schema_is_created_then_left_alone(tmp_path: Path) -> None:
         store = SqliteStore(path)
         await store.open()
         await store.close()
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(path) as db:  # SQL on purpose: the schema table and the PRAGMA
         versions = db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
         assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]  # each applied once
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -43,45 +43,33 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     store = SqliteStore(path)
     await store.open()
     await store.close()
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(path) as db:  # SQL on purpose: a newer version's schema, planted
         db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
     with pytest.raises(SchemaTooNew, match="upgrade hookyard"):
         await SqliteStore(path).open()
 
 
-async def test_one_batch_dedupes_within_itself_and_against_the_log(tmp_path: Path) -> None:
-    store = SqliteStore(str(tmp_path / "s.db"))
-    await store.open()
-    try:
-        [first] = await store.write_events([item(completed("j1"))])
-        results = await store.write_events(
-            [item(completed("j1")), item(completed("j2")), item(completed("j2"))]
-        )
-        assert results[0] == Stored(first.event_id, True, 0)
-        assert results[1].duplicate is False and results[1].deliveries == 1
-        assert results[2] == Stored(results[1].event_id, True, 0)
-        assert await store.count_events() == 2
-    finally:
-        await store.close()
+async def test_one_batch_dedupes_within_itself_and_against_the_log(store: SqliteStore) -> None:
+    [first] = await store.write_events([item(completed("j1"))])
+    results = await store.write_events(
+        [item(completed("j1")), item(completed("j2")), item(completed("j2"))]
+    )
+    assert results[0] == Stored(first.event_id, True, 0)
+    assert results[1].duplicate is False and results[1].deliveries == 1
+    assert results[2] == Stored(results[1].event_id, True, 0)
+    assert await store.count_events() == 2
 
 
-async def test_late_non_terminal_in_the_same_batch_gets_no_deliveries(tmp_path: Path) -> None:
-    store = SqliteStore(str(tmp_path / "s.db"))
-    await store.open()
-    try:
-        before, done, after = await store.write_events(
-            [item(completed("j", "processing")), item(completed("j")),
-             item(completed("j", "queued"))]
-        )
-    finally:
-        await store.close()
+async def test_late_non_terminal_in_the_same_batch_gets_no_deliveries(store: SqliteStore) -> None:
+    before, done, after = await store.write_events(
+        [item(completed("j", "processing")), item(completed("j")),
+         item(completed("j", "queued"))]
+    )
     assert (before.deliveries, done.deliveries, after.deliveries) == (1, 1, 0)
 
 
-async def test_a_bad_item_does_not_fail_its_batch(tmp_path: Path) -> None:
+async def test_a_bad_item_does_not_fail_its_batch(store: SqliteStore) -> None:
     """An item the store rejects (here: a body that is not bytes) fails alone, with a 503."""
-    store = SqliteStore(str(tmp_path / "s.db"))
-    await store.open()
     ingest = Ingest(store, Router([Route(("*",), ("*",), ("a",))]))
     await ingest.start()
     try:
@@ -98,14 +86,11 @@ async def test_a_bad_item_does_not_fail_its_batch(tmp_path: Path) -> None:
         )
     finally:
         await ingest.stop()
-        await store.close()
     assert isinstance(answers[0], StoreUnavailable)
     assert all(isinstance(a, Stored) and not a.duplicate for a in answers[1:])
 
 
-async def test_stop_commits_everything_already_queued(tmp_path: Path) -> None:
-    store = SqliteStore(str(tmp_path / "s.db"))
-    await store.open()
+async def test_stop_commits_everything_already_queued(store: SqliteStore) -> None:
     ingest = Ingest(store, Router([]))
     await ingest.start()
     pending = [asyncio.create_task(ingest.submit(completed(f"j{i}"), b"{}", {}))
@@ -114,7 +99,6 @@ async def test_stop_commits_everything_already_queued(tmp_path: Path) -> None:
     await ingest.stop()
     results = await asyncio.gather(*pending)
     assert await store.count_events() == 50 and len({r.event_id for r in results}) == 50
-    await store.close()
 
 
 def test_event_ids_sort_by_time() -> None:

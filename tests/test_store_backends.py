@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import psycopg
 import pytest
 import structlog
@@ -51,7 +50,8 @@ from tests.support import (
     Server,
     fixture,
     load,
-    signed_headers,
+    post_signed,
+    wait_for,
     write_config,
 )
 
@@ -143,7 +143,7 @@ async def test_a_newer_schema_is_refused_with_what_to_do(
     make_store: Factory, backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     await make_store()
-    if backend == "sqlite":
+    if backend == "sqlite":  # SQL on purpose: a newer version's schema, planted
         with sqlite3.connect(tmp_path / "store.db") as db:
             db.execute("INSERT INTO schema_version VALUES (?)", (SQLITE_SCHEMA_VERSION + 1,))
     else:
@@ -695,19 +695,14 @@ def test_serve_on_postgresql_stores_a_signed_webhook_and_delivers_it(
     try:
         config = load(tmp_path)
         body = fixture("rendergrid", "completed.json")
-        answer = httpx.post(
-            f"{server.url}/hooks/rendergrid",
-            content=body,
-            headers=signed_headers(config, "rendergrid", body),
-            timeout=10,
-        )
+        answer = post_signed(server.url, config, body, timeout=10)
         assert answer.status_code == 200, answer.text
         event_id = answer.json()["event_id"]
         jsonl = tmp_path / "events.jsonl"
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and event_id not in _read(jsonl):
-            time.sleep(0.05)
-        assert event_id in _read(jsonl), server.output()
+        try:
+            wait_for(lambda: event_id in _read(jsonl), timeout=15, what="the event in the sink")
+        except AssertionError as timed_out:
+            raise AssertionError(server.output()) from timed_out
     finally:
         server.stop()
     with psycopg.connect(pg_empty) as conn:

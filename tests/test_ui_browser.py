@@ -8,7 +8,6 @@ set, to that directory too (that is how docs/ui/*.png are made).
 from __future__ import annotations
 
 import os
-import sqlite3
 import struct
 import zlib
 from collections.abc import Iterator
@@ -19,10 +18,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.admin_kit import TOKEN, creation, post, post_renderful, wait_for
+from tests.admin_kit import TOKEN, creation, post, post_renderful, write_config
 from tests.fake_providers import FakeRendergrid
 from tests.fakes import FakeSink, FileServer, Reply
-from tests.support import RENDERFUL_SECRET, RENDERGRID_SECRET, Server
+from tests.support import Server, delivery_counts, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium's own connections are refused by a closed
@@ -30,44 +29,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-
-CONFIG = """
-[server]
-database = "sqlite:///{tmp}/hookyard.db"
-admin_token = "{token}"
-
-[sources.rendergrid]
-provider = "rendergrid"
-secrets = ["{rg_secret}"]
-api_key = "{api_key}"
-base_url = "{base_url}"
-
-[sources.renderful]
-provider = "renderful"
-secrets = ["{rf_secret}"]
-signature = {{ header = "X-Renderful-Signature" }}
-
-[sinks.hook]
-type = "http"
-url = "{sink_url}/hook"
-retry_schedule_s = [0.1]
-max_attempts = 2
-
-[sinks.log]
-type = "jsonl"
-path = "{tmp}/events.jsonl"
-
-[[routes]]
-sources = ["*"]
-types = ["generation.completed"]
-sinks = ["hook"]
-
-[[routes]]
-sources = ["*"]
-types = ["*"]
-sinks = ["log"]
-"""
-
 
 @dataclass
 class Stack:
@@ -82,10 +43,8 @@ class Stack:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     with FakeSink() as sink, FileServer() as files, FakeRendergrid() as provider:
-        config = tmp_path / "hookyard.toml"
-        config.write_text(CONFIG.format(
-            tmp=tmp_path, token=TOKEN, rg_secret=RENDERGRID_SECRET, rf_secret=RENDERFUL_SECRET,
-            api_key=provider.api_key, base_url=provider.base_url, sink_url=sink.url))
+        config = write_config(tmp_path, sink.url, rendergrid_extra=(
+            f'api_key = "{provider.api_key}"\nbase_url = "{provider.base_url}"'))
         server = Server(config, tmp_path).start()
         try:
             yield Stack(server, sink, files, provider, config, tmp_path)
@@ -139,8 +98,7 @@ def hook_requests(sink: FakeSink) -> list[str]:
 
 
 def delivery_count(tmp: Path) -> int:
-    with sqlite3.connect(tmp / "hookyard.db") as db:
-        return int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
+    return sum(delivery_counts(tmp / "hookyard.db").values())
 
 
 def sign_in(page: Page, url: str) -> None:

@@ -29,7 +29,7 @@ from receiver.store.sqlite import SqliteStore
 from receiver.ui import pages, views
 from receiver.ui.session import COOKIE, Sessions
 from tests.admin_kit import TOKEN, write_config
-from tests.support import app_client, signed_headers
+from tests.support import app_client, signed_headers, stored_counts, wait_until
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -108,9 +108,8 @@ def csrf_of(page: str) -> str:
     raise AssertionError("no CSRF field on the page")
 
 
-def delivery_rows(tmp: Path) -> int:
-    with sqlite3.connect(tmp / "hookyard.db") as db:
-        return int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
+async def delivery_rows(tmp: Path) -> int:
+    return (await stored_counts(tmp / "hookyard.db"))[1]
 
 
 # -- escaping and safe URLs --------------------------------------------------------------------
@@ -228,7 +227,7 @@ async def test_pages_need_a_session_and_forms_need_the_csrf_token(tmp_path: Path
         page = await client.get(f"/ui/events/{event_id}")
         token = csrf_of(page.text)
         cookie = client.cookies[COOKIE]
-        before = delivery_rows(tmp_path)
+        before = await delivery_rows(tmp_path)
         replay = f"/ui/events/{event_id}/replay"
 
         client.cookies.clear()
@@ -249,19 +248,19 @@ async def test_pages_need_a_session_and_forms_need_the_csrf_token(tmp_path: Path
         r = await client.post(replay, data={"csrf": token, "sink": ""},
                               headers={"Origin": "null"})
         assert r.status_code == 403
-        assert delivery_rows(tmp_path) == before  # nothing changed
+        assert await delivery_rows(tmp_path) == before  # nothing changed
 
         r = await client.post(replay, data={"csrf": token, "sink": "hook"},
                               headers={"Origin": "http://hookyard.test"})
         assert r.status_code == 303, r.text
-        assert delivery_rows(tmp_path) == before + 1
+        assert await delivery_rows(tmp_path) == before + 1
         # behind a proxy that rewrites Host, the browser's host arrives as X-Forwarded-Host
         r = await client.post(replay, data={"csrf": token, "sink": "hook"},
                               headers={"Host": "127.0.0.1:8000",
                                        "X-Forwarded-Host": "hooks.example.com",
                                        "Origin": "https://hooks.example.com"})
         assert r.status_code == 303, r.text
-        assert delivery_rows(tmp_path) == before + 2
+        assert await delivery_rows(tmp_path) == before + 2
 
 
 async def test_sign_in_with_a_wrong_token_is_401_and_sets_no_cookie(tmp_path: Path) -> None:
@@ -429,12 +428,13 @@ async def test_event_page_shows_deliveries_attempts_and_glance(tmp_path: Path) -
     async with signed_in(tmp_path) as (client, service, config):
         event_id = await post_webhook(client, config, completed("job-show",
                                                                 ["https://cdn.example/0.png"]))
-        for _ in range(200):  # the hook sink at 127.0.0.1:9 refuses: wait for its dead row
+        async def final() -> bool:
             event = await service.store.get_event(event_id)
             assert event is not None
-            if all(d["status"] != "pending" for d in event["deliveries"]):
-                break
-            await asyncio.sleep(0.05)
+            return all(d["status"] != "pending" for d in event["deliveries"])
+
+        # The hook sink at 127.0.0.1:9 refuses: wait for its dead row.
+        await wait_until(final, timeout=10, what="the hook sink's dead row")
         page = (await client.get(f"/ui/events/{event_id}")).text
         rows = (await client.get("/ui/events")).text
     assert "✗</span> dead" in page and "Connect" in page
@@ -451,7 +451,7 @@ async def test_sink_stats_counts_recent_outcomes_and_caps_pending(tmp_path: Path
     await store.open()
     try:
         now = time.time()
-        with sqlite3.connect(tmp_path / "s.db") as db:
+        with sqlite3.connect(tmp_path / "s.db") as db:  # rows of given ages: no API sets them
             db.execute("INSERT INTO events (id, idempotency_key, type, source, provider, via,"
                        " received_at, event_json, raw_body, headers_json) VALUES"
                        " ('e1', 'k1', 't', 's', 'p', 'webhook', 'x', '{}', x'', '{}')")
