@@ -38,7 +38,7 @@ LAG_TARGET_S = 3.0
 CONFIG = """\
 [server]
 host = "127.0.0.1"
-database = "sqlite:///{db}"
+database = "{database}"
 
 [sources.rendergrid]
 provider = "rendergrid"
@@ -57,8 +57,9 @@ sinks = ["{name}"]
 """
 
 
-def config(workdir: Path, sink_url: str) -> Path:
-    text = CONFIG.format(db=workdir / "hookyard.db", secret=ingest.SECRET)
+def config(workdir: Path, sink_url: str, database: str | None) -> Path:
+    text = CONFIG.format(database=database or f"sqlite:///{workdir / 'hookyard.db'}",
+                         secret=ingest.SECRET)
     for i, name in enumerate(delivery.SINKS):
         secret = "whsec_" + base64.b64encode(f"bench-{name}-{i}".ljust(32, "x").encode()).decode()
         text += SINK.format(name=name, url=sink_url, secret=secret)
@@ -67,9 +68,24 @@ def config(workdir: Path, sink_url: str) -> Path:
     return path
 
 
-def one_rate(rate: float, seconds: float, workers: int, sink: str) -> dict[str, Any]:
+def empty(database: str) -> None:
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        tables = {r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+        names = [t for t in ("attempts", "deliveries", "events", "jobs", "leases") if t in tables]
+        if names:
+            conn.execute(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE")
+
+
+def one_rate(
+    rate: float, seconds: float, workers: int, sink: str, database: str | None
+) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"hookyard-steady-{int(rate)}-"))
-    cfg = config(workdir, sink)
+    if database:
+        empty(database)
+    cfg = config(workdir, sink, database)
     port = ingest._free_port()
     argv = [sys.executable, "-m", "receiver.cli", "serve", "--config", str(cfg), "--host",
             "127.0.0.1", "--port", str(port), *(["--workers", str(workers)] if workers else [])]
@@ -111,19 +127,21 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--rates", default="100,500,750,1000")
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--database", help="a postgresql:// URL (emptied before each rate)")
     args = p.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="hookyard-steady-sink-"))
     sink_cm, sink = delivery._sink_server(workdir)
     rows = []
     with sink_cm:
         for rate in [float(r) for r in args.rates.split(",")]:
-            row = one_rate(rate, args.seconds, args.workers, sink)
+            row = one_rate(rate, args.seconds, args.workers, sink, args.database)
             rows.append(row)
             print(json.dumps(row), flush=True)
     held = [r["rate"] for r in rows if r["holds"]]
     print(f"highest rate that holds (lag <= {LAG_TARGET_S} s, none missing or twice): "
           f"{max(held) if held else 'none'} webhooks/s")
-    (HERE / f"results-{args.workers}.json").write_text(json.dumps(
+    tag = f"{args.workers}-pg" if args.database else str(args.workers)
+    (HERE / f"results-{tag}.json").write_text(json.dumps(
         {"seconds": args.seconds, "runs": rows}, indent=1))
     return 0
 

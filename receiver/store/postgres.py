@@ -153,6 +153,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Named leases: the poller's leader (exactly one process polls at a time).
         "CREATE TABLE leases (name TEXT COLLATE \"C\" PRIMARY KEY, holder TEXT NOT NULL,"
         " until DOUBLE PRECISION NOT NULL)",
+        # Events of one source, newest first (the admin API's and the UI's source filter).
+        "CREATE INDEX events_source ON events (source, id)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

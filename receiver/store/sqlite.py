@@ -119,6 +119,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " WHERE claimed_by IS NOT NULL",
         # Named leases: the poller's leader (exactly one process polls at a time).
         "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)",
+        # Events of one source, newest first, without sorting all of them (the admin API's and
+        # the UI's source filter: 4.3 s on 1M events without it, bench/ui).
+        "CREATE INDEX events_source ON events (source, id)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
