@@ -16,6 +16,7 @@ memory, so rows that were in flight are simply pending again at the next start.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import time
@@ -28,6 +29,7 @@ from handlers.sinks import SINK_SPECS
 from handlers.sinks.base import Sink, SinkContext, SinkError, send_budget_s
 from receiver.core.batching import GroupCommit, OnError
 from receiver.core.dueloop import DueLoop
+from receiver.core.http import RETRY_AFTER_MAX_S
 from receiver.core.pacing import RateLimiter
 from receiver.core.poster import Poster
 from receiver.metrics import Metrics
@@ -38,6 +40,7 @@ log = structlog.get_logger("hookyard.delivery")
 
 JITTER = 0.2
 LEASE_MARGIN_S = 30.0  # a claim's lease outlasts the send budget by this much
+CLAIM_BATCH = 32  # rows a runner claims at once (it sends them as its slots free up)
 
 
 def retry_delay(
@@ -47,7 +50,7 @@ def retry_delay(
     base = schedule[min(attempts, len(schedule)) - 1]
     delay = base * rng.uniform(1 - JITTER, 1 + JITTER)  # spread a failed burst's retries
     if retry_after_s is not None:
-        delay = max(delay, retry_after_s)  # capped where it is read (core.http)
+        delay = max(delay, min(retry_after_s, RETRY_AFTER_MAX_S))  # the one cap (core.http)
     return delay
 
 
@@ -148,6 +151,7 @@ class SinkRunner:
         pacing_s = settings.concurrency / settings.rate_per_s if settings.rate_per_s else 0.0
         self.lease_s = settings.timeout_s + pacing_s + LEASE_MARGIN_S
         self.inflight: dict[int, asyncio.Task[None]] = {}
+        self._ahead: collections.deque[Due] = collections.deque()  # claimed, not yet started
         self.loop = DueLoop(self._claim, self._idle_wait, name=f"sink.{self.name}")
         self._budget = 0
 
@@ -158,22 +162,48 @@ class SinkRunner:
         await self.loop.run()
 
     async def _claim(self) -> int:
+        """Start sends in the free slots, from rows claimed ahead in a batch: one claim (one
+        write transaction) serves many sends, which is what lets a sink keep up with a stream.
+        A sink with a rate limit claims only what it can start now (its rows would wait)."""
         self._budget = self.breaker.allowance(self.settings.concurrency - len(self.inflight))
         if not self._budget:
             return 0
-        due = await self.store.claim_due(self.name, time.time(), self._budget, self.lease_s)
-        for item in due:
-            await self.limiter.acquire()
-            self._start(item)
-        return len(due)
+        if not self._ahead:
+            want = self._budget if self.settings.rate_per_s else max(self._budget, CLAIM_BATCH)
+            self._ahead.extend(
+                await self.store.claim_due(self.name, time.time(), want, self.lease_s)
+            )
+        started = 0
+        while self._ahead and started < self._budget:
+            item = self._ahead.popleft()
+            if await self._still_ours(item):
+                await self.limiter.acquire()
+                self._start(item)
+                started += 1
+        return started
+
+    async def _still_ours(self, due: Due) -> bool:
+        """A row claimed ahead whose lease is running out (the sink paused meanwhile) is
+        renewed first; if another worker took it since, it is theirs to send."""
+        now = time.time()
+        if due.lease_until - now > self.settings.timeout_s + LEASE_MARGIN_S / 2:
+            return True
+        return await self.store.renew([due.delivery_id], now + self.lease_s) == 1
 
     async def _idle_wait(self) -> float | None:
         if self.breaker.is_open:
+            await self._give_back_ahead()  # paused: let other workers (or a later try) have them
             return self.breaker.wait_s()
         if not self._budget:  # every slot busy: a finished send wakes us
             return None
         next_at = await self.store.next_due_at(self.name)  # new rows wake us sooner
         return None if next_at is None else next_at - time.time()
+
+    async def _give_back_ahead(self) -> None:
+        if self._ahead:
+            ids = [due.delivery_id for due in self._ahead]
+            self._ahead.clear()
+            await self.store.release(ids)
 
     def _start(self, due: Due) -> None:
         task = asyncio.create_task(
@@ -291,6 +321,7 @@ class SinkRunner:
     async def drain(self, grace_s: float) -> None:
         """After the run loop stopped: give in-flight sends `grace_s`, then cancel them (their
         rows stay pending and are sent at the next start)."""
+        await self._give_back_ahead()
         pending = list(self.inflight.items())
         if pending:
             _, late = await asyncio.wait([t for _, t in pending], timeout=grace_s)

@@ -167,3 +167,36 @@ async def test_a_due_loop_outlives_a_store_outage(monkeypatch: pytest.MonkeyPatc
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert len(calls) >= 4  # it went on claiming after two failures
+
+
+async def test_rows_claimed_ahead_are_rechecked_and_given_back(tmp_path: Path) -> None:
+    """A runner claims a batch ahead of its free slots. A row whose lease ran out while it
+    waited is not sent if another worker took it; a paused sink gives its rows back."""
+    import random
+
+    from receiver.delivery import Breaker, Outcomes, SinkRunner
+    from receiver.metrics import Metrics
+    from receiver.settings import SinkSettings
+
+    class Never:
+        async def send(self, event: object) -> int:
+            raise AssertionError("not in this test")
+
+        async def aclose(self) -> None:
+            return None
+
+    path = tmp_path / "s.db"
+    async with opened(path, "host:1:a", lease_s=60) as mine, opened(path, "host:2:b") as theirs:
+        await mine.write_events([new_item(f"j{i}") for i in range(3)])
+        runner = SinkRunner(SinkSettings(name="a", type="http", options={}), Never(), mine,
+                            Outcomes(mine, Metrics()), Breaker(), random.Random(1))
+        ahead = await mine.claim_due("a", time.time(), 3, lease_s=0.01)
+        runner._ahead.extend(ahead)
+        later = time.time() + 1
+        [taken] = await theirs.claim_due("a", later, 1)  # the first one's lease ran out
+        assert taken.delivery_id == ahead[0].delivery_id
+        assert await runner._still_ours(ahead[0]) is False  # theirs now: not sent twice
+        assert await runner._still_ours(ahead[1]) is True  # renewed: still ours
+        await runner._give_back_ahead()  # the sink paused: the rest go back to the queue
+        back = await theirs.claim_due("a", later + 1, 5)
+        assert {d.delivery_id for d in back} == {ahead[1].delivery_id, ahead[2].delivery_id}
