@@ -14,7 +14,15 @@ from handlers.sinks.base import Sink, SinkContext
 
 # Keys every sink takes: how deliveries to it are retried and paced (DESIGN.md "Delivery").
 COMMON_KEYS = frozenset(
-    {"type", "retry_schedule_s", "max_attempts", "concurrency", "rate_per_s", "timeout_s"}
+    {
+        "type",
+        "retry_schedule_s",
+        "max_attempts",
+        "concurrency",
+        "rate_per_s",
+        "timeout_s",
+        "outputs_from",  # wait for an s3 sink's mirrored copies and send those (delivery.py)
+    }
 )
 
 
@@ -50,6 +58,8 @@ SINK_SPECS: dict[str, SinkSpec] = {
                 "allow_private_networks",
                 "max_output_bytes",
                 "output_timeout_s",
+                "public_base_url",
+                "presign_expiry_s",
             }
         ),
     ),
