@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import httpx
 
 from receiver.core.http import Answer, header, is_permanent, retry_after_s
+from receiver.core.outputs import Sent
 
 ERROR_TEXT_LIMIT = 500
 retry_after_seconds = retry_after_s  # the poller's older name for the one implementation
@@ -45,8 +46,9 @@ class Sink(Protocol):
     `budget_s(event) -> float`: the whole time one send of that event may take. The delivery
     engine uses it instead of `timeout_s` when present (see `send_budget_s`)."""
 
-    async def send(self, event: Mapping[str, Any]) -> int | None:
-        """Deliver `event`; return the status code, or raise SinkError."""
+    async def send(self, event: Mapping[str, Any]) -> int | Sent | None:
+        """Deliver `event`; return the status code (or a `Sent` saying what the send stored,
+        e.g. mirrored outputs), or raise SinkError."""
 
     async def aclose(self) -> None:
         """Release what the sink holds (files, clients)."""

@@ -56,10 +56,3 @@ def with_mirrors(event: Mapping[str, Any], links: Sequence[str | None]) -> dict[
         document["mirror_failed"] = True
     return document
 
-
-def links_by_index(
-    mirrors: Sequence[MirroredOutput], outputs: int, link: Mapping[int, str]
-) -> list[str | None]:
-    """One link per output position (None where output `index` has no mirrored copy)."""
-    known = {m.index for m in mirrors}
-    return [link.get(i) if i in known else None for i in range(outputs)]
