@@ -197,6 +197,24 @@ async def test_sqlite_gives_the_space_back_to_the_os(tmp_path: Path) -> None:
     assert path.stat().st_size < before / 3
 
 
+async def test_deleting_a_delivery_finds_its_replays_through_an_index(
+    store: Store, backend: str, tmp_path: Path, request: pytest.FixtureRequest,  # noqa: F811
+) -> None:
+    """The foreign key replay_of → deliveries(id) is checked for every deleted delivery; without
+    an index each check scans all deliveries (bench: 0.66 s per batch of 500 at 20k events)."""
+    if backend == "sqlite":
+        with sqlite3.connect(tmp_path / "store.db") as db:
+            plan = db.execute("EXPLAIN QUERY PLAN SELECT 1 FROM deliveries WHERE replay_of = 7")
+            assert "INDEX deliveries_replay_of" in str(plan.fetchall())
+    else:
+        import psycopg
+
+        with psycopg.connect(request.getfixturevalue("pg_empty")) as conn:
+            conn.execute("SET enable_seqscan = off")
+            plan = conn.execute("EXPLAIN SELECT 1 FROM deliveries WHERE replay_of = 7")
+            assert "deliveries_replay_of" in str(plan.fetchall())
+
+
 # -- configuration --------------------------------------------------------------------------
 
 

@@ -128,6 +128,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             mirrored_at REAL NOT NULL,
             PRIMARY KEY (event_id, sink, idx)
         )""",
+        # Deleting a delivery (retention) checks that no replay refers to it: without this
+        # index that check scans every delivery, per deleted row (0.66 s for 500 events).
+        "CREATE INDEX deliveries_replay_of ON deliveries (replay_of)"
+        " WHERE replay_of IS NOT NULL",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -470,10 +474,14 @@ class SqliteStore:
         return await self._write(_delete_jobs, [r[0] for r in rows], older_than)
 
     async def reclaim_space(self) -> None:
-        if self._writer is None:
+        if self._writer is None or self._reader is None:
             raise RuntimeError("store is not open")
         async with self._write_lock:  # its own short transaction, between other writes
             await _run(self._writer, _incremental_vacuum, RECLAIM_PAGES)
+        # Deletes and vacuum fill the WAL; copied back here, on the reader (a passive
+        # checkpoint never blocks writers), instead of by the auto-checkpoint inside some
+        # webhook's commit. The file is cut to its new size then.
+        await _run(self._reader, _fetch_all, "PRAGMA wal_checkpoint(PASSIVE)", ())
 
     async def database_size(self) -> int:
         [(pages, size)] = await self._read(
