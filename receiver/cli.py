@@ -741,17 +741,20 @@ def _confirm_prune(plan: Pruned, age: str) -> bool:
 
 
 class _PruneProgress:
-    """Events removed so far, on stderr: redrawn in place on a terminal, a line per batch else."""
+    """Events removed so far, on stderr: redrawn in place on a terminal, a line else."""
 
     def __init__(self, plan: Pruned) -> None:
         self.total = plan.events
         self.events = 0
         self.tty = sys.stderr.isatty()
+        self.shown = 0.0
 
     def update(self, step: Pruned) -> None:
-        if not step.events:
-            return
         self.events += step.events
+        now = time.monotonic()
+        if not step.events or (now - self.shown < 1.0 and self.events < self.total):
+            return  # at most a line a second (a pass is thousands of batches)
+        self.shown = now
         end = "" if self.tty else "\n"
         start = "\r" if self.tty else ""
         print(f"{start}prune: {self.events}/{self.total} events removed", end=end,
