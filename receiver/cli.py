@@ -643,6 +643,7 @@ def summary(config: settings.Settings) -> dict[str, Any]:
             {"sources": list(r.sources), "types": list(r.types), "sinks": list(r.sinks)}
             for r in config.routes
         ],
+        "retention": {"max_age": config.retention.max_age},
     }
 
 
@@ -680,6 +681,12 @@ def describe(config: settings.Settings, host: str, port: int) -> list[str]:
         lines.append("  route     (none: events are stored but sent nowhere)")
     admin = "on (bearer token)" if config.server.admin_token else "off (no server.admin_token)"
     lines.append(f"  admin API {admin}")
+    keep = config.retention
+    lines.append(
+        f"  retention events older than {keep.max_age} (and ended jobs) are pruned"
+        if keep.max_age_s is not None
+        else "  retention everything is kept (max_age = \"0\")"
+    )
     return lines
 
 

@@ -352,3 +352,14 @@ def test_metrics_names_are_documented() -> None:
     for name in ("hookyard_pruned_rows_total", "hookyard_database_bytes"):
         assert name in readme
 
+
+
+def test_check_says_what_retention_will_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path)
+    assert cli.main(["check", "--config", str(path)]) == 0
+    assert "retention events older than 90d (and ended jobs) are pruned" in capsys.readouterr().out
+    path.write_text(path.read_text() + '\n[retention]\nmax_age = "0"\n')
+    assert cli.main(["check", "--config", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["retention"] == {"max_age": "0"}
