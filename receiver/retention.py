@@ -7,7 +7,7 @@ grows until the disk is full, and then every webhook answers 503.
 
 The pruner runs in the worker role as a due-loop (receiver.core.dueloop): a pass every
 `interval_s`. Each batch is one short transaction (the store picks the batch on a reader and
-holds the writer only for the deletes); between batches it pauses four times as long as the
+holds the writer only for the deletes); between batches it pauses nine times as long as the
 batch took, so ingest commits interleave and their latency barely moves (bench/retention).
 Every few batches, freed pages go back to the OS (SQLite: incremental vacuum).
 `hookyard prune` runs one pass by hand through the same `prune_pass`.
@@ -30,7 +30,7 @@ log = structlog.get_logger("hookyard.retention")
 # Events per transaction. Measured on 1M old events (bench/retention): a batch of 100 holds
 # the SQLite writer ~2.4 ms, 500 ~8.4 ms; every webhook that commits meanwhile waits that long.
 BATCH = 100
-PAUSE_FACTOR = 4.0  # pause this many times as long as a batch took: the writer is ours 20 %
+PAUSE_FACTOR = 9.0  # pause 9x as long as a batch took: the store is the pruner's 10 % at most
 MAX_PAUSE_S = 0.5
 RECLAIM_EVERY = 10  # batches between giving freed pages back (each is a write of its own)
 INTERVAL_S = 600.0  # between passes: ages are days, so a pass every 10 minutes is plenty

@@ -85,8 +85,8 @@ def main() -> int:
                 "baseline": _round(workdir, database, "0", args, tag=f"baseline{n}"),
                 "pruning": _round(workdir, database, "90d", args, tag=f"pruning{n}"),
             })
-        finish = _round(workdir, database, "90d", args, tag="finish", until_pass_ends=True,
-                        load=False)
+        finish = (_round(workdir, database, "90d", args, tag="finish", until_pass_ends=True,
+                         load=False) if args.finish else {})
         baseline = _merge([r["baseline"] for r in rounds])
         pruning = _merge([r["pruning"] for r in rounds])
         result = {
@@ -128,6 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--database", help="a postgresql:// URL to an EMPTY database (default: "
                    "a temp SQLite file)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (store, logs)")
+    p.add_argument("--no-finish", dest="finish", action="store_false",
+                   help="do not wait for the rest of the pass after the load windows")
     return p
 
 
