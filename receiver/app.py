@@ -30,6 +30,7 @@ from receiver.ingest import Ingest
 from receiver.metrics import CONTENT_TYPE, Metrics
 from receiver.poller import Poller
 from receiver.replay import Replayer
+from receiver.retention import Pruner
 from receiver.router import Router
 from receiver.settings import Settings, SourceSettings
 from receiver.store import Store, open_store
@@ -66,6 +67,10 @@ class Hookyard:
         self.delivery = Delivery(settings.sinks, self.store, metrics=self.metrics)
         self.poller = Poller(settings, self.store, self.ingest, self.http, metrics=self.metrics)
         self.replayer = Replayer(self.store, self.ingest.router.sinks_for, settings.sinks)
+        max_age_s = settings.retention.max_age_s
+        self.pruner = (
+            Pruner(self.store, max_age_s, self.metrics) if max_age_s is not None else None
+        )
         self.ingest.listeners.append(self.delivery.events_stored)
         receiving = {n: s for n, s in settings.sources.items() if s.receives_webhooks}
         intakes = {
@@ -86,10 +91,13 @@ class Hookyard:
         await self.store.open()
         await self.ingest.start()
         follower: asyncio.Task[None] | None = None
+        pruning: asyncio.Task[None] | None = None
         if self.worker:
             await self.delivery.start()
             await self.poller.start()
             follower = asyncio.create_task(self._follow_changes(), name="hookyard-follower")
+            if self.pruner is not None:
+                pruning = asyncio.create_task(self.pruner.run(), name="hookyard-retention")
         log.info(
             "hookyard.started",
             sources=sorted(self.settings.sources),
@@ -100,6 +108,10 @@ class Hookyard:
         try:
             yield
         finally:
+            if pruning is not None:
+                pruning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruning
             if follower is not None:
                 follower.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -136,6 +148,7 @@ class Hookyard:
         m.pending.set(pending)
         m.oldest_pending.set(max(0.0, time.time() - oldest) if oldest is not None else 0.0)
         m.jobs_watched.set(await self.store.count_jobs("watching"))
+        m.database_bytes.set(await self.store.database_size())
 
     async def readyz(self, _: Request) -> Response:
         problems = []

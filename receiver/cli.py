@@ -31,6 +31,7 @@ from receiver.router import Router
 from receiver.store import (
     DELIVERY_STATUSES,
     JOB_STATES,
+    Pruned,
     Store,
     StoreUnusable,
     check_store,
@@ -208,6 +209,20 @@ def _parser() -> argparse.ArgumentParser:
     sign = _verb(verbs, "sign", "print the headers that sign a body for a source", cmd_sign)
     sign.add_argument("--source", required=True, help="source name from [sources.NAME]")
     sign.add_argument("--body-file", required=True, help="file with the exact body, or - for stdin")
+
+    prune = _verb(
+        verbs,
+        "prune",
+        "remove old events (with their deliveries and attempts) and ended jobs, once",
+        cmd_prune,
+    )
+    prune.add_argument(
+        "--older-than",
+        metavar="AGE",
+        help='e.g. 90d, 12h, 30m, 3600s (default: [retention] max_age)',
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only count what would go")
+    prune.add_argument("--yes", action="store_true", help="do not ask before removing")
     return parser
 
 
@@ -716,6 +731,7 @@ def summary(config: settings.Settings) -> dict[str, Any]:
             {"sources": list(r.sources), "types": list(r.types), "sinks": list(r.sinks)}
             for r in config.routes
         ],
+        "retention": {"max_age": config.retention.max_age},
     }
 
 
@@ -748,7 +764,111 @@ def describe(config: settings.Settings, host: str, port: int) -> list[str]:
         lines.append("  route     (none: events are stored but sent nowhere)")
     admin = "on (bearer token)" if config.server.admin_token else "off (no server.admin_token)"
     lines.append(f"  admin API {admin}")
+    keep = config.retention
+    lines.append(
+        f"  retention events older than {keep.max_age} (and ended jobs) are pruned"
+        if keep.max_age_s is not None
+        else "  retention everything is kept (max_age = \"0\")"
+    )
     return lines
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """One retention pass by hand: count first, ask on a terminal (unless --yes), remove."""
+    config = _load(args)
+    age = args.older_than or config.retention.max_age
+    try:
+        max_age_s = settings.parse_age(age)
+    except ValueError as exc:
+        raise ConfigError(f"--older-than {exc}") from None
+    if max_age_s is None:
+        raise ConfigError(
+            '[retention] max_age = "0" keeps everything; pass --older-than (e.g. 90d) to '
+            "prune anyway"
+        )
+    return asyncio.run(_prune(config, age, time.time() - max_age_s, args))
+
+
+async def _prune(
+    config: settings.Settings, age: str, older_than: float, args: argparse.Namespace
+) -> int:
+    from receiver.retention import prune_pass
+
+    async with _store(config) as store:
+        plan = await prune_pass(store, older_than, dry_run=True)
+        size = await store.database_size()
+        if args.dry_run or not plan.events + plan.jobs:
+            _report_prune(plan, age, size, size, dry_run=True, as_json=args.json)
+            return 0
+        if not args.yes and not _confirm_prune(plan, age):
+            return 1
+        progress = _PruneProgress(plan)
+        done = await prune_pass(store, older_than, progress=progress.update)
+        if progress.tty and progress.events:
+            print(file=sys.stderr)
+        after = await store.database_size()
+    _report_prune(done, age, size, after, dry_run=False, as_json=args.json)
+    return 0
+
+
+def _confirm_prune(plan: Pruned, age: str) -> bool:
+    what = (
+        f"{plan.events} events older than {age} ({plan.deliveries} deliveries) and "
+        f"{plan.jobs} ended jobs"
+    )
+    if sys.stdin is None or not sys.stdin.isatty():
+        print(
+            f"hookyard: this would remove {what} and there is no terminal to ask on; pass "
+            "--yes to go ahead, or --dry-run to only count",
+            file=sys.stderr,
+        )
+        return False
+    print(f"remove {what}? [y/N] ", end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() in ("y", "yes"):
+        return True
+    print("nothing removed", file=sys.stderr)
+    return False
+
+
+class _PruneProgress:
+    """Events removed so far, on stderr: redrawn in place on a terminal, a line else."""
+
+    def __init__(self, plan: Pruned) -> None:
+        self.total = plan.events
+        self.events = 0
+        self.tty = sys.stderr.isatty()
+        self.shown = 0.0
+
+    def update(self, step: Pruned) -> None:
+        self.events += step.events
+        now = time.monotonic()
+        if not step.events or (now - self.shown < 1.0 and self.events < self.total):
+            return  # at most a line a second (a pass is thousands of batches)
+        self.shown = now
+        end = "" if self.tty else "\n"
+        start = "\r" if self.tty else ""
+        print(f"{start}prune: {self.events}/{self.total} events removed", end=end,
+              file=sys.stderr, flush=True)
+
+
+def _report_prune(
+    counts: Pruned, age: str, before: int, after: int, *, dry_run: bool, as_json: bool
+) -> None:
+    if as_json:
+        print(json.dumps({"dry_run": dry_run, "older_than": age, **counts.to_json(),
+                          "database_bytes": after}, indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    print(
+        f"{verb} {counts.events} events older than {age}, {counts.deliveries} deliveries, "
+        f"{counts.attempts} attempts, {counts.mirrors} mirror records and {counts.jobs} ended "
+        "jobs" + (" (dry run: nothing removed)" if dry_run else "")
+    )
+    print(f"database size {_mib(before)}" + ("" if dry_run else f" -> {_mib(after)}"))
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1048576:.1f} MiB"
 
 
 if __name__ == "__main__":

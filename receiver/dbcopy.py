@@ -76,6 +76,11 @@ TABLES = (
         ),
         ("source", "job_id"),
     ),
+    Table(
+        "mirrors",
+        ("event_id", "sink", "idx", "bucket", "object_key", "content_type", "mirrored_at"),
+        ("event_id", "sink", "idx"),
+    ),
 )  # fmt: skip
 CHUNK = 500
 

@@ -21,6 +21,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, cast
 
 import httpx
 import structlog
@@ -30,6 +31,7 @@ from handlers.sinks.base import Sink, SinkContext, SinkError, send_budget_s
 from receiver.core.batching import GroupCommit, OnError
 from receiver.core.dueloop import DueLoop
 from receiver.core.http import RETRY_AFTER_MAX_S
+from receiver.core.outputs import MirroredOutput, status_of, with_mirrors
 from receiver.core.pacing import RateLimiter
 from receiver.core.poster import Poster
 from receiver.metrics import Metrics
@@ -125,8 +127,19 @@ class Outcomes:
         self.writer.put(outcome)
 
 
+class Linker(Protocol):
+    """What a sink with `outputs_from` needs of the mirroring sink: working URLs of copies."""
+
+    async def link(self, bucket: str, key: str) -> str: ...
+
+
 class SinkRunner:
-    """Claims and sends one sink's due deliveries."""
+    """Claims and sends one sink's due deliveries.
+
+    With `outputs_from` (settings) and the mirroring sink as `mirror`, it claims only rows whose
+    event that sink has settled (delivered or dead: the store's claim condition, so nothing
+    waits in memory and no attempt is spent waiting), and sends the event with `outputs`
+    linking the mirrored copies (receiver.core.outputs.with_mirrors)."""
 
     def __init__(
         self,
@@ -136,6 +149,7 @@ class SinkRunner:
         outcomes: Outcomes,
         breaker: Breaker,
         rng: random.Random,
+        mirror: Linker | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -150,6 +164,7 @@ class SinkRunner:
         # Shorter, and a second worker would send the row again while this one still is.
         pacing_s = settings.concurrency / settings.rate_per_s if settings.rate_per_s else 0.0
         self.lease_s = settings.timeout_s + pacing_s + LEASE_MARGIN_S
+        self.mirror = mirror
         self.inflight: dict[int, asyncio.Task[None]] = {}
         self._ahead: collections.deque[Due] = collections.deque()  # claimed, not yet started
         self.loop = DueLoop(self._claim, self._idle_wait, name=f"sink.{self.name}")
@@ -168,18 +183,26 @@ class SinkRunner:
         self._budget = self.breaker.allowance(self.settings.concurrency - len(self.inflight))
         if not self._budget:
             return 0
+        waiting_for = self.settings.outputs_from
         if not self._ahead:
             want = self._budget if self.settings.rate_per_s else max(self._budget, CLAIM_BATCH)
             self._ahead.extend(
-                await self.store.claim_due(self.name, time.time(), want, self.lease_s)
+                await self.store.claim_due(
+                    self.name, time.time(), want, self.lease_s, waiting_for=waiting_for
+                )
             )
         started = 0
         while self._ahead and started < self._budget:
             item = self._ahead.popleft()
-            if await self._still_ours(item):
-                await self.limiter.acquire()
-                self._start(item)
-                started += 1
+            if not await self._still_ours(item):
+                continue
+            mirrors = None
+            if waiting_for is not None:  # the copies, read when the row is about to go
+                found = await self.store.mirrors_of([item.event["id"]], waiting_for)
+                mirrors = found.get(item.event["id"])
+            await self.limiter.acquire()
+            self._start(item, mirrors)
+            started += 1
         return started
 
     async def _still_ours(self, due: Due) -> bool:
@@ -196,7 +219,9 @@ class SinkRunner:
             return self.breaker.wait_s()
         if not self._budget:  # every slot busy: a finished send wakes us
             return None
-        next_at = await self.store.next_due_at(self.name)  # new rows wake us sooner
+        next_at = await self.store.next_due_at(  # new rows wake us sooner
+            self.name, waiting_for=self.settings.outputs_from
+        )
         return None if next_at is None else next_at - time.time()
 
     async def _give_back_ahead(self) -> None:
@@ -205,9 +230,9 @@ class SinkRunner:
             self._ahead.clear()
             await self.store.release(ids)
 
-    def _start(self, due: Due) -> None:
+    def _start(self, due: Due, mirrors: list[MirroredOutput] | None = None) -> None:
         task = asyncio.create_task(
-            self._deliver(due), name=f"deliver-{self.name}-{due.delivery_id}"
+            self._deliver(due, mirrors), name=f"deliver-{self.name}-{due.delivery_id}"
         )
         self.inflight[due.delivery_id] = task
         task.add_done_callback(lambda _: self._finished(due.delivery_id))
@@ -216,7 +241,26 @@ class SinkRunner:
         self.inflight.pop(delivery_id, None)
         self.wake()
 
-    async def _deliver(self, due: Due) -> None:
+    async def _durable(
+        self, event: dict[str, Any], mirrors: list[MirroredOutput] | None
+    ) -> dict[str, Any]:
+        """The event with links to the mirrored copies (fresh presigned ones on every send, so
+        a replay days later works); the provider's URLs and `mirror_failed` where the mirror
+        has no copy of every output."""
+        if self.mirror is None:
+            return event
+        copies = {m.index: m for m in mirrors or ()}
+        outputs = event.get("outputs")
+        count = len(outputs) if isinstance(outputs, list) else 0
+        if count and all(i in copies for i in range(count)):
+            links: list[str | None] = [
+                await self.mirror.link(copies[i].bucket, copies[i].key) for i in range(count)
+            ]
+        else:
+            links = []
+        return with_mirrors(event, links)
+
+    async def _deliver(self, due: Due, mirrors: list[MirroredOutput] | None = None) -> None:
         started, clock = time.time(), time.perf_counter()
         budget_s = send_budget_s(self.sink, due.event, self.settings.timeout_s)
         if started + budget_s + LEASE_MARGIN_S > due.lease_until:
@@ -225,7 +269,7 @@ class SinkRunner:
             await self.store.renew([due.delivery_id], started + budget_s + LEASE_MARGIN_S)
         try:
             async with asyncio.timeout(budget_s):
-                code = await self.sink.send(due.event)
+                sent = await self.sink.send(await self._durable(due.event, mirrors))
         except SinkError as exc:
             self._failed(due, started, time.perf_counter() - clock, exc)
         except TimeoutError:
@@ -244,9 +288,17 @@ class SinkRunner:
                 SinkError(f"sink error: {type(exc).__name__}: {exc}"),
             )
         else:
-            self._delivered(due, started, time.perf_counter() - clock, code)
+            code, mirrored = status_of(sent)
+            self._delivered(due, started, time.perf_counter() - clock, code, mirrored)
 
-    def _delivered(self, due: Due, started: float, took: float, code: int | None) -> None:
+    def _delivered(
+        self,
+        due: Due,
+        started: float,
+        took: float,
+        code: int | None,
+        mirrored: tuple[MirroredOutput, ...] = (),
+    ) -> None:
         if self.breaker.success():
             self.outcomes.metrics.breaker_open.labels(self.name).set(0)
             log.info("sink.recovered", sink=self.name)
@@ -260,6 +312,7 @@ class SinkRunner:
                 started,
                 took,
                 code,
+                mirrored=mirrored,
             )
         )
         log.info(
@@ -387,6 +440,9 @@ class Delivery:
             self.runners[name] = SinkRunner(
                 settings, sink, self.store, self.outcomes, self.breaker_factory(), rng
             )
+        for runner in self.runners.values():  # a sink with outputs_from links the mirror's copies
+            if runner.settings.outputs_from is not None:
+                runner.mirror = cast(Linker, self.runners[runner.settings.outputs_from].sink)
         self._tasks = [
             asyncio.create_task(r.run(), name=f"sink-{n}") for n, r in self.runners.items()
         ]
@@ -403,6 +459,11 @@ class Delivery:
 
     def _outcomes_committed(self, outcomes: Sequence[Outcome], _: Sequence[None]) -> None:
         self.wake({o.sink for o in outcomes if o.status == "pending"})
+        settled = {o.sink for o in outcomes if o.status != "pending"}
+        # A mirror that settled lets the sinks waiting for it send that event now.
+        self.wake(
+            n for n, r in self.runners.items() if r.settings.outputs_from in settled
+        )
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends finish within the grace period, save outcomes."""

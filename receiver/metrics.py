@@ -87,6 +87,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.pruned = Counter(
+            "hookyard_pruned_rows",
+            "Rows removed by retention, by table (events, deliveries, attempts, mirrors, jobs)",
+            ["table"],
+            registry=r,
+        )
+        self.database_bytes = Gauge(
+            "hookyard_database_bytes",
+            "Size of the store (SQLite: the database file's pages; PostgreSQL: the database)",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         # The hot path uses pre-bound children: labels() costs a dict lookup and a lock.
         self._accepted = {
             s: (

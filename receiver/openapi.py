@@ -108,9 +108,19 @@ SCHEMAS: dict[str, Schema] = {
             _object(
                 ["raw", "deliveries"],
                 deliveries={"type": "array", "items": _ref("DeliveryWithAttempts")},
+                mirrors={"type": "array", "items": _ref("Mirror")},
             ),
         ]
     },
+    "Mirror": _object(
+        ["sink", "index", "bucket", "key", "content_type", "mirrored_at"],
+        sink={"type": "string", "description": "the s3 sink that mirrored the output"},
+        index={"type": "integer", "description": "the output's position in `outputs`"},
+        bucket=STRING,
+        key=STRING,
+        content_type=STRING,
+        mirrored_at=NUMBER,
+    ),
     "Job": _object(
         ["source", "job_id", "state", "metadata", "created_at", "deadline_at", "next_poll_at"],
         source=STRING,

@@ -67,7 +67,11 @@ SOURCE_KEYS = frozenset(
     }
 )
 ROUTE_KEYS = frozenset({"sources", "types", "sinks"})
-TOP_KEYS = frozenset({"server", "sources", "sinks", "routes"})
+TOP_KEYS = frozenset({"server", "sources", "sinks", "routes", "retention"})
+RETENTION_KEYS = frozenset({"max_age"})
+DEFAULT_MAX_AGE = "90d"
+_AGE = re.compile(r"^(\d{1,9})([smhd])$")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,8 @@ class SinkSettings:
     concurrency: int = 4
     rate_per_s: float | None = None
     timeout_s: float = 10.0
+    # The s3 sink (with mirror_outputs) whose mirrored copies this sink sends as `outputs`.
+    outputs_from: str | None = None
     # Every configured secret (Settings.secret_values), longest first: what `mask` removes.
     secrets: tuple[str, ...] = ()
 
@@ -146,12 +152,36 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """`[retention]`: how long events (with their deliveries and attempts) and ended watched
+    jobs are kept. `max_age_s` None keeps everything (`max_age = "0"`)."""
+
+    max_age: str = DEFAULT_MAX_AGE
+    max_age_s: float | None = 90 * 86400.0
+
+
+def parse_age(value: object) -> float | None:
+    """`"90d"`, `"12h"`, `"30m"`, `"3600s"` as seconds; `"0"` as None (keep everything).
+    ValueError with the accepted forms otherwise."""
+    if value == "0":
+        return None
+    match = _AGE.match(value) if isinstance(value, str) else None
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(
+            f'must be a whole number with a unit s, m, h or d (e.g. "90d"), or "0" to keep '
+            f"everything, not {value!r}"
+        )
+    return float(int(match.group(1)) * _AGE_UNITS[match.group(2)])
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     path: str
     server: ServerSettings = field(default_factory=ServerSettings)
     sources: Mapping[str, SourceSettings] = field(default_factory=dict)
     sinks: Mapping[str, SinkSettings] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     def secret_values(self) -> list[str]:
         """Every configured secret, key and token, and the credential parts (userinfo, query
@@ -233,9 +263,11 @@ class _Loader:
         # A source or sink that is defined but invalid has its own error already; a route
         # naming it must not add a false "not defined" one.
         routes = self.routes(data.get("routes", []), set(source_tables), set(sink_tables))
+        retention = self.retention(self.table(data, "retention"))
+        self.check_outputs_from(sinks, routes)
         if self.problems:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(self.problems))
-        settings = Settings(self.path, server, sources, sinks, routes)
+        settings = Settings(self.path, server, sources, sinks, routes, retention)
         secrets = masking.ordered(settings.secret_values())
         masked = {n: dataclasses.replace(s, secrets=secrets) for n, s in sinks.items()}
         return dataclasses.replace(settings, sinks=masked)
@@ -539,6 +571,7 @@ class _Loader:
                 else spec.default_rate_per_s
             ),
             timeout_s=self.number(where, table, "timeout_s", 10.0, minimum=0.1),
+            outputs_from=self.string(where, table, "outputs_from"),
         )
         return sink if len(self.problems) == before else None
 
@@ -596,3 +629,62 @@ class _Loader:
                 self.fail(
                     where, f'names event type "{type_}"; known: ' + ", ".join(events.EVENT_TYPES)
                 )
+
+    # -- retention and durable outputs (issue 13) ------------------------------------------
+
+    def retention(self, table: Mapping[str, Any]) -> RetentionSettings:
+        self.check_keys("retention", table, RETENTION_KEYS)
+        value = table.get("max_age", DEFAULT_MAX_AGE)
+        try:
+            seconds = parse_age(value)
+        except ValueError as exc:
+            self.fail("retention", f"max_age {exc}")
+            return RetentionSettings()
+        return RetentionSettings(str(value), seconds)
+
+    def check_outputs_from(
+        self, sinks: Mapping[str, SinkSettings], routes: Sequence[Route]
+    ) -> None:
+        """`outputs_from` must name an s3 sink that mirrors outputs and that is routed every
+        event the waiting sink is: else the waiting sink would send links that expire."""
+        for sink in sinks.values():
+            mirror_name = sink.outputs_from
+            if mirror_name is None:
+                continue
+            where = f"sinks.{sink.name}"
+            mirror = sinks.get(mirror_name)
+            if mirror is None or mirror.type != "s3" or mirror_name == sink.name:
+                self.fail(
+                    where,
+                    f'outputs_from = "{mirror_name}" must name another sink of type "s3" '
+                    "with mirror_outputs = true",
+                )
+                continue
+            if mirror.options.get("mirror_outputs") is not True:
+                self.fail(
+                    where,
+                    f'outputs_from = "{mirror_name}": set mirror_outputs = true in '
+                    f"[sinks.{mirror_name}], or it has no copies to send",
+                )
+            for i, route in enumerate(routes):
+                if sink.name in route.sinks and not _covered(route, mirror_name, routes):
+                    self.fail(
+                        f"routes[{i}]",
+                        f'sends to "{sink.name}", which takes its outputs from '
+                        f'"{mirror_name}", but no route sends these sources and types to '
+                        f'"{mirror_name}"; add "{mirror_name}" to this route\'s sinks',
+                    )
+
+
+def _covered(route: Route, sink: str, routes: Sequence[Route]) -> bool:
+    """Whether some route sends every (source, type) that `route` matches to `sink`."""
+
+    def covers(mine: tuple[str, ...], theirs: tuple[str, ...]) -> bool:
+        return "*" in theirs or ("*" not in mine and set(mine) <= set(theirs))
+
+    return any(
+        sink in other.sinks
+        and covers(route.sources, other.sources)
+        and covers(route.types, other.types)
+        for other in routes
+    )

@@ -28,7 +28,7 @@ ENV = "HOOKYARD_TEST_PG"
 LOCAL_SERVER = os.environ.get(
     "HOOKYARD_TEST_PG_LOCAL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-TABLES = ("attempts", "deliveries", "events", "jobs", "leases")
+TABLES = ("attempts", "deliveries", "events", "jobs", "leases", "mirrors")
 HOW = (
     f"set {ENV}=postgresql://USER@HOST:PORT/DBNAME to a database the tests may empty, or start "
     "PostgreSQL on 127.0.0.1:5432 with user postgres (trust auth); .ci/run does both"

@@ -29,6 +29,7 @@ from receiver import settings as settings_mod
 from receiver.core import events, signing
 from receiver.core.errors import SignatureInvalid
 from receiver.core.http import EXCERPT_BYTES
+from receiver.core.outputs import Sent
 from receiver.delivery import Delivery
 from receiver.store import NewEvent
 from receiver.store.sqlite import SqliteStore
@@ -312,7 +313,10 @@ async def test_a_retry_fetches_only_the_outputs_not_yet_mirrored(
         await sink.send(event)
     assert not caught.value.permanent
     files.add_png("/retry2/c.png")  # the host recovers
-    assert await sink.send(event) == 200
+    sent = await sink.send(event)
+    assert isinstance(sent, Sent) and sent.status_code == 200
+    assert [m.key for m in sent.mirrored] == [
+        f"{OUTPUT_DIR}/0.png", f"{OUTPUT_DIR}/1.jpg", f"{OUTPUT_DIR}/2.png"]
     assert [gets(files, p) for p in ("/retry2/a.png", "/retry2/b.jpg", "/retry2/c.png")] == [
         1, 1, 2]
     mirrored = [f"{OUTPUT_DIR}/0.png", f"{OUTPUT_DIR}/1.jpg", f"{OUTPUT_DIR}/2.png"]

@@ -22,6 +22,7 @@ from receiver.core.http import (
     request_capped,
     retry_after_s,
 )
+from receiver.core.outputs import Sent
 from receiver.core.poster import Poster, PostFailed
 
 ERROR_TEXT_LIMIT = 500
@@ -52,8 +53,9 @@ class Sink(Protocol):
     `budget_s(event) -> float`: the whole time one send of that event may take. The delivery
     engine uses it instead of `timeout_s` when present (see `send_budget_s`)."""
 
-    async def send(self, event: Mapping[str, Any]) -> int | None:
-        """Deliver `event`; return the status code, or raise SinkError."""
+    async def send(self, event: Mapping[str, Any]) -> int | Sent | None:
+        """Deliver `event`; return the status code (or a `Sent` saying what the send stored,
+        e.g. mirrored outputs), or raise SinkError."""
 
     async def aclose(self) -> None:
         """Release what the sink holds (files, clients)."""

@@ -31,6 +31,11 @@ Mirroring is built to finish, however many or large the outputs:
   stem (`…/{n}.`) is listed and the object's `source-url-sha256` metadata (HEAD) must match
   the output URL. Without list/read permission on the bucket every retry fetches again.
 
+What was mirrored is returned to the delivery engine (`receiver.core.outputs.Sent`), which
+records it in the store with the delivery's outcome; sinks with `outputs_from` naming this sink
+then send links to the copies (`link`): `public_base_url + key` when set (a CDN or public
+bucket), else a presigned GET URL valid `presign_expiry_s` (default and maximum 7 days).
+
 S3 errors: AccessDenied, NoSuchBucket, InvalidAccessKeyId, SignatureDoesNotMatch (and other
 4xx) are permanent; throttling, 5xx and network failures are transient. botocore's own retries
 are off: the delivery engine owns retrying.
@@ -55,6 +60,7 @@ from handlers.sinks.spec import Options, SinkSpec
 from receiver.core import masking
 from receiver.core.errors import ConfigError
 from receiver.core.http import is_permanent
+from receiver.core.outputs import MirroredOutput, Sent
 
 try:
     from aiobotocore.config import AioConfig
@@ -77,6 +83,7 @@ ABORT_TIMEOUT_S = 10.0  # cleaning up a cancelled multipart upload may take this
 SOURCE_META = "source-url-sha256"  # user metadata: which URL an output object was copied from
 OCTET_STREAM = "application/octet-stream"
 DEFAULT_REGION = "us-east-1"
+MAX_PRESIGN_S = 7 * 86400  # the longest a SigV4 presigned URL may be valid
 MISSING_EXTRA = "the s3 sink needs the s3 extra: pip install 'hookyard[s3]'"
 
 EXTENSIONS = {
@@ -255,6 +262,8 @@ class S3Sink:
         allow_private_networks: bool = False,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         output_timeout_s: float = DEFAULT_OUTPUT_TIMEOUT_S,
+        public_base_url: str | None = None,
+        presign_expiry_s: int = MAX_PRESIGN_S,
     ) -> None:
         self.bucket = bucket
         self.ctx = ctx
@@ -265,6 +274,8 @@ class S3Sink:
         self.allow_private_networks = allow_private_networks
         self.max_output_bytes = max_output_bytes
         self.output_timeout_s = output_timeout_s
+        self.public_base_url = public_base_url
+        self.presign_expiry_s = presign_expiry_s
         self._client: Any = None
         self._stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
@@ -275,7 +286,7 @@ class S3Sink:
         outputs = len(output_urls(event)) if self.mirror_outputs else 0
         return self.ctx.timeout_s + outputs * self.output_timeout_s
 
-    async def send(self, event: Mapping[str, Any]) -> int | None:
+    async def send(self, event: Mapping[str, Any]) -> int | Sent | None:
         key = event_key(self.prefix, event)  # a bad received_at fails before any upload
         if not self.mirror_outputs:
             return await self.put_event(key, event_body(event, None))
@@ -283,7 +294,24 @@ class S3Sink:
         if urls:  # archived now, so it is kept even if an output can never be fetched
             await self.put_event(key, event_body(event, None))
         mirrored = await self.mirror(event, urls)
-        return await self.put_event(key, event_body(event, mirrored))
+        status = await self.put_event(key, event_body(event, [m.key for m in mirrored]))
+        return Sent(status, tuple(mirrored))
+
+    async def link(self, bucket: str, key: str) -> str:
+        """A working URL of a mirrored copy: `public_base_url + key`, else presigned (signing
+        is local: no request is made)."""
+        if self.public_base_url:
+            return self.public_base_url + urllib.parse.quote(key)
+        try:
+            client = await self.client()
+            url = await client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": bucket, "Key": key},
+                ExpiresIn=self.presign_expiry_s,
+            )
+        except (ValueError, boto_errors.BotoCoreError) as exc:
+            raise SinkError(f"cannot presign s3://{bucket}/{key}: {exc}"[:300]) from None
+        return str(url)
 
     async def put_event(self, key: str, body: bytes) -> int | None:
         answer = await self.call("put_object", key, Body=body, ContentType="application/json")
@@ -326,10 +354,10 @@ class S3Sink:
 
     # -- mirroring -----------------------------------------------------------------------
 
-    async def mirror(self, event: Mapping[str, Any], urls: list[str]) -> list[str]:
-        """Copy every output (each within its own deadline); return their keys in output order.
+    async def mirror(self, event: Mapping[str, Any], urls: list[str]) -> list[MirroredOutput]:
+        """Copy every output (each within its own deadline); return the copies in output order.
         Every output is tried even when one fails, so a retry has less left to do."""
-        keys: list[str] = []
+        keys: list[MirroredOutput] = []
         failures: list[tuple[int, SinkError]] = []
         for index, url in enumerate(urls):
             try:
@@ -340,7 +368,9 @@ class S3Sink:
             raise mirror_failed(failures, len(urls))
         return keys
 
-    async def mirror_in_time(self, event: Mapping[str, Any], index: int, url: str) -> str:
+    async def mirror_in_time(
+        self, event: Mapping[str, Any], index: int, url: str
+    ) -> MirroredOutput:
         try:
             async with asyncio.timeout(self.output_timeout_s):
                 return await self.mirror_one(event, index, url)
@@ -350,7 +380,7 @@ class S3Sink:
                 f"{self.output_timeout_s:g}"
             ) from None
 
-    async def mirror_one(self, event: Mapping[str, Any], index: int, url: str) -> str:
+    async def mirror_one(self, event: Mapping[str, Any], index: int, url: str) -> MirroredOutput:
         done = await self.already_mirrored(event, index, url)
         if done is not None:
             return done
@@ -373,9 +403,11 @@ class S3Sink:
                     "Metadata": {SOURCE_META: source_tag(url)},
                 }
                 await self.upload(key, parts, object_params)
-        return key
+        return MirroredOutput(index, self.bucket, key, str(object_params["ContentType"]))
 
-    async def already_mirrored(self, event: Mapping[str, Any], index: int, url: str) -> str | None:
+    async def already_mirrored(
+        self, event: Mapping[str, Any], index: int, url: str
+    ) -> MirroredOutput | None:
         """The key of output `index` if an earlier attempt stored it from this same URL. The
         extension depends on the content type, known only after fetching, so the key's stem
         is listed and each candidate's metadata read (HEAD). A bucket we may not list or read
@@ -386,7 +418,8 @@ class S3Sink:
             for item in listed.get("Contents", []):
                 head = await self.call("head_object", str(item["Key"]))
                 if head.get("Metadata", {}).get(SOURCE_META) == source_tag(url):
-                    return str(item["Key"])
+                    content_type = str(head.get("ContentType") or OCTET_STREAM)
+                    return MirroredOutput(index, self.bucket, str(item["Key"]), content_type)
         except SinkError:
             return None
         return None
@@ -464,7 +497,13 @@ def check(options: Options) -> list[str]:
         *spec.flag(options, "allow_private_networks"),
         *spec.whole(options, "max_output_bytes", 1),
         *spec.seconds(options, "output_timeout_s", 0.1),
+        *spec.http_url(options, "public_base_url"),
+        *spec.whole(options, "presign_expiry_s", 1),
     ]
+    expiry = options.get("presign_expiry_s")
+    if isinstance(expiry, int) and expiry > MAX_PRESIGN_S:
+        problems.append(f"presign_expiry_s must be at most {MAX_PRESIGN_S} (7 days: the longest "
+                        "an S3 presigned link may be valid)")
     if get_session is None:
         return [*problems, MISSING_EXTRA]
     return problems or botocore_problems(options)
@@ -523,6 +562,8 @@ def create(name: str, options: Options, ctx: SinkContext) -> S3Sink:
         allow_private_networks=options.get("allow_private_networks", False),
         max_output_bytes=options.get("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES),
         output_timeout_s=float(options.get("output_timeout_s", DEFAULT_OUTPUT_TIMEOUT_S)),
+        public_base_url=options.get("public_base_url") or None,
+        presign_expiry_s=options.get("presign_expiry_s", MAX_PRESIGN_S),
     )
 
 
@@ -542,6 +583,8 @@ SPEC = SinkSpec(
             "allow_private_networks",
             "max_output_bytes",
             "output_timeout_s",
+            "public_base_url",
+            "presign_expiry_s",
         }
     ),
 )

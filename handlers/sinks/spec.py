@@ -26,7 +26,15 @@ Options = Mapping[str, Any]
 # Keys every sink takes: how deliveries to it are retried and paced (DESIGN.md "Delivery").
 # settings.py checks these; a spec checks only its own.
 COMMON_KEYS = frozenset(
-    {"type", "retry_schedule_s", "max_attempts", "concurrency", "rate_per_s", "timeout_s"}
+    {
+        "type",
+        "retry_schedule_s",
+        "max_attempts",
+        "concurrency",
+        "rate_per_s",
+        "timeout_s",
+        "outputs_from",  # wait for an s3 sink's mirrored copies and send those (delivery.py)
+    }
 )
 
 # A space or control character in a URL is a typo; clients disagree on what they do with one.

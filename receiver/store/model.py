@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 from receiver.core import masking
 from receiver.core.errors import ConfigError
 from receiver.core.events import Event
+from receiver.core.outputs import MirroredOutput
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class Outcome:
     duration_s: float
     status_code: int | None = None
     error: str | None = None
+    mirrored: tuple[MirroredOutput, ...] = ()  # outputs a mirroring sink stored on this attempt
 
 
 JOB_STATES = ("watching", "done", "failed", "expired")
@@ -142,6 +145,50 @@ class Job:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one retention batch removed (or, in a dry run, would remove). `after` is where the
+    next batch starts (an event id); None once the pass has looked at every old event."""
+
+    events: int = 0
+    deliveries: int = 0
+    attempts: int = 0
+    mirrors: int = 0
+    jobs: int = 0
+    after: str | None = None
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(
+            self.events + other.events,
+            self.deliveries + other.deliveries,
+            self.attempts + other.attempts,
+            self.mirrors + other.mirrors,
+            self.jobs + other.jobs,
+            other.after,
+        )
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "events": self.events,
+            "deliveries": self.deliveries,
+            "attempts": self.attempts,
+            "mirrors": self.mirrors,
+            "jobs": self.jobs,
+        }
+
+
+def age_bound(older_than: float) -> tuple[str, str]:
+    """(event id bound, received_at bound) for events received before unix time `older_than`.
+    Event ids are ULIDs of their receipt time, so the id bound lets a batch walk the primary
+    key instead of needing an index on received_at; received_at is still checked."""
+    from receiver.core.events import new_event_id
+
+    ms = max(0, int(older_than * 1000))
+    lowest = "evt_" + new_event_id(now_ms=ms)[4:14] + "0" * 16  # the ms part, random bits 0
+    when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(older_than)))
+    return lowest, f"{when}.{int((older_than % 1) * 1_000_000):06d}Z"
+
+
 class EventLog(Protocol):
     """The append-only event log: webhooks and polls write, the API, UI and CLI read."""
 
@@ -169,14 +216,28 @@ class DeliveryQueue(Protocol):
     """Delivery rows as a queue of leased claims: sink runners take, send and settle them."""
 
     async def claim_due(
-        self, sink: str, now: float, limit: int, lease_s: float | None = None
+        self,
+        sink: str,
+        now: float,
+        limit: int,
+        lease_s: float | None = None,
+        *,
+        waiting_for: str | None = None,
     ) -> list[Due]:
         """Lease up to `limit` pending deliveries to `sink` due by `now`, oldest first, that no
         live lease holds, to this store's owner for `lease_s` (default: the store's). Another
-        process can take them only once the lease has ended; taking them again is no attempt."""
+        process can take them only once the lease has ended; taking them again is no attempt.
+        With `waiting_for` (a sink name), only rows whose event has no pending delivery to that
+        sink (its mirror is settled: delivered or dead)."""
 
-    async def next_due_at(self, sink: str) -> float | None:
-        """When the earliest unleased pending delivery to `sink` is due (None: there is none)."""
+    async def next_due_at(self, sink: str, *, waiting_for: str | None = None) -> float | None:
+        """When the earliest unleased pending delivery to `sink` is due (None: there is none);
+        `waiting_for` as in claim_due."""
+
+    async def mirrors_of(
+        self, event_ids: Sequence[str], sink: str
+    ) -> dict[str, list[MirroredOutput]]:
+        """Where `sink` mirrored each event's outputs: event id → its outputs' copies."""
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         """Store attempts and, for rows this owner still holds, the delivery states, in ONE
@@ -272,6 +333,30 @@ class ReplayLog(Protocol):
         position `after` (0 to start), in ONE transaction."""
 
 
+class Retention(Protocol):
+    """Removing what is old enough (receiver.retention)."""
+
+    async def prune(
+        self, older_than: float, after: str | None, limit: int, *, dry_run: bool = False
+    ) -> Pruned:
+        """One retention batch: of the next `limit` events after the event id `after` (None:
+        from the start) received before unix time `older_than`, those without a pending
+        delivery go, with their deliveries, attempts and mirror records, in ONE short
+        transaction (nothing is written when nothing goes). `dry_run` only counts."""
+
+    async def prune_jobs(self, older_than: float, limit: int, *, dry_run: bool = False) -> int:
+        """Remove up to `limit` watched jobs that ended (done, failed, expired) and were last
+        updated before `older_than`; returns how many (would) go."""
+
+    async def reclaim_space(self) -> None:
+        """Give space freed by pruning back to the operating system where the backend can
+        without blocking writers for long (SQLite: incremental vacuum; PostgreSQL: nothing,
+        autovacuum makes it reusable)."""
+
+    async def database_size(self) -> int:
+        """Bytes the database takes (SQLite: the file's pages; PostgreSQL: the database)."""
+
+
 class Coordination(Protocol):
     """What several processes on one store agree through: leases and change notices."""
 
@@ -290,7 +375,7 @@ class Coordination(Protocol):
         `timeout_s` without a commit: how idle workers in other processes hear of new rows."""
 
 
-class Store(EventLog, DeliveryQueue, JobTable, ReplayLog, Coordination, Protocol):
+class Store(EventLog, DeliveryQueue, JobTable, ReplayLog, Retention, Coordination, Protocol):
     """A whole store (SQLite or PostgreSQL): every role, and its lifecycle. Each consumer
     takes the role it uses (receiver.delivery a DeliveryQueue, receiver.ingest an EventLog)."""
 

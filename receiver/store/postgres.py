@@ -27,16 +27,19 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from receiver.core.errors import StoreUnavailable
 from receiver.core.events import TERMINAL_STATUSES
+from receiver.core.outputs import MirroredOutput
 from receiver.store.model import (
     Due,
     EventFilter,
     Job,
     NewEvent,
     Outcome,
+    Pruned,
     ReplayChunk,
     ReplayScope,
     SinkStats,
     Stored,
+    age_bound,
     display_url,
 )
 from receiver.store.sql import Dialect
@@ -46,11 +49,14 @@ from receiver.store.sql import Dialect
 from receiver.store.sqlite import (
     _DELIVERY_COLUMNS,
     _JOB_COLUMNS,
+    MIRRORS_SQL,
+    PRUNE_CANDIDATES,
     SchemaTooNew,
     _Batch,
     _event_doc,
     _job,
     _job_row,
+    _mirror_rows,
     _prepare,
     _results,
     _with_job_metadata,
@@ -155,6 +161,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " until DOUBLE PRECISION NOT NULL)",
         # Events of one source, newest first (the admin API's and the UI's source filter).
         "CREATE INDEX events_source ON events (source, id)",
+        # Where a mirroring s3 sink copied each output of an event (receiver.core.outputs).
+        """CREATE TABLE mirrors (
+            event_id TEXT COLLATE "C" NOT NULL REFERENCES events (id),
+            sink TEXT COLLATE "C" NOT NULL,
+            idx INTEGER NOT NULL,
+            bucket TEXT NOT NULL,
+            object_key TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            mirrored_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (event_id, sink, idx)
+        )""",
+        # Deleting a delivery (retention) checks that no replay refers to it: without this
+        # index that check scans every delivery, per deleted row.
+        "CREATE INDEX deliveries_replay_of ON deliveries (replay_of)"
+        " WHERE replay_of IS NOT NULL",
+        # Retention removes ended jobs by age.
+        "CREATE INDEX jobs_ended ON jobs (updated_at) WHERE state <> 'watching'",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -367,7 +390,13 @@ class PostgresStore:
     # -- delivering ------------------------------------------------------------------------
 
     async def claim_due(
-        self, sink: str, now: float, limit: int, lease_s: float | None = None
+        self,
+        sink: str,
+        now: float,
+        limit: int,
+        lease_s: float | None = None,
+        *,
+        waiting_for: str | None = None,
     ) -> list[Due]:
         if limit <= 0:
             return []
@@ -375,27 +404,29 @@ class PostgresStore:
         # The rows are picked in a CTE of their own: a CTE that locks rows runs exactly once,
         # so the LIMIT holds however the planner joins (an IN (subquery) may be re-run).
         rows = await self._all(
-            "WITH picked AS ("
-            " SELECT id FROM deliveries WHERE sink = %s AND status = 'pending'"
-            " AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until < %s)"
-            " ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED),"
+            "WITH picked AS ("  # noqa: S608
+            " SELECT d.id FROM deliveries d WHERE d.sink = %s AND d.status = 'pending'"
+            " AND d.next_attempt_at <= %s AND (d.lease_until IS NULL OR d.lease_until < %s)"
+            f"{_settled(waiting_for)}"
+            " ORDER BY d.next_attempt_at, d.id LIMIT %s FOR UPDATE OF d SKIP LOCKED),"
             " claimed AS ("
             " UPDATE deliveries d SET claimed_by = %s, lease_until = %s FROM picked"
             " WHERE d.id = picked.id RETURNING d.id, d.attempts, d.event_id, d.next_attempt_at)"
             " SELECT c.id, c.attempts, e.event_json, e.raw_body FROM claimed c"
             " JOIN events e ON e.id = c.event_id ORDER BY c.next_attempt_at, c.id",
-            (sink, now, now, limit, self.owner, until),
+            (sink, now, now, *_waiting(waiting_for), limit, self.owner, until),
         )
         return [Due(r[0], sink, r[1], _event_doc(r[2], r[3]), until) for r in rows]
 
-    async def next_due_at(self, sink: str) -> float | None:
+    async def next_due_at(self, sink: str, *, waiting_for: str | None = None) -> float | None:
         # A row under a live lease is due when its lease ends (its owner may have died), not
         # before: so a dead worker's rows wake the runner then.
         [(at,)] = await self._all(
-            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until >= %s"
-            " THEN GREATEST(next_attempt_at, lease_until) ELSE next_attempt_at END)"
-            " FROM deliveries WHERE sink = %s AND status = 'pending'",
-            (time.time(), sink),
+            "SELECT MIN(CASE WHEN d.lease_until IS NOT NULL AND d.lease_until >= %s"  # noqa: S608
+            " THEN GREATEST(d.next_attempt_at, d.lease_until) ELSE d.next_attempt_at END)"
+            f" FROM deliveries d WHERE d.sink = %s AND d.status = 'pending'"
+            f"{_settled(waiting_for)}",
+            (time.time(), sink, *_waiting(waiting_for)),
         )
         return None if at is None else float(at)
 
@@ -450,6 +481,21 @@ class PostgresStore:
                     self.owner,
                 ),
             )
+            mirrors = _mirror_rows(outcomes)
+            if mirrors:
+                await conn.execute(
+                    "INSERT INTO mirrors (event_id, sink, idx, bucket, object_key, content_type,"
+                    " mirrored_at) SELECT d.event_id, m.sink, m.idx, m.bucket, m.key, m.type,"
+                    " m.at FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[],"
+                    " %s::text[], %s::float8[], %s::bigint[])"
+                    " AS m(sink, idx, bucket, key, type, at, delivery_id)"
+                    " JOIN deliveries d ON d.id = m.delivery_id"
+                    " ON CONFLICT (event_id, sink, idx) DO UPDATE SET bucket = excluded.bucket,"
+                    " object_key = excluded.object_key, content_type = excluded.content_type,"
+                    " mirrored_at = excluded.mirrored_at",
+                    _columns([tuple(_text(v) if isinstance(v, str) else v for v in row)
+                              for row in mirrors], 7),
+                )
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
         await self.renew(delivery_ids, None)
@@ -574,6 +620,7 @@ class PostgresStore:
                 if a["delivery_id"] == delivery["id"]
             ]
         event["deliveries"] = deliveries
+        event["mirrors"] = await self._dicts(MIRRORS_SQL.replace("?", "%s"), (event_id,))
         return event
 
     async def list_events(
@@ -710,6 +757,71 @@ class PostgresStore:
             "SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status = 'pending'"
         )
         return int(count), None if oldest is None else float(oldest)
+
+    # -- retention and durable outputs -----------------------------------------------------
+
+    async def prune(
+        self, older_than: float, after: str | None, limit: int, *, dry_run: bool = False
+    ) -> Pruned:
+        # Batched deletes (not partitions: dedupe needs idempotency_key unique across all
+        # events, which a partitioned table cannot enforce; bench/RESULTS.md has numbers).
+        id_bound, at_bound = age_bound(older_than)
+        rows = await self._all(
+            PRUNE_CANDIDATES.replace("?", "%s"), (at_bound, after or "", id_bound, limit)
+        )
+        position = rows[-1][0] if len(rows) == limit else None
+        ids = [r[0] for r in rows if r[1]]
+        if not ids:
+            return Pruned(after=position)
+        if dry_run:
+            [(deliveries, attempts, mirrors)] = await self._all(
+                "SELECT (SELECT COUNT(*) FROM deliveries WHERE event_id = ANY(%s)),"
+                " (SELECT COUNT(*) FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+                " WHERE d.event_id = ANY(%s)),"
+                " (SELECT COUNT(*) FROM mirrors WHERE event_id = ANY(%s))",
+                (ids, ids, ids),
+            )
+            return Pruned(len(ids), int(deliveries), int(attempts), int(mirrors), after=position)
+        async with self._transaction() as conn:
+            counts = await _delete_events(conn, ids, at_bound)
+        return Pruned(*counts, after=position)
+
+    async def prune_jobs(self, older_than: float, limit: int, *, dry_run: bool = False) -> int:
+        select = (
+            "SELECT source, job_id FROM jobs WHERE state <> 'watching' AND updated_at < %s"
+            " LIMIT %s"
+        )
+        if dry_run:
+            return len(await self._all(select, (older_than, limit)))
+        rows = await self._all(
+            f"DELETE FROM jobs WHERE (source, job_id) IN ({select} FOR UPDATE SKIP LOCKED)"  # noqa: S608
+            " RETURNING 1",
+            (older_than, limit),
+        )
+        return len(rows)
+
+    async def reclaim_space(self) -> None:
+        """Nothing to do: autovacuum makes the deleted rows' space reusable; giving it back to
+        the OS would need VACUUM FULL, which locks the tables (README, Retention)."""
+
+    async def database_size(self) -> int:
+        [(size,)] = await self._all("SELECT pg_database_size(current_database())")
+        return int(size)
+
+    async def mirrors_of(
+        self, event_ids: Sequence[str], sink: str
+    ) -> dict[str, list[MirroredOutput]]:
+        rows = await self._all(
+            "SELECT event_id, idx, bucket, object_key, content_type FROM mirrors"
+            " WHERE sink = %s AND event_id = ANY(%s) ORDER BY event_id, idx",
+            (sink, list(event_ids)),
+        )
+        found: dict[str, list[MirroredOutput]] = {}
+        for event_id, idx, bucket, key, content_type in rows:
+            found.setdefault(event_id, []).append(
+                MirroredOutput(int(idx), bucket, key, content_type)
+            )
+        return found
 
 
 # -- statements that run inside a transaction -------------------------------------------------
@@ -865,3 +977,44 @@ def _event_values(row: Sequence[Any]) -> tuple[Any, ...]:
 
 def _job_values(job: Job) -> tuple[Any, ...]:
     return tuple(_text(v) if isinstance(v, str) else v for v in _job_row(job))
+
+
+def _settled(waiting_for: str | None) -> str:
+    """With `waiting_for`: deliveries `d` whose event has no pending delivery to that sink."""
+    if waiting_for is None:
+        return ""
+    return (
+        " AND NOT EXISTS (SELECT 1 FROM deliveries m WHERE m.event_id = d.event_id"
+        " AND m.sink = %s AND m.status = 'pending')"
+    )
+
+
+def _waiting(waiting_for: str | None) -> tuple[str, ...]:
+    return (waiting_for,) if waiting_for is not None else ()
+
+
+async def _delete_events(conn: Conn, ids: list[str], at_bound: str) -> tuple[int, int, int, int]:
+    """Delete these events (those still old and without a pending delivery: a replay may have
+    added one since they were chosen; rows are locked so one cannot be added meanwhile) with
+    their attempts, mirror records and deliveries."""
+    cur = await conn.execute(
+        "SELECT id FROM events e WHERE id = ANY(%s) AND received_at < %s"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id"
+        " AND d.status = 'pending') ORDER BY id FOR UPDATE SKIP LOCKED",
+        (ids, at_bound),
+    )
+    gone = [r[0] for r in await cur.fetchall()]
+    if not gone:
+        return 0, 0, 0, 0
+    counts = []
+    for sql in (
+        "DELETE FROM attempts WHERE delivery_id IN"
+        " (SELECT id FROM deliveries WHERE event_id = ANY(%s))",
+        "DELETE FROM mirrors WHERE event_id = ANY(%s)",
+        "DELETE FROM deliveries WHERE event_id = ANY(%s)",
+        "DELETE FROM events WHERE id = ANY(%s)",
+    ):
+        cur = await conn.execute(sql, (gone,))
+        counts.append(cur.rowcount)
+    attempts, mirrors, deliveries, events = counts
+    return events, deliveries, attempts, mirrors
