@@ -498,12 +498,9 @@ def check(options: Options) -> list[str]:
         *spec.whole(options, "max_output_bytes", 1),
         *spec.seconds(options, "output_timeout_s", 0.1),
         *spec.http_url(options, "public_base_url"),
-        *spec.whole(options, "presign_expiry_s", 1),
+        # 7 days: the longest an S3 (SigV4) presigned link may be valid
+        *spec.whole(options, "presign_expiry_s", 1, MAX_PRESIGN_S),
     ]
-    expiry = options.get("presign_expiry_s")
-    if isinstance(expiry, int) and expiry > MAX_PRESIGN_S:
-        problems.append(f"presign_expiry_s must be at most {MAX_PRESIGN_S} (7 days: the longest "
-                        "an S3 presigned link may be valid)")
     if get_session is None:
         return [*problems, MISSING_EXTRA]
     return problems or botocore_problems(options)

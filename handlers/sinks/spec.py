@@ -120,13 +120,15 @@ def flag(options: Options, key: str) -> list[str]:
     return [f"{key} must be true or false, not {_shown(options[key])}"]
 
 
-def whole(options: Options, key: str, minimum: int) -> list[str]:
-    """`options[key]`, if present, as a whole number of at least `minimum`."""
+def whole(options: Options, key: str, minimum: int, maximum: int | None = None) -> list[str]:
+    """`options[key]`, if present, as a whole number from `minimum` (to `maximum`)."""
     if key not in options:
         return []
     value = options[key]
     if isinstance(value, bool) or not isinstance(value, int):
         return [f"{key} must be a whole number, not {_shown(value)}"]
+    if maximum is not None and not minimum <= value <= maximum:
+        return [f"{key} must be at least {minimum} and at most {maximum}, not {value!r}"]
     return [] if value >= minimum else [f"{key} must be at least {minimum}, not {value!r}"]
 
 
