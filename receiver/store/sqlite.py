@@ -8,6 +8,7 @@ Durability: `synchronous = FULL` in WAL mode fsyncs the log at every commit, so 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import sqlite3
@@ -185,6 +186,7 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()  # transactions on the writer must not interleave
         self._watcher: aiosqlite.Connection | None = None  # wait_for_change's connection
+        self._lock_fd: int | None = None  # the writers' lock file (see _exclusive)
         self._data_version = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -194,6 +196,7 @@ class SqliteStore:
         leaves a connection (a non-daemon thread that would keep the process alive) behind."""
         usable_path(self.path, create=True)
         try:
+            self._lock_fd = os.open(f"{self.path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
             self._writer = await self._connect()
             await _run(self._writer, _migrate, self.path)
             await self._write(_release_dead_owners)
@@ -230,6 +233,9 @@ class SqliteStore:
             if db is not None:
                 await db.close()
         self._watcher = self._reader = self._writer = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def _write(self, fn: Callable[..., T], *args: Any, durable: bool = True) -> T:
         """Run fn(connection, *args) in ONE transaction on the writer's thread; a durable
@@ -238,7 +244,7 @@ class SqliteStore:
             raise RuntimeError("store is not open")
         wrapped = _in_transaction if durable else _in_light_transaction
         async with self._write_lock:
-            return await _run(self._writer, wrapped, fn, *args)
+            return await _run(self._writer, _exclusive, self._lock_fd, wrapped, fn, *args)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         if self._reader is None:
@@ -567,6 +573,22 @@ def _in_transaction(conn: Sql, fn: Callable[..., T], *args: Any) -> T:
             conn.execute("ROLLBACK")
         raise
     return result
+
+
+def _exclusive(
+    conn: Sql, lock_fd: int | None, wrapped: Callable[..., T], fn: Callable[..., T], *args: Any
+) -> T:
+    """Run one write transaction holding the file's writers' lock (`flock` on PATH-lock).
+    Several processes write one SQLite file (serve --workers, a worker, the CLI); without this
+    they meet in SQLite's own busy handler, which sleeps 1 to 100 ms between tries and made two
+    web processes slower than one. A blocked flock wakes the moment the holder lets go."""
+    if lock_fd is None:
+        return wrapped(conn, fn, *args)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    try:
+        return wrapped(conn, fn, *args)
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
 
 def _in_light_transaction(conn: Sql, fn: Callable[..., T], *args: Any) -> T:
