@@ -645,17 +645,23 @@ async def _replay_bulk(
 
 def _confirm(plan: replay.Counts) -> bool:
     what = f"{plan.deliveries} deliveries of {plan.events} events"
+    return _ask("replay", "replayed", f"{what} (more than {CONFIRM_OVER})")
+
+
+def _ask(verb: str, done: str, what: str) -> bool:
+    """Ask on the terminal before a bulk change (replay, prune); without a terminal (cron,
+    CI) refuse and say how to go ahead."""
     if sys.stdin is None or not sys.stdin.isatty():
         print(
-            f"hookyard: this would replay {what} (more than {CONFIRM_OVER}) and there is no "
-            "terminal to ask on; pass --yes to go ahead, or --dry-run to only count",
+            f"hookyard: this would {verb} {what} and there is no terminal to ask on; pass "
+            "--yes to go ahead, or --dry-run to only count",
             file=sys.stderr,
         )
         return False
-    print(f"replay {what}? [y/N] ", end="", file=sys.stderr, flush=True)
+    print(f"{verb} {what}? [y/N] ", end="", file=sys.stderr, flush=True)
     if sys.stdin.readline().strip().lower() in ("y", "yes"):
         return True
-    print("nothing replayed", file=sys.stderr)
+    print(f"nothing {done}", file=sys.stderr)
     return False
 
 
@@ -816,18 +822,7 @@ def _confirm_prune(plan: Pruned, age: str) -> bool:
         f"{plan.events} events older than {age} ({plan.deliveries} deliveries) and "
         f"{plan.jobs} ended jobs"
     )
-    if sys.stdin is None or not sys.stdin.isatty():
-        print(
-            f"hookyard: this would remove {what} and there is no terminal to ask on; pass "
-            "--yes to go ahead, or --dry-run to only count",
-            file=sys.stderr,
-        )
-        return False
-    print(f"remove {what}? [y/N] ", end="", file=sys.stderr, flush=True)
-    if sys.stdin.readline().strip().lower() in ("y", "yes"):
-        return True
-    print("nothing removed", file=sys.stderr)
-    return False
+    return _ask("remove", "removed", what)
 
 
 class _PruneProgress:
