@@ -600,3 +600,34 @@ async def test_event_page_copes_with_sparse_rows_and_huge_payloads(
     assert cut.status_code == 200
     assert "more characters (GET /v1/events/{id} has all)" in cut.text
     assert "x" * 5000 not in cut.text
+
+
+async def test_event_page_shows_the_mirrored_copy_where_one_exists(tmp_path: Path) -> None:
+    """The provider's URL may have expired: the thumbnail is the mirrored copy, linked by the
+    s3 sink that holds it; an output without a copy keeps the provider's URL."""
+    from receiver.core.outputs import MirroredOutput
+    from receiver.store import Outcome
+
+    class MirrorSink:
+        async def link(self, bucket: str, key: str) -> str:
+            return f"https://cdn.example/{bucket}/{key}"
+
+    class Runner:
+        sink = MirrorSink()
+
+    async with signed_in(tmp_path) as (client, service, config):
+        event_id = await post_webhook(client, config, completed(
+            "job-mirrored", ["https://provider.example/a.png", "https://provider.example/b.png"]))
+        [row] = (await service.store.get_event(event_id) or {})["deliveries"][:1]
+        now = time.time()
+        await service.store.record_outcomes([Outcome(
+            row["id"], "archive", "delivered", 1, now, now, 0.1, 200,
+            mirrored=(MirroredOutput(0, "renders", "outputs/a.png", "image/png"),))])
+        service.delivery.runners["archive"] = Runner()  # type: ignore[assignment]
+        try:
+            page = (await client.get(f"/ui/events/{event_id}")).text
+        finally:
+            del service.delivery.runners["archive"]  # a stand-in: not one to drain at stop
+    assert 'src="https://cdn.example/renders/outputs/a.png"' in page
+    assert 'src="https://provider.example/b.png"' in page  # no copy: the original
+    assert "(shown: the mirrored copy)" in page

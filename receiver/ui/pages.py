@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import dataclasses
 import re
 import time
@@ -311,11 +312,25 @@ class Ui:
             event=event,
             raw=views.shown_json(raw, MAX_SHOWN_CHARS),
             normalized=views.shown_json(stored, MAX_SHOWN_CHARS),
-            outputs=views.outputs(event),
+            outputs=views.outputs(event, await self.mirror_links(event.get("mirrors"))),
             deliveries=deliveries,
             routed=routed,
             sinks=sorted(self.settings.sinks),
         )
+
+    async def mirror_links(self, mirrors: Any) -> dict[int, str]:
+        """Output index → a working link to its mirrored copy, made by the s3 sink that holds
+        it (public_base_url + key, or a fresh presigned link). Only where this process runs
+        that sink (a web-only process shows the provider's URLs)."""
+        links: dict[int, str] = {}
+        for mirror in mirrors if isinstance(mirrors, list) else []:
+            runner = self.delivery.runners.get(str(mirror.get("sink")))
+            link = getattr(runner.sink, "link", None) if runner is not None else None
+            if link is None or int(mirror.get("index", -1)) in links:
+                continue
+            with contextlib.suppress(Exception):  # no link: the provider's URL is shown
+                links[int(mirror["index"])] = await link(mirror["bucket"], mirror["key"])
+        return links
 
     async def replay_event(self, request: Request, ctx: Ctx) -> Response:
         event_id = request.path_params["event_id"]

@@ -41,11 +41,22 @@ def safe_http_url(value: object) -> str | None:
     return value
 
 
-def outputs(event: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each output with the URL it may be linked and shown as (None: text only)."""
+def outputs(
+    event: Mapping[str, Any], mirrored: Mapping[int, str] | None = None
+) -> list[dict[str, Any]]:
+    """Each output with the URL it may be linked and shown as (None: text only): its mirrored
+    copy where one exists (the provider's URL may have expired), else the provider's URL."""
     found = event.get("outputs")
     items = found if isinstance(found, list) else []
-    return [{"text": str(url), "url": safe_http_url(url)} for url in items]
+    copies = mirrored or {}
+    return [
+        {
+            "text": str(url),
+            "url": safe_http_url(copies.get(i) or url),
+            "mirrored": safe_http_url(copies.get(i)) is not None,
+        }
+        for i, url in enumerate(items)
+    ]
 
 
 def pretty_json(value: Any) -> str:
