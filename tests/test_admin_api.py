@@ -401,7 +401,7 @@ def test_replay_after_an_outage_delivers_each_dead_event_exactly_once(stack: Sta
     stack.sink.default = Reply(500, "down")
     events = post_jobs(stack.server, stack.config, [f"job-{i}" for i in range(3)])
     wait_for(lambda: statuses(c, sink="hook") == ["dead"] * 3, timeout=30, what="dead")
-    assert len(delivered_ids(stack.sink)) == 6  # max_attempts = 2
+    assert len(delivered_ids(stack.sink)) == 6, c.get("/v1/deliveries").text  # max_attempts = 2
     stack.sink.clear()
     stack.sink.default = Reply(200, "ok")
 

@@ -121,3 +121,47 @@ async def test_a_refused_connection_is_post_failed() -> None:
                                   deadline_s=5)
         finally:
             await poster.aclose()
+
+
+async def test_a_reused_connection_the_server_closed_is_retried_on_a_fresh_one() -> None:
+    """The keep-alive race: the server drops an idle connection just as the next POST goes out
+    on it. That POST is sent again on a new connection; it is not a failed attempt."""
+    seen: list[tuple[int, bytes]] = []  # (connection number, body)
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        for served in range(2):
+            seen.append((number, await read_request(reader)))
+            if served:  # a second request on this connection: close it unanswered
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    poster = Poster(1)
+    try:
+        async with raw_server(handler) as url:
+            first = await poster.post(url, b"1", {}, limit=10, deadline_s=5)
+            second = await poster.post(url, b"2", {}, limit=10, deadline_s=5)
+    finally:
+        await poster.aclose()
+    assert (first.status, second.status) == (200, 200)
+    assert seen == [(1, b"1"), (1, b"2"), (2, b"2")]
+
+
+async def test_a_fresh_connection_closed_unanswered_is_post_failed_without_a_resend() -> None:
+    bodies: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        bodies.append(await read_request(reader))  # then close, never answering
+
+    poster = Poster(1)
+    try:
+        async with raw_server(handler) as url:
+            with pytest.raises(PostFailed, match="Disconnected"):
+                await poster.post(url, b"x", {}, limit=10, deadline_s=5)
+    finally:
+        await poster.aclose()
+    assert bodies == [b"x"]

@@ -7,17 +7,41 @@ HTTP (polls, S3 output fetches with their SSRF guard, JWKS) keeps httpx, where t
 
 One Poster per sink: its own connection pool sized to the sink's concurrency, so a slow sink's
 connections never queue another sink's sends.
+
+Idle pooled connections are dropped after KEEPALIVE_S, before the common server idle timeouts
+(uvicorn and Node 5 s, nginx 75 s) close them under us. A POST that fails on a reused connection
+before any answer (the server closed it as we wrote: "Server disconnected", "Can not write
+request body") is sent once more on a fresh connection, as aiohttp does on its own only for
+idempotent methods: the sink most likely never saw it, and a failed attempt would cost the event
+one of its `max_attempts` and count toward pausing the sink. Delivery is at-least-once anyway
+(receivers deduplicate by event id), so the rare resend of a request that did arrive is safe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import types
 from collections.abc import Mapping
 
 import aiohttp
 import httpx
 
 from receiver.core.http import Answer
+
+KEEPALIVE_S = 3.0
+
+
+async def _on_reuse(
+    _session: aiohttp.ClientSession,
+    ctx: types.SimpleNamespace,
+    _params: aiohttp.TraceConnectionReuseconnParams,
+) -> None:
+    ctx.trace_request_ctx["reused"] = True
+
+
+_REUSE = aiohttp.TraceConfig()
+_REUSE.on_connection_reuseconn.append(_on_reuse)
+_REUSE.freeze()
 
 
 class PostFailed(Exception):
@@ -36,7 +60,10 @@ class Poster:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:  # created inside the running loop, on first use
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                connector=aiohttp.TCPConnector(
+                    limit=self.max_connections, keepalive_timeout=KEEPALIVE_S
+                ),
+                trace_configs=[_REUSE],
                 headers={"User-Agent": self.user_agent},
                 auto_decompress=False,  # the excerpt we keep is of the bytes sent
                 skip_auto_headers=("Accept-Encoding",),
@@ -54,26 +81,37 @@ class Poster:
     ) -> Answer:
         """POST `body`; the whole exchange ends within `deadline_s` (TimeoutError otherwise)
         and at most `limit` bytes of the answer are read (`truncated` says there was more)."""
-        session = self._open()
+        state: dict[str, bool] = {}  # set by the exchange: "reused", "answered"
         try:
             async with asyncio.timeout(deadline_s):
-                async with session.post(
-                    url, data=body, headers=dict(headers), allow_redirects=False
-                ) as response:
-                    data = await response.content.read(limit + 1)
-                    while len(data) <= limit and not response.content.at_eof():
-                        more = await response.content.read(limit + 1 - len(data))
-                        if not more:
-                            break
-                        data += more
-                    return Answer(
-                        response.status,
-                        httpx.Headers(list(response.raw_headers)),
-                        data[:limit],
-                        truncated=len(data) > limit,
-                    )
+                try:
+                    return await self._exchange(url, body, headers, limit, state)
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                    if not state.get("reused") or state.get("answered"):
+                        raise
+                    return await self._exchange(url, body, headers, limit, {})
         except aiohttp.ClientError as exc:
             raise PostFailed(f"{type(exc).__name__}: {exc}") from None
+
+    async def _exchange(
+        self, url: str, body: bytes, headers: Mapping[str, str], limit: int, state: dict[str, bool]
+    ) -> Answer:
+        async with self._open().post(
+            url, data=body, headers=dict(headers), allow_redirects=False, trace_request_ctx=state
+        ) as response:
+            state["answered"] = True
+            data = await response.content.read(limit + 1)
+            while len(data) <= limit and not response.content.at_eof():
+                more = await response.content.read(limit + 1 - len(data))
+                if not more:
+                    break
+                data += more
+            return Answer(
+                response.status,
+                httpx.Headers(list(response.raw_headers)),
+                data[:limit],
+                truncated=len(data) > limit,
+            )
 
     async def aclose(self) -> None:
         if self._session is not None:
