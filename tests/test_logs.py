@@ -12,17 +12,25 @@ from receiver import logs
 
 
 def test_redactor_masks_sensitive_keys_and_secret_values() -> None:
-    redact = logs.Redactor(["s3cr3t-value", "tok-123456"])
-    out = redact(None, "info", {
+    redact = logs.Redactor(["s3cr3t-value", "tok-123456", 'quo"te\\back'])
+    record = redact(None, "info", {
         "event": "x",
         "api_key": "anything",
         "message": "bad request with s3cr3t-value inside",
         "headers": {"Authorization": "Bearer tok-123456", "X-Other": "fine"},
         "list": ["tok-123456", 3],
+        "nested": [{"token": "deep"}],
+        "tricky": 'a quo"te\\back b',
+        "s3cr3t-value": 1,  # a secret in a key is masked too
     })
-    text = json.dumps(out)
-    assert "s3cr3t-value" not in text and "tok-123456" not in text and "anything" not in text
+    text = redact.render(None, "info", record)
+    out = json.loads(text)
+    for leaked in ("s3cr3t-value", "tok-123456", "anything", "deep", "quo"):
+        assert leaked not in text, leaked
     assert out["headers"]["X-Other"] == "fine" and out["list"][1] == 3
+    assert out["api_key"] == logs.MASK and out["nested"] == [{"token": logs.MASK}]
+    assert out["tricky"] == "a [redacted] b" and out["[redacted]"] == 1
+    assert out["message"] == "bad request with [redacted] inside"
 
 
 def test_configured_logging_writes_redacted_json_for_structlog_and_stdlib() -> None:

@@ -1,8 +1,12 @@
 """Steady stream with fan-out: does delivery keep up? (issue 11)
 
-    .venv/bin/python bench/steady/run.py [--workers 0] [--rates 100,500,750,1000] [--seconds 10]
+    .venv/bin/python bench/steady/run.py [--workers 0 | --delivery-workers K]
+                                         [--rates 100,500,750,1000] [--seconds 10]
+                                         [--database postgresql://...]
 
-For each rate: a fresh `hookyard serve` (or `serve --workers N`) with one rendergrid source and
+For each rate: a fresh `hookyard serve` (or `serve --workers N`, or with --delivery-workers K
+the roles apart: one `serve --no-worker` for HTTP and K `hookyard worker` processes that share
+the delivery work through leased claims) with one rendergrid source and
 three `http` sinks at their DEFAULT settings (concurrency 4, whsec_-signed), every event routed
 to all three; the sink is bench/delivery/sink_app.py (answers 200 at once, records each
 request's path, webhook-id and arrival time). bench/delivery/loadgen.py posts unique signed
@@ -11,14 +15,17 @@ webhooks at RATE/s for SECONDS (open loop, 64 connections). Then it waits for ev
 Reported per rate: webhooks answered 200 (and non-200), deliveries expected (3 per event) and
 arrived, duplicates (a (sink, webhook-id) pair seen twice), the LAG (last arrival minus the end
 of the stream: the target is <= 3 s), and the latency from a webhook's 200 to its delivery's
-arrival (p50, p99). The highest rate whose lag is <= 3 s with nothing missing or doubled is the
-answer to "the highest rate that still holds". Writes bench/steady/results-<workers>.json.
+arrival (p50, p99), and the delivery throughput (deliveries / (last arrival - first 200)). The
+highest rate whose lag is <= 3 s with nothing missing or doubled is the answer to "the highest
+rate that still holds": at that rate the backlog stays flat. Writes
+bench/steady/results-<workers>[-d<K>][-pg].json.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import subprocess
 import sys
@@ -79,8 +86,30 @@ def empty(database: str) -> None:
             conn.execute(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE")
 
 
+@contextlib.contextmanager
+def delivery_workers(count: int, cfg: Path, workdir: Path) -> Any:
+    """`count` `hookyard worker` processes (no HTTP), stopped with SIGTERM at the end."""
+    procs = []
+    try:
+        for i in range(count):
+            with (workdir / f"worker-{i}.log").open("ab") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "receiver.cli", "worker", "--config", str(cfg)],
+                    cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=delivery._env()))
+        yield procs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def one_rate(
-    rate: float, seconds: float, workers: int, sink: str, database: str | None
+    rate: float, seconds: float, workers: int, sink: str, database: str | None,
+    delivery_workers_n: int = 0,
 ) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"hookyard-steady-{int(rate)}-"))
     if database:
@@ -88,10 +117,12 @@ def one_rate(
     cfg = config(workdir, sink, database)
     port = ingest._free_port()
     argv = [sys.executable, "-m", "receiver.cli", "serve", "--config", str(cfg), "--host",
-            "127.0.0.1", "--port", str(port), *(["--workers", str(workers)] if workers else [])]
+            "127.0.0.1", "--port", str(port), *(["--workers", str(workers)] if workers else []),
+            *(["--no-worker"] if delivery_workers_n else [])]
     before = delivery._sink_count(sink)
     with delivery._process(argv, workdir / "hookyard.log", f"http://127.0.0.1:{port}/readyz",
-                           "hookyard", workdir):
+                           "hookyard", workdir), \
+            delivery_workers(delivery_workers_n, cfg, workdir):
         out = workdir / "load.json"
         subprocess.run([sys.executable, str(ROOT / "bench/delivery/loadgen.py"),
                         f"http://127.0.0.1:{port}/hooks/rendergrid", str(cfg), str(rate),
@@ -109,8 +140,11 @@ def one_rate(
     arrivals = [t for _, wid, t in records if wid in ok]
     lag = max(arrivals) - stream_end if arrivals else float("inf")
     lat = matched["latencies"]
+    span = max(arrivals) - min(ok.values()) if arrivals else 0.0
     return {
         "rate": rate, "seconds": seconds, "workers": workers,
+        "delivery_workers": delivery_workers_n,
+        "deliveries_per_s": round(len(arrivals) / span, 1) if span > 0 else None,
         "answered_200": len(ok), "non_200": len(load["results"]) - len(ok),
         "errors": len(load["errors"]), "planned": load["planned"],
         "deliveries_expected": expected, "deliveries_unique": matched["unique"],
@@ -125,22 +159,28 @@ def one_rate(
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--delivery-workers", type=int, default=0,
+                   help="run serve --no-worker plus this many `hookyard worker` processes")
     p.add_argument("--rates", default="100,500,750,1000")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--database", help="a postgresql:// URL (emptied before each rate)")
     args = p.parse_args()
+    if args.workers and args.delivery_workers:
+        p.error("--workers brings its own worker; use --delivery-workers with one web process")
     workdir = Path(tempfile.mkdtemp(prefix="hookyard-steady-sink-"))
     sink_cm, sink = delivery._sink_server(workdir)
     rows = []
     with sink_cm:
         for rate in [float(r) for r in args.rates.split(",")]:
-            row = one_rate(rate, args.seconds, args.workers, sink, args.database)
+            row = one_rate(rate, args.seconds, args.workers, sink, args.database,
+                           args.delivery_workers)
             rows.append(row)
             print(json.dumps(row), flush=True)
     held = [r["rate"] for r in rows if r["holds"]]
     print(f"highest rate that holds (lag <= {LAG_TARGET_S} s, none missing or twice): "
           f"{max(held) if held else 'none'} webhooks/s")
-    tag = f"{args.workers}-pg" if args.database else str(args.workers)
+    tag = str(args.workers) + (f"-d{args.delivery_workers}" if args.delivery_workers else "")
+    tag += "-pg" if args.database else ""
     (HERE / f"results-{tag}.json").write_text(json.dumps(
         {"seconds": args.seconds, "runs": rows}, indent=1))
     return 0
