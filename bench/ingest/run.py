@@ -47,6 +47,7 @@ TOLERANCE_S = 300
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 25.0
 DATABASE = ""  # --database, else the run's own SQLite file
+MODULE = "receiver.cli"  # --module: a what-if launcher instead (bench/ingest/whatif.py)
 WORKERS = 0  # --workers: N web processes for both (hookyard serve --workers N, uvicorn --workers N)
 
 CONFIG = """\
@@ -80,9 +81,10 @@ UVICORN_FLAGS = ["--loop", "auto", "--http", "auto", "--workers", "1", "--no-acc
 
 
 def main() -> int:
-    global WORKERS
+    global WORKERS, MODULE
     args = _parser().parse_args()
     WORKERS = args.workers
+    MODULE = args.module
     wrk = shutil.which("wrk")
     if wrk is None:
         print("run.py: wrk is not installed. On Debian/Ubuntu: sudo apt-get update && "
@@ -183,6 +185,9 @@ def _parser() -> argparse.ArgumentParser:
                    "file in the work dir); the events table should start empty")
     p.add_argument("--workers", type=int, default=0,
                    help="web processes for both servers (default: one process each)")
+    p.add_argument("--module", default="receiver.cli",
+                   help="run hookyard through this module (a what-if launcher such as "
+                   "bench.ingest.whatif) instead of receiver.cli")
     return p
 
 
@@ -362,7 +367,7 @@ def _servers(config: Path, workdir: Path) -> Iterator[tuple[str, str]]:
         hook_log = workdir / "hookyard.log"
         with hook_log.open("ab") as log:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "receiver.cli", "serve", "--config", str(config),
+                [sys.executable, "-m", MODULE, "serve", "--config", str(config),
                  "--host", "127.0.0.1", "--port", str(hook_port),
                  *(["--workers", str(WORKERS)] if WORKERS else [])],
                 cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env))

@@ -1,0 +1,47 @@
+"""What-if launcher (not the normal way to run hookyard): `hookyard serve` with one experiment
+applied before it starts, chosen by environment variables, to measure a design before
+building it. receiver/ is unchanged. Used by `bench/ingest/run.py --module bench.ingest.whatif`
+(and bench/ingest/cpu.py applies the same variables in process).
+
+  WHATIF_INLINE=1       every SQLite store call runs on the event-loop thread (no hop to the
+                        aiosqlite thread, so no GIL hand-offs between the two)
+  WHATIF_SWITCH=0.0005  sys.setswitchinterval (CPython's default is 0.005 s)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+
+def apply() -> list[str]:
+    """Apply the experiments the environment asks for; return their names."""
+    applied = []
+    if os.environ.get("WHATIF_INLINE"):
+        import aiosqlite
+
+        from receiver.store import sqlite as store
+
+        connect = aiosqlite.connect
+
+        def connect_any_thread(*args: Any, **kwargs: Any) -> Any:
+            return connect(*args, check_same_thread=False, **kwargs)
+
+        async def run_inline(db: Any, fn: Any, *args: Any) -> Any:
+            return fn(db._conn, *args)
+
+        store.aiosqlite.connect = connect_any_thread  # type: ignore[assignment]
+        store._run = run_inline  # type: ignore[assignment]
+        applied.append("inline")
+    if os.environ.get("WHATIF_SWITCH"):
+        sys.setswitchinterval(float(os.environ["WHATIF_SWITCH"]))
+        applied.append(f"switch={os.environ['WHATIF_SWITCH']}")
+    return applied
+
+
+if __name__ == "__main__":
+    apply()
+    from receiver.cli import main
+
+    raise SystemExit(main())
