@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+GaugeMode = Literal["mostrecent", "max"]  # the multiprocess modes the gauges below use
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -27,14 +29,20 @@ class Metrics:
     """Every metric hookyard exports."""
 
     def __init__(self, sources: Iterable[str] = ()) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.webhooks = Counter(
+        self.registry = r = CollectorRegistry(auto_describe=True)
+
+        def counter(name: str, doc: str, labels: Sequence[str]) -> Counter:
+            return Counter(name, doc, labels, registry=r)
+
+        def gauge(name: str, doc: str, labels: Sequence[str], mode: GaugeMode) -> Gauge:
+            # mode: how a scrape in multiprocess mode combines the processes' values
+            return Gauge(name, doc, labels, registry=r, multiprocess_mode=mode)
+
+        self.webhooks = counter(
             "hookyard_webhooks",
             "Webhooks received, by source and outcome (new, duplicate, "
             "confirming, rejected) and, for rejections, the error code",
             ["source", "outcome", "reason"],
-            registry=r,
         )
         self.request_seconds = Histogram(
             "hookyard_webhook_request_seconds",
@@ -43,78 +51,71 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.deliveries = Counter(
+        self.deliveries = counter(
             "hookyard_deliveries",
             "Delivery attempts by sink and outcome (delivered, retry, dead)",
             ["sink", "outcome"],
-            registry=r,
         )
         # Read from the store at scrape time: the latest reading wins across processes.
-        self.pending = Gauge(
-            "hookyard_deliveries_pending", "Delivery rows not yet delivered or dead", registry=r,
-            multiprocess_mode="mostrecent",
+        self.pending = gauge(
+            "hookyard_deliveries_pending",
+            "Delivery rows not yet delivered or dead",
+            [],
+            mode="mostrecent",
         )
-        self.oldest_pending = Gauge(
+        self.oldest_pending = gauge(
             "hookyard_oldest_pending_delivery_age_seconds",
             "Age of the oldest pending delivery (0 when none)",
-            registry=r,
-            multiprocess_mode="mostrecent",
+            [],
+            mode="mostrecent",
         )
         # Set by the process that runs the sink (a worker), whenever the breaker changes.
-        self.breaker_open = Gauge(
+        self.breaker_open = gauge(
             "hookyard_sink_circuit_open",
             "1 while a sink's circuit breaker holds its deliveries back",
             ["sink"],
-            registry=r,
-            multiprocess_mode="max",
+            mode="max",
         )
-        self.polls = Counter(
+        self.polls = counter(
             "hookyard_polls",
             "Status polls by provider and answer (running, "
             "done, not_found, or the HTTP status / error class)",
             ["provider", "answer"],
-            registry=r,
         )
-        self.jobs_watched = Gauge(
-            "hookyard_jobs_watched", "Jobs being watched", registry=r,
-            multiprocess_mode="mostrecent",
+        self.jobs_watched = gauge(
+            "hookyard_jobs_watched", "Jobs being watched", [], mode="mostrecent"
         )
-        self.connections_refused = Counter(
+        self.connections_refused = counter(
             "hookyard_connections_refused",
             "Connections closed by the connection cap (reason: full = a new one refused, "
             "idle_evicted = an idle one closed to admit a new one) or by the request timeout "
             "(reason: request_timeout)",
             ["reason"],
-            registry=r,
         )
-        self.pruned = Counter(
+        self.pruned = counter(
             "hookyard_pruned_rows",
             "Rows removed by retention, by table (events, deliveries, attempts, mirrors, jobs)",
             ["table"],
-            registry=r,
         )
-        self.database_bytes = Gauge(
+        self.database_bytes = gauge(
             "hookyard_database_bytes",
             "Size of the store (SQLite: the database file's pages; PostgreSQL: the database)",
-            registry=r,
-            multiprocess_mode="mostrecent",
+            [],
+            mode="mostrecent",
         )
         # The hot path uses pre-bound children: labels() costs a dict lookup and a lock.
-        self._accepted = {
-            s: (
-                self.webhooks.labels(s, "new", ""),
-                self.webhooks.labels(s, "duplicate", ""),
-                self.request_seconds.labels(s),
-            )
-            for s in sources
-        }
+        self._accepted = {s: self._bound(s) for s in sources}
 
-    def webhook_accepted(self, source: str, duplicate: bool, started: float) -> None:
-        new, dup, seconds = self._accepted.get(source) or (
+    def _bound(self, source: str) -> tuple[Counter, Counter, Histogram]:
+        """A source's children: webhooks new, webhooks duplicate, request seconds."""
+        return (
             self.webhooks.labels(source, "new", ""),
             self.webhooks.labels(source, "duplicate", ""),
             self.request_seconds.labels(source),
         )
+
+    def webhook_accepted(self, source: str, duplicate: bool, started: float) -> None:
+        new, dup, seconds = self._accepted.get(source) or self._bound(source)
         (dup if duplicate else new).inc()
         seconds.observe(time.perf_counter() - started)
 

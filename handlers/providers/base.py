@@ -103,6 +103,36 @@ def unrecognized(ctx: WebhookContext, job_id: str | None = None) -> Event:
     )
 
 
+def webhook_event(
+    ctx: WebhookContext, job_id: str | None, status: str | None, **fields: Any
+) -> Event:
+    """The generation event a verified webhook reports (via="webhook"), or, when it names no
+    job or no status word we know, `webhook.unrecognized` (with the job id if it named one)."""
+    if job_id is None or status is None:
+        return unrecognized(ctx, job_id=job_id)
+    return events.generation_event(
+        source=ctx.source,
+        provider=ctx.provider,
+        job_id=job_id,
+        status=status,
+        via="webhook",
+        raw=ctx.payload,
+        **fields,
+    )
+
+
+def webhook_status(
+    word: Any, event_name: str | None, table: Mapping[str, str], prefix: str
+) -> str | None:
+    """Our status for a webhook body: its status `word` when it has one, else the word in the
+    event name `{prefix}{word}`; None for an unknown word or no word at all."""
+    if isinstance(word, str):
+        return table.get(word.strip().lower())
+    if event_name is None or not event_name.startswith(prefix):
+        return None
+    return table.get(event_name.removeprefix(prefix).strip().lower())
+
+
 def as_str(value: Any) -> str | None:
     """A non-empty string, or None for anything else."""
     return value if isinstance(value, str) and value else None
@@ -141,14 +171,21 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def bearer_get(ctx: PollContext, path: str) -> StatusRequest:
-    """`GET {base_url}{path}{job id}` with `Authorization: Bearer`; the key goes nowhere else.
+def keyed_request(
+    path: str, key_header: str = "Authorization", key_prefix: str = "Bearer "
+) -> Callable[[PollContext], StatusRequest]:
+    """A provider's `build_request`: `GET {base_url}{path}{job id}` with the key (after
+    `key_prefix`) in `key_header` and nowhere else; by default `Authorization: Bearer {key}`.
     The job id is one quoted path segment, whatever it contains."""
-    url = f"{ctx.base_url.rstrip('/')}{path}{quote(ctx.job_id, safe='')}"
-    headers = {"Accept": "application/json"}
-    if ctx.api_key:
-        headers["Authorization"] = f"Bearer {ctx.api_key}"
-    return StatusRequest(method="GET", url=url, headers=headers)
+
+    def build_request(ctx: PollContext) -> StatusRequest:
+        url = f"{ctx.base_url.rstrip('/')}{path}{quote(ctx.job_id, safe='')}"
+        headers = {"Accept": "application/json"}
+        if ctx.api_key:
+            headers[key_header] = f"{key_prefix}{ctx.api_key}"
+        return StatusRequest(method="GET", url=url, headers=headers)
+
+    return build_request
 
 
 MAX_WORD = 100  # the longest provider text kept as a PollAnswer status (it lands in the job row)
@@ -197,3 +234,57 @@ def finished(ctx: PollContext, status: str, word: str, answer: Any, **fields: An
         **fields,
     )
     return PollAnswer(DONE, event=event, status=word[:MAX_WORD])
+
+
+def _whole(answer: dict[str, Any]) -> Mapping[str, Any]:
+    return answer
+
+
+def first_text(*values: Any) -> str | None:
+    """The first non-empty string among `values`, cut to MAX_WORD; None when there is none."""
+    for value in values:
+        text = as_str(value)
+        if text is not None:
+            return text[:MAX_WORD]
+    return None
+
+
+def word_reader(
+    statuses: Mapping[str, str],
+    not_found_text: Callable[[dict[str, Any] | None], str | None],
+    fields: Callable[[Mapping[str, Any], str], Mapping[str, Any]],
+    *,
+    key: str = "status",
+    missing: str = "status word",
+    record: Callable[[dict[str, Any]], Mapping[str, Any]] = _whole,
+) -> Callable[[PollContext, int, bytes], PollAnswer]:
+    """A provider's `parse_answer` for status answers whose record (`record(answer)`, else the
+    whole answer) carries one status word under `key`, read through its `statuses` table: a 404
+    or junk as `read_answer` says; a running or unknown word, or none ("unreadable: no
+    {missing}"), `running` (the scheduler's deadline ends a job stuck on it); a terminal word
+    `done`, with the event fields `fields(record, our status)` gives. Never raises."""
+
+    def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
+        answer = read_answer(status_code, body, not_found_text)
+        if isinstance(answer, PollAnswer):
+            return answer
+        found = record(answer)
+        status = terminal_status(found.get(key), statuses, missing)
+        if isinstance(status, PollAnswer):
+            return status
+        return finished(ctx, status, found[key], answer, **fields(found, status))
+
+    return parse_answer
+
+
+def polled_only(name: str, poll: Poll) -> Provider:
+    """A provider that sends no webhooks and signs nothing: its sources have no /hooks URL
+    (no signature preset), polling is the only way to learn an outcome, and anything posted
+    to one is kept as `webhook.unrecognized`."""
+    return Provider(
+        name=name,
+        signature_preset=None,
+        parse_webhook=unrecognized,
+        poll=poll,
+        pushes_webhooks=False,
+    )

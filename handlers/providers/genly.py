@@ -4,8 +4,9 @@ Docs: the "ReRender API" page (kept as shared/providers/004_*.txt; facts it leav
 shared/providers/README.md). Its curl examples use the host `rerender.genly.ai` instead: a
 source that needs it sets `base_url`.
 
-No webhooks and no signing: a Genly source has no /hooks URL (`signature_preset=None`,
-`pushes_webhooks=False`); anything posted to one is stored as `webhook.unrecognized`.
+No webhooks and no signing: a Genly source has no /hooks URL (`base.polled_only`: no
+signature preset, `pushes_webhooks=False`); anything posted to one is stored as
+`webhook.unrecognized`.
 
     POST /api/workflows/{workflow_id}   Authorization: Bearer … → {render_id}
     GET  /api/renders/{render_id}       {_id, workflow_id, inputs[], outputs[], phase,
@@ -23,15 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.providers import base
-from handlers.providers.base import (
-    Poll,
-    PollAnswer,
-    PollContext,
-    Provider,
-    StatusRequest,
-    WebhookContext,
-)
-from receiver.core import events
+from handlers.providers.base import Poll
 
 BASE_URL = "https://genly.ai"
 
@@ -47,39 +40,20 @@ PHASES: Mapping[str, str] = MappingProxyType(
 )
 
 
-def parse_webhook(ctx: WebhookContext) -> events.Event:
-    """Genly sends no webhooks: whatever arrives is kept as `webhook.unrecognized`."""
-    return base.unrecognized(ctx)
-
-
-def build_request(ctx: PollContext) -> StatusRequest:
-    """`GET {base}/api/renders/{id}`; the key goes in the Authorization header and nowhere else."""
-    return base.bearer_get(ctx, "/api/renders/")
-
-
-def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
-    """A render's `phase`; junk is `running` (retried until the deadline), never raised."""
-    answer = base.read_answer(status_code, body, _error_text)
-    if isinstance(answer, PollAnswer):
-        return answer
-    status = base.terminal_status(answer.get("phase"), PHASES, "phase")
-    if isinstance(status, PollAnswer):
-        return status  # pending, processing, or a word we do not know
-    return base.finished(
-        ctx,
-        status,
-        answer["phase"],
-        answer,
-        outputs=_cover_sources(answer.get("outputs")),
-        error=None if status == "completed" else _error_text(answer),
-    )
-
-
 def job_id_of(payload: Any) -> str | None:
     """Genly posts nothing; a relayed answer names `render_id` (create) or `_id` (status)."""
     if not isinstance(payload, dict):
         return None
     return base.as_str(payload.get("render_id")) or base.as_str(payload.get("_id"))
+
+
+def _fields(answer: Mapping[str, Any], status: str) -> dict[str, Any]:
+    """A finished render's images (`outputs[].cover_src`), and its error text unless it
+    completed."""
+    return {
+        "outputs": _cover_sources(answer.get("outputs")),
+        "error": None if status == "completed" else _error_text(answer),
+    }
 
 
 def _cover_sources(outputs: Any) -> list[str]:
@@ -94,31 +68,22 @@ def _error_text(answer: Mapping[str, Any] | None) -> str | None:
         return None
     misc = answer.get("misc")
     places = [answer, misc] if isinstance(misc, dict) else [answer]
-    for place in places:
-        for key in ("error", "message"):
-            text = base.as_str(place.get(key))
-            if text is not None:
-                return text[: base.MAX_WORD]
-    return None
+    return base.first_text(*[place.get(key) for place in places for key in ("error", "message")])
 
+
+# `GET {base}/api/renders/{id}`; the key goes in the Authorization header and nowhere else.
+build_request = base.keyed_request("/api/renders/")
+
+# A render's `phase`: pending, processing or a word we do not know is running; junk is
+# `running` too (retried until the deadline), never raised.
+parse_answer = base.word_reader(PHASES, _error_text, _fields, key="phase", missing="phase")
 
 POLL = Poll(
-    base_url=BASE_URL,
-    build_request=build_request,
-    parse_answer=parse_answer,
-    job_id_of=job_id_of,
+    BASE_URL, build_request, parse_answer, job_id_of,
     # A ReRender run is a diffusion workflow of 1-4 images (tens of seconds) and no limit is
-    # published: first look after 10 s, back off to at most 30 s between looks.
-    first_delay_s=10.0,
-    max_interval_s=30.0,
-    min_interval_s=0.0,
-    rate_per_min=None,  # not published; not guessed
-)
+    # published: first look after 10 s, back off to at most 30 s between looks. No rate limit
+    # or minimum interval is published, so none is guessed (the defaults: none).
+    first_delay_s=10.0, max_interval_s=30.0,
+)  # fmt: skip
 
-PROVIDER = Provider(
-    name="genly",
-    signature_preset=None,
-    parse_webhook=parse_webhook,
-    poll=POLL,
-    pushes_webhooks=False,
-)
+PROVIDER = base.polled_only("genly", POLL)

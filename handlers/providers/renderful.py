@@ -33,15 +33,7 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.providers import base
-from handlers.providers.base import (
-    Poll,
-    PollAnswer,
-    PollContext,
-    Provider,
-    StatusRequest,
-    WebhookContext,
-)
-from receiver.core import events
+from handlers.providers.base import Poll, Provider, WebhookContext
 from receiver.core.events import Event
 
 # No "header": it is per account (see the docstring), so the source must name it.
@@ -72,22 +64,9 @@ def parse_webhook(ctx: WebhookContext) -> Event:
     """A verified Renderful body as an event; bodies it cannot read become unrecognized."""
     payload = ctx.payload if isinstance(ctx.payload, dict) else {}
     record = _record(payload)
-    job_id = base.as_str(record.get("id"))
-    status = _status(record, base.as_str(payload.get("event")))
-    if job_id is None or status is None:
-        return base.unrecognized(ctx, job_id=job_id)
-    return events.generation_event(
-        source=ctx.source,
-        provider=ctx.provider,
-        job_id=job_id,
-        status=status,
-        via="webhook",
-        raw=ctx.payload,
-        outputs=base.url_list(record.get("outputs"), record.get("output")),
-        error=base.as_str(record.get("error")),
-        cost=base.as_float(record.get("cost")),
-        model=base.as_str(record.get("model")),
-    )
+    word, event_name = record.get("status"), base.as_str(payload.get("event"))
+    status = base.webhook_status(word, event_name, STATUSES, EVENT_PREFIX)
+    return base.webhook_event(ctx, base.as_str(record.get("id")), status, **_fields(record))
 
 
 def _record(payload: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -96,45 +75,20 @@ def _record(payload: Mapping[str, Any]) -> Mapping[str, Any]:
     return data if isinstance(data, dict) else payload
 
 
-def _status(record: Mapping[str, Any], event_name: str | None) -> str | None:
-    """The record's `status` when it has one, else the word in `generation.<status>`."""
-    word = record.get("status")
-    if isinstance(word, str):
-        return STATUSES.get(word.strip().lower())
-    if event_name is None or not event_name.startswith(EVENT_PREFIX):
-        return None
-    return STATUSES.get(event_name.removeprefix(EVENT_PREFIX).strip().lower())
+def _fields(record: Mapping[str, Any], status: str = "") -> dict[str, Any]:
+    """A generation's results (`outputs` and/or `output`), error, cost and model, read the same
+    from a webhook and a status answer (the status does not matter)."""
+    return {
+        "outputs": base.url_list(record.get("outputs"), record.get("output")),
+        "error": base.as_str(record.get("error")),
+        "cost": base.as_float(record.get("cost")),
+        "model": base.as_str(record.get("model")),
+    }
 
 
 # --- Polling ------------------------------------------------------------------------------------
 
 BASE_URL = "https://api.renderful.ai/api/v1"
-
-
-def build_request(ctx: PollContext) -> StatusRequest:
-    """`GET {base}/generations/{id}`; the key goes in the Authorization header and nowhere else."""
-    return base.bearer_get(ctx, "/generations/")
-
-
-def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
-    """A generation's status answer; junk is `running` (retried until the deadline), not raised."""
-    answer = base.read_answer(status_code, body, _error_word)
-    if isinstance(answer, PollAnswer):
-        return answer
-    record = _record(answer)
-    status = base.terminal_status(record.get("status"), STATUSES)
-    if isinstance(status, PollAnswer):
-        return status  # queued, processing, or unknown
-    return base.finished(
-        ctx,
-        status,
-        record["status"],
-        answer,
-        outputs=base.url_list(record.get("outputs"), record.get("output")),
-        error=base.as_str(record.get("error")),
-        cost=base.as_float(record.get("cost")),
-        model=base.as_str(record.get("model")),
-    )
 
 
 def job_id_of(payload: Any) -> str | None:
@@ -144,27 +98,23 @@ def job_id_of(payload: Any) -> str | None:
 
 def _error_word(answer: Mapping[str, Any] | None) -> str | None:
     """The `error` of Renderful's `{error, message}` error body."""
-    found = base.as_str(answer.get("error")) if answer is not None else None
-    return found[: base.MAX_WORD] if found else None
+    return base.first_text(answer.get("error")) if answer is not None else None
 
+
+# `GET {base}/generations/{id}`; the key goes in the Authorization header and nowhere else.
+build_request = base.keyed_request("/generations/")
+
+# A generation's status answer (flat, or the webhook envelope's `data`): queued, processing
+# or an unknown word is running; junk is `running` too (retried until the deadline), not raised.
+parse_answer = base.word_reader(STATUSES, _error_word, _fields, record=_record)
 
 POLL = Poll(
-    base_url=BASE_URL,
-    build_request=build_request,
-    parse_answer=parse_answer,
-    job_id_of=job_id_of,
+    BASE_URL, build_request, parse_answer, job_id_of,
     # The recorded generations took 45-80 s. No published limit, so stay polite: first look
-    # after 10 s, then back off to at most 30 s between looks.
-    first_delay_s=10.0,
-    max_interval_s=30.0,
-    min_interval_s=0.0,
-    rate_per_min=None,  # not published; not guessed
-)
+    # after 10 s, then back off to at most 30 s between looks. No rate limit is published, so
+    # none is guessed (the defaults: none).
+    first_delay_s=10.0, max_interval_s=30.0,
+)  # fmt: skip
 
-PROVIDER = Provider(
-    name="renderful",
-    signature_preset=SIGNATURE_PRESET,
-    parse_webhook=parse_webhook,
-    poll=POLL,
-    pushes_webhooks=True,
-)
+# name, signature preset, webhook reader, polling
+PROVIDER = Provider("renderful", SIGNATURE_PRESET, parse_webhook, POLL)

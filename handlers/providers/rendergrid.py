@@ -28,15 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.providers import base
-from handlers.providers.base import (
-    Poll,
-    PollAnswer,
-    PollContext,
-    Provider,
-    StatusRequest,
-    WebhookContext,
-)
-from receiver.core import events
+from handlers.providers.base import Poll, Provider, WebhookContext
 from receiver.core.events import Event
 
 SIGNATURE_PRESET: Mapping[str, Any] = MappingProxyType(
@@ -66,41 +58,25 @@ EVENT_HEADER = "X-Webhook-Event"
 
 
 def parse_webhook(ctx: WebhookContext) -> Event:
-    """A verified Rendergrid webhook as an event; bodies it cannot read become unrecognized."""
+    """A verified Rendergrid webhook as an event; bodies it cannot read become unrecognized.
+    With no `status`, the status word is read from the event name (body, then header)."""
     body = ctx.payload if isinstance(ctx.payload, dict) else {}
-    job_id = base.as_str(body.get("id"))
-    status = _status(body, ctx.headers)
-    if job_id is None or status is None:
-        return base.unrecognized(ctx, job_id=job_id)
+    event_name = base.as_str(body.get("event")) or _header(ctx.headers, EVENT_HEADER)
+    status = base.webhook_status(body.get("status"), event_name, STATUSES, EVENT_PREFIX)
     # The idempotency key is `{source}:{job_id}:{status}` (events.generation_event): Rendergrid
     # says to dedupe on (creation id, event). X-Webhook-Delivery-ID is deliberately NOT used:
     # it changes on every delivery attempt, so keying on it would store each retry again.
-    return events.generation_event(
-        source=ctx.source,
-        provider=ctx.provider,
-        job_id=job_id,
-        status=status,
-        via="webhook",
-        raw=ctx.payload,
-        outputs=base.url_list(body.get("result_urls")),
-        error=_error_text(body.get("error")),
-        cost=base.as_float(body.get("cost")),
-    )
+    return base.webhook_event(ctx, base.as_str(body.get("id")), status, **_fields(body))
 
 
-def _status(body: Mapping[str, Any], headers: Mapping[str, str]) -> str | None:
-    """The body's `status` when it has one, else the word in the event name (body, then header)."""
-    word = body.get("status")
-    if isinstance(word, str):
-        return STATUSES.get(word.strip().lower())
-    name = base.as_str(body.get("event")) or _header(headers, EVENT_HEADER)
-    return _status_of_event(name)
-
-
-def _status_of_event(name: str | None) -> str | None:
-    if name is None or not name.startswith(EVENT_PREFIX):
-        return None
-    return STATUSES.get(name.removeprefix(EVENT_PREFIX).strip().lower())
+def _fields(body: Mapping[str, Any], status: str = "") -> dict[str, Any]:
+    """A creation's `result_urls`, error and cost, read the same from a webhook and a status
+    answer (the status does not matter)."""
+    return {
+        "outputs": base.url_list(body.get("result_urls")),
+        "error": _error_text(body.get("error")),
+        "cost": base.as_float(body.get("cost")),
+    }
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -125,30 +101,6 @@ BASE_URL = "https://api.rendergrid.io/api/public/v1"
 NOT_FOUND_CODE = "ERR_NOT_FOUND"
 
 
-def build_request(ctx: PollContext) -> StatusRequest:
-    """`GET {base}/creations/{id}`; the key goes in the Authorization header and nowhere else."""
-    return base.bearer_get(ctx, "/creations/")
-
-
-def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
-    """A creation's status answer; junk is `running` (retried until the deadline), never raised."""
-    answer = base.read_answer(status_code, body, _error_code)
-    if isinstance(answer, PollAnswer):
-        return answer
-    status = base.terminal_status(answer.get("status"), STATUSES)
-    if isinstance(status, PollAnswer):
-        return status  # queued, processing, or unknown
-    return base.finished(
-        ctx,
-        status,
-        answer["status"],
-        answer,
-        outputs=base.url_list(answer.get("result_urls")),
-        error=_error_text(answer.get("error")),
-        cost=base.as_float(answer.get("cost")),
-    )
-
-
 def job_id_of(payload: Any) -> str | None:
     """The creation a webhook body is about: its `id`."""
     return base.as_str(payload.get("id")) if isinstance(payload, dict) else None
@@ -160,28 +112,25 @@ def _error_code(answer: Mapping[str, Any] | None) -> str | None:
         return None
     error = answer.get("error")
     code = error.get("code") if isinstance(error, dict) else error
-    found = base.as_str(code) or base.as_str(answer.get("code"))
-    return found[: base.MAX_WORD] if found else None
+    return base.first_text(code, answer.get("code"))
 
+
+# `GET {base}/creations/{id}`; the key goes in the Authorization header and nowhere else.
+build_request = base.keyed_request("/creations/")
+
+# A creation's status answer (only `{id, status}` while running): queued, processing or an
+# unknown word is running; junk is `running` too (retried until the deadline), never raised.
+parse_answer = base.word_reader(STATUSES, _error_code, _fields)
 
 POLL = Poll(
-    base_url=BASE_URL,
-    build_request=build_request,
-    parse_answer=parse_answer,
-    job_id_of=job_id_of,
+    BASE_URL, build_request, parse_answer, job_id_of,
     # Polling is only the safety net here (the webhook usually wins), and the 120/min key budget
     # is shared by every watched creation: start after 10 s and back off to 30 s, so a few
     # dozen jobs in flight stay well inside it.
-    first_delay_s=10.0,
-    max_interval_s=30.0,
+    first_delay_s=10.0, max_interval_s=30.0,
     min_interval_s=5.0,  # "poll at most once every 5 seconds per creation"; faster is 429
     rate_per_min=120.0,  # per key, fixed 60 s window
-)
+)  # fmt: skip
 
-PROVIDER = Provider(
-    name="rendergrid",
-    signature_preset=SIGNATURE_PRESET,
-    parse_webhook=parse_webhook,
-    poll=POLL,
-    pushes_webhooks=True,
-)
+# name, signature preset, webhook reader, polling
+PROVIDER = Provider("rendergrid", SIGNATURE_PRESET, parse_webhook, POLL)

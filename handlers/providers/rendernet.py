@@ -3,8 +3,9 @@
 Docs: the RenderNet public API reference (one page kept as shared/providers/002_*.txt; the
 status API is summarised in shared/providers/README.md).
 
-No webhooks and no signing: a RenderNet source has no /hooks URL (`signature_preset=None`,
-`pushes_webhooks=False`); anything posted to one is stored as `webhook.unrecognized`.
+No webhooks and no signing: a RenderNet source has no /hooks URL (`base.polled_only`: no
+signature preset, `pushes_webhooks=False`); anything posted to one is stored as
+`webhook.unrecognized`.
 
 Auth: header `X-API-KEY: <key>`. Every response is an envelope `{data, err}` (the reference
 page calls the error member `error`; both names are read).
@@ -32,19 +33,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import quote
 
 from handlers.providers import base
 from handlers.providers.base import (
-    DONE,
     NOT_FOUND,
     RUNNING,
     Poll,
     PollAnswer,
     PollContext,
-    Provider,
-    StatusRequest,
-    WebhookContext,
 )
 from receiver.core import events
 
@@ -65,18 +61,8 @@ MEDIA_STATUSES: Mapping[str, str] = MappingProxyType(
 NOT_FOUND_MARKERS = ("not found", "not_found", "notfound", "does not exist", "doesn't exist")
 
 
-def parse_webhook(ctx: WebhookContext) -> events.Event:
-    """RenderNet sends no webhooks: whatever arrives is kept as `webhook.unrecognized`."""
-    return base.unrecognized(ctx)
-
-
-def build_request(ctx: PollContext) -> StatusRequest:
-    """`GET {base}/pub/v1/generations/{id}`; the key goes in `X-API-KEY` and nowhere else."""
-    url = f"{ctx.base_url.rstrip('/')}/pub/v1/generations/{quote(ctx.job_id, safe='')}"
-    headers = {"Accept": "application/json"}
-    if ctx.api_key:
-        headers["X-API-KEY"] = ctx.api_key
-    return StatusRequest(method="GET", url=url, headers=headers)
+# `GET {base}/pub/v1/generations/{id}`; the key goes in `X-API-KEY` and nowhere else.
+build_request = base.keyed_request("/pub/v1/generations/", "X-API-KEY", "")
 
 
 def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
@@ -116,18 +102,14 @@ def _batch(
     pairs = zip(media, ours, strict=True)
     outputs = base.url_list(*[_media_url(item) for item, status in pairs if status == "completed"])
     succeeded = ours.count("completed")
-    event = events.generation_event(
-        source=ctx.source,
-        provider=ctx.provider,
-        job_id=ctx.job_id,
-        status="completed" if succeeded else "failed",
-        via="poll",
-        raw=answer,
+    return base.finished(
+        ctx,
+        "completed" if succeeded else "failed",
+        summary,  # already cut to MAX_WORD
+        answer,
         outputs=outputs,
         error=_failure_text(words) if succeeded < len(ours) else None,
-        metadata=ctx.metadata,
     )
-    return PollAnswer(DONE, event=event, status=summary)
 
 
 def _without_data(answer: Mapping[str, Any]) -> PollAnswer:
@@ -175,22 +157,11 @@ def _err_text(answer: Mapping[str, Any] | None) -> str | None:
 
 
 POLL = Poll(
-    base_url=BASE_URL,
-    build_request=build_request,
-    parse_answer=parse_answer,
-    job_id_of=job_id_of,
+    BASE_URL, build_request, parse_answer, job_id_of,
     # Image batches take tens of seconds and no limit is published: first look after 10 s,
-    # then back off to at most 30 s so a finished batch is seen within half a minute.
-    first_delay_s=10.0,
-    max_interval_s=30.0,
-    min_interval_s=0.0,
-    rate_per_min=None,  # not published; not guessed
-)
+    # then back off to at most 30 s so a finished batch is seen within half a minute. No rate
+    # limit or minimum interval is published, so none is guessed (the defaults: none).
+    first_delay_s=10.0, max_interval_s=30.0,
+)  # fmt: skip
 
-PROVIDER = Provider(
-    name="rendernet",
-    signature_preset=None,
-    parse_webhook=parse_webhook,
-    poll=POLL,
-    pushes_webhooks=False,
-)
+PROVIDER = base.polled_only("rendernet", POLL)

@@ -3,8 +3,9 @@
 Docs: "AI Image Generate API" (kept as shared/providers/003_*.txt; facts it leaves out are in
 shared/providers/README.md).
 
-No webhooks and no signing: a RevidAPI source has no /hooks URL (`signature_preset=None`,
-`pushes_webhooks=False`); anything posted to one is stored as `webhook.unrecognized`.
+No webhooks and no signing: a RevidAPI source has no /hooks URL (`base.polled_only`: no
+signature preset, `pushes_webhooks=False`); anything posted to one is stored as
+`webhook.unrecognized`.
 
     POST /v1/image/generate   multipart form → {job_id}; jobs typically take 45-60 s
     GET  /v1/jobs/{job_id}    Authorization: Bearer sk_live_… →
@@ -26,15 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 from handlers.providers import base
-from handlers.providers.base import (
-    Poll,
-    PollAnswer,
-    PollContext,
-    Provider,
-    StatusRequest,
-    WebhookContext,
-)
-from receiver.core import events
+from handlers.providers.base import Poll
 
 BASE_URL = "https://ai.revidapi.com"
 
@@ -49,38 +42,16 @@ STATUSES: Mapping[str, str] = MappingProxyType(
 )
 
 
-def parse_webhook(ctx: WebhookContext) -> events.Event:
-    """RevidAPI sends no webhooks: whatever arrives is kept as `webhook.unrecognized`."""
-    return base.unrecognized(ctx)
-
-
-def build_request(ctx: PollContext) -> StatusRequest:
-    """`GET {base}/v1/jobs/{job_id}`; the key goes in the Authorization header and nowhere else."""
-    return base.bearer_get(ctx, "/v1/jobs/")
-
-
-def parse_answer(ctx: PollContext, status_code: int, body: bytes) -> PollAnswer:
-    """A job's `{status, result}`; junk is `running` (retried until the deadline), never raised."""
-    answer = base.read_answer(status_code, body, _error_text)
-    if isinstance(answer, PollAnswer):
-        return answer
-    status = base.terminal_status(answer.get("status"), STATUSES)
-    if isinstance(status, PollAnswer):
-        return status  # processing, or a word we do not know (the deadline ends it)
-    completed = status == "completed"
-    return base.finished(
-        ctx,
-        status,
-        answer["status"],
-        answer,
-        outputs=base.url_list(answer.get("result")) if completed else (),
-        error=None if completed else _error_text(answer),
-    )
-
-
 def job_id_of(payload: Any) -> str | None:
     """RevidAPI posts nothing; a relayed create answer names `job_id`."""
     return base.as_str(payload.get("job_id")) if isinstance(payload, dict) else None
+
+
+def _fields(answer: Mapping[str, Any], status: str) -> dict[str, Any]:
+    """A completed job's `result` URL; a failed one's error text."""
+    if status == "completed":
+        return {"outputs": base.url_list(answer.get("result")), "error": None}
+    return {"outputs": (), "error": _error_text(answer)}
 
 
 def _error_text(answer: Mapping[str, Any] | None) -> str | None:
@@ -88,33 +59,25 @@ def _error_text(answer: Mapping[str, Any] | None) -> str | None:
     their `message` or `code`. The failure and error shapes are undocumented, so all are tried."""
     if answer is None:
         return None
-    for key in ("error", "message", "result"):
-        value = answer.get(key)
-        if isinstance(value, dict):
-            value = value.get("message") or value.get("code")
-        text = base.as_str(value)
-        if text is not None:
-            return text[: base.MAX_WORD]
-    return None
+    values = [answer.get(key) for key in ("error", "message", "result")]
+    return base.first_text(
+        *[v.get("message") or v.get("code") if isinstance(v, dict) else v for v in values]
+    )
 
+
+# `GET {base}/v1/jobs/{job_id}`; the key goes in the Authorization header and nowhere else.
+build_request = base.keyed_request("/v1/jobs/")
+
+# A job's `{status, result}`: processing, or a word we do not know, is running (the deadline
+# ends it); junk is `running` too (retried until the deadline), never raised.
+parse_answer = base.word_reader(STATUSES, _error_text, _fields)
 
 POLL = Poll(
-    base_url=BASE_URL,
-    build_request=build_request,
-    parse_answer=parse_answer,
-    job_id_of=job_id_of,
+    BASE_URL, build_request, parse_answer, job_id_of,
     # Jobs typically take 45-60 s: a first look at 30 s is rarely wasted, and capping the
     # back-off at 15 s sees the result within 15 s of it landing. 1000/min leaves room for that.
-    first_delay_s=30.0,
-    max_interval_s=15.0,
-    min_interval_s=0.0,
+    first_delay_s=30.0, max_interval_s=15.0,
     rate_per_min=1000.0,  # per key (429 above it)
-)
+)  # fmt: skip
 
-PROVIDER = Provider(
-    name="revid",
-    signature_preset=None,
-    parse_webhook=parse_webhook,
-    poll=POLL,
-    pushes_webhooks=False,
-)
+PROVIDER = base.polled_only("revid", POLL)

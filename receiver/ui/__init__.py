@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.service import Service
-from receiver.ui.pages import Ui
+from receiver.ui.pages import Page, Ui
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -34,28 +34,39 @@ def routes(service: Service) -> list[BaseRoute]:
     if not token:
         return [Route("/ui{rest:path}", _off, methods=["GET", "POST"])]
     ui = Ui(service, token)
-    get, post = "GET", "POST"
-    pages: list[tuple[str, str, Endpoint]] = [
-        (get, "/ui", _to_events),
-        (get, "/ui/", _to_events),
-        (get, "/ui/login", ui.login_form),
-        (post, "/ui/login", ui.login),
-        (post, "/ui/logout", ui.action(ui.logout)),
-        (get, "/ui/events", ui.page(ui.events)),
-        (get, "/ui/events/rows", ui.page(ui.event_rows)),
-        (get, "/ui/events/{event_id}", ui.page(ui.event)),
-        (post, "/ui/events/{event_id}/replay", ui.action(ui.replay_event)),
-        (post, "/ui/deliveries/{delivery_id}/retry", ui.action(ui.retry)),
-        (get, "/ui/sinks", ui.page(ui.sinks)),
-        (get, "/ui/sinks/{sink}", ui.page(ui.sink)),
-        (get, "/ui/sinks/{sink}/replay-dead", ui.page(ui.replay_dead_form)),
-        (post, "/ui/sinks/{sink}/replay-dead", ui.action(ui.replay_dead)),
-        (get, "/ui/jobs", ui.page(ui.jobs)),
-        (post, "/ui/jobs", ui.action(ui.watch)),
-    ]
+    # Each path's (GET, POST) endpoints; None where it answers no such method. The signed-in
+    # ones are wrapped once below: a GET is a page (others go to the sign-in form), a POST an
+    # action (session, same origin and CSRF token). Order matters: /ui/events/rows before
+    # /ui/events/{event_id}.
+    public: dict[str, tuple[Endpoint | None, Endpoint | None]] = {
+        "/ui": (_to_events, None),
+        "/ui/": (_to_events, None),
+        "/ui/login": (ui.login_form, ui.login),
+    }
+    signed_in: dict[str, tuple[Page | None, Page | None]] = {
+        "/ui/logout": (None, ui.logout),
+        "/ui/events": (ui.events, None),
+        "/ui/events/rows": (ui.event_rows, None),
+        "/ui/events/{event_id}": (ui.event, None),
+        "/ui/events/{event_id}/replay": (None, ui.replay_event),
+        "/ui/deliveries/{delivery_id}/retry": (None, ui.retry),
+        "/ui/sinks": (ui.sinks, None),
+        "/ui/sinks/{sink}": (ui.sink, None),
+        "/ui/sinks/{sink}/replay-dead": (ui.replay_dead_form, ui.replay_dead),
+        "/ui/jobs": (ui.jobs, ui.watch),
+    }
+    guarded = {
+        path: (ui.page(get) if get else None, ui.action(post) if post else None)
+        for path, (get, post) in signed_in.items()
+    }
     static = StaticFiles(packages=[("receiver.ui", "static")])
     return [
-        *(Route(path, _Secured(endpoint), methods=[method]) for method, path, endpoint in pages),
+        *(
+            Route(path, _Secured(endpoint), methods=[method])
+            for path, endpoints in (public | guarded).items()
+            for method, endpoint in zip(("GET", "POST"), endpoints, strict=True)
+            if endpoint is not None
+        ),
         Mount("/ui/static", app=_Secured(static, cache="no-cache")),
     ]
 

@@ -133,18 +133,25 @@ class Ui:
             ctx = self.ctx(request)
             if ctx is None:
                 return self.refuse(request, "You are not signed in (or the session expired).")
-            if not same_origin(request):
-                return self.refuse(request, "This form was sent from another site.")
-            try:
-                form = await read_form(request)
-            except HookyardError as exc:
-                return self.error(request, exc, ctx)
+            form = await self.posted_form(request, ctx)
+            if isinstance(form, Response):
+                return form
             if not self.sessions.csrf_ok(ctx.session, form.get("csrf")):
                 return self.refuse(request, "The form's security token does not match.")
             request.state.form = form
             return await self.answer(request, ctx, handler)
 
         return guarded
+
+    async def posted_form(self, request: Request, ctx: Ctx | None) -> dict[str, str] | Response:
+        """A POST's form, or the answer that turns it away: 403 when it was sent from another
+        site, the error page when the body is not a readable form."""
+        if not same_origin(request):
+            return self.refuse(request, "This form was sent from another site.")
+        try:
+            return await read_form(request)
+        except HookyardError as exc:
+            return self.error(request, exc, ctx)
 
     async def answer(self, request: Request, ctx: Ctx, handler: Page) -> Response:
         try:
@@ -178,12 +185,9 @@ class Ui:
         return self.render(request, "login.html", next=target, error=None)
 
     async def login(self, request: Request) -> Response:
-        if not same_origin(request):
-            return self.refuse(request, "This form was sent from another site.")
-        try:
-            form = await read_form(request)
-        except HookyardError as exc:
-            return self.error(request, exc, None)
+        form = await self.posted_form(request, None)
+        if isinstance(form, Response):
+            return form
         target = _next(form.get("next"))
         if not self.sessions.token_matches(form.get("token", "")):
             log.warning("ui.sign_in_failed", client=request.client.host if request.client else None)
