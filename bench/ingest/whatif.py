@@ -6,6 +6,9 @@ building it. receiver/ is unchanged. Used by `bench/ingest/run.py --module bench
   WHATIF_INLINE=1       every SQLite store call runs on the event-loop thread (no hop to the
                         aiosqlite thread, so no GIL hand-offs between the two)
   WHATIF_SWITCH=0.0005  sys.setswitchinterval (CPython's default is 0.005 s)
+  WHATIF_DROP_INDEXES=events_job,events_type
+                        these indexes are dropped once the SQLite store has opened (fewer
+                        index pages written per event; queries that used them get slower)
 """
 
 from __future__ import annotations
@@ -34,6 +37,22 @@ def apply() -> list[str]:
         store.aiosqlite.connect = connect_any_thread  # type: ignore[assignment]
         store._run = run_inline  # type: ignore[assignment]
         applied.append("inline")
+    if os.environ.get("WHATIF_DROP_INDEXES"):
+        from receiver.store.sqlite import SqliteStore
+
+        names = os.environ["WHATIF_DROP_INDEXES"].split(",")
+        opened = SqliteStore.open
+
+        def drop(conn: Any) -> None:
+            for name in names:
+                conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+        async def open_then_drop(self: Any) -> None:
+            await opened(self)
+            await self._write(drop)
+
+        SqliteStore.open = open_then_drop  # type: ignore[method-assign]
+        applied.append(f"drop {','.join(names)}")
     if os.environ.get("WHATIF_SWITCH"):
         sys.setswitchinterval(float(os.environ["WHATIF_SWITCH"]))
         applied.append(f"switch={os.environ['WHATIF_SWITCH']}")
