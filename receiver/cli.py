@@ -27,6 +27,7 @@ from receiver import __version__, logs, poller, replay, settings
 from receiver.core import jsonx, masking, signing
 from receiver.core.errors import ConfigError, RequestError
 from receiver.openapi import MAX_DEADLINE_S, MAX_PAGE
+from receiver.progress import Progress
 from receiver.router import Router
 from receiver.store import (
     DELIVERY_STATUSES,
@@ -636,8 +637,10 @@ async def _replay_bulk(
             return 0
         if plan.deliveries > CONFIRM_OVER and not yes and not _confirm(plan):
             return 1
-        bar = ProgressBar(plan.deliveries)
-        done = await replayer.run(scope, bar.update)
+        bar = Progress("replay")
+        done = await replayer.run(
+            scope, lambda sent, _: bar.update(sent, plan.deliveries, "deliveries queued")
+        )
         bar.finish()
     _report(done, as_json)
     return 0
@@ -678,29 +681,6 @@ def _report(counts: replay.Counts, as_json: bool) -> None:
             f"replayed {counts.deliveries} deliveries of {counts.events} events; the sink "
             "runners send them at each sink's pace"
         )
-
-
-class ProgressBar:
-    """Replay progress on stderr: a bar redrawn in place on a terminal, a line per step else."""
-
-    WIDTH = 30
-
-    def __init__(self, total: int) -> None:
-        self.total = max(total, 1)
-        self.tty = sys.stderr.isatty()
-
-    def update(self, deliveries: int, events: int) -> None:
-        if self.tty:
-            filled = min(self.WIDTH, self.WIDTH * deliveries // self.total)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            print(f"\r[{bar}] {deliveries}/{self.total} deliveries", end="", file=sys.stderr)
-        else:
-            print(f"replay: {deliveries}/{self.total} deliveries queued", file=sys.stderr)
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self.tty:
-            print(file=sys.stderr)
 
 
 def _when(at: float) -> str:
@@ -808,10 +788,16 @@ async def _prune(
             return 0
         if not args.yes and not _confirm_prune(plan, age):
             return 1
-        progress = _PruneProgress(plan)
-        done = await prune_pass(store, older_than, progress=progress.update)
-        if progress.tty and progress.events:
-            print(file=sys.stderr)
+        bar, removed = Progress("prune", bar=False, min_interval_s=1.0), 0
+
+        def progress(step: Pruned) -> None:  # at most a line a second: thousands of batches
+            nonlocal removed
+            removed += step.events
+            if step.events:
+                bar.update(removed, plan.events, "events removed")
+
+        done = await prune_pass(store, older_than, progress=progress)
+        bar.finish()
         after = await store.database_size()
     _report_prune(done, age, size, after, dry_run=False, as_json=args.json)
     return 0
@@ -823,27 +809,6 @@ def _confirm_prune(plan: Pruned, age: str) -> bool:
         f"{plan.jobs} ended jobs"
     )
     return _ask("remove", "removed", what)
-
-
-class _PruneProgress:
-    """Events removed so far, on stderr: redrawn in place on a terminal, a line else."""
-
-    def __init__(self, plan: Pruned) -> None:
-        self.total = plan.events
-        self.events = 0
-        self.tty = sys.stderr.isatty()
-        self.shown = 0.0
-
-    def update(self, step: Pruned) -> None:
-        self.events += step.events
-        now = time.monotonic()
-        if not step.events or (now - self.shown < 1.0 and self.events < self.total):
-            return  # at most a line a second (a pass is thousands of batches)
-        self.shown = now
-        end = "" if self.tty else "\n"
-        start = "\r" if self.tty else ""
-        print(f"{start}prune: {self.events}/{self.total} events removed", end=end,
-              file=sys.stderr, flush=True)
 
 
 def _report_prune(
