@@ -6,6 +6,10 @@ building it. receiver/ is unchanged. Used by `bench/ingest/run.py --module bench
   WHATIF_INLINE=1       every SQLite store call runs on the event-loop thread (no hop to the
                         aiosqlite thread, so no GIL hand-offs between the two)
   WHATIF_SWITCH=0.0005  sys.setswitchinterval (CPython's default is 0.005 s)
+  WHATIF_TRACE=PATH     each write_events call's batch size, start and duration, and how long its
+                        whole transaction (lock, BEGIN, writes, COMMIT) took in the database
+                        thread, appended to PATH as
+                        "size start_s total_s in_thread_s" lines
   WHATIF_DROP_INDEXES=events_job,events_type
                         these indexes are dropped once the SQLite store has opened (fewer
                         index pages written per event; queries that used them get slower)
@@ -53,6 +57,36 @@ def apply() -> list[str]:
 
         SqliteStore.open = open_then_drop  # type: ignore[method-assign]
         applied.append(f"drop {','.join(names)}")
+    if os.environ.get("WHATIF_TRACE"):
+        import time
+
+        from receiver.store import sqlite as sq
+
+        trace = open(os.environ["WHATIF_TRACE"], "a", buffering=1)  # noqa: SIM115
+        exclusive = sq._exclusive
+        spent: list[float] = []
+
+        def timed_exclusive(conn: Any, *args: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return exclusive(conn, *args)
+            finally:
+                if args[2] is sq._write_batch:
+                    spent.append(time.perf_counter() - started)
+
+        write_events = sq.SqliteStore.write_events
+
+        async def traced(self: Any, items: Any) -> Any:
+            started = time.perf_counter()
+            result = await write_events(self, items)
+            took = time.perf_counter() - started
+            in_thread = spent.pop(0) if spent else 0.0
+            trace.write(f"{len(items)} {started:.6f} {took:.6f} {in_thread:.6f}\n")
+            return result
+
+        sq._exclusive = timed_exclusive  # type: ignore[assignment]
+        sq.SqliteStore.write_events = traced  # type: ignore[method-assign]
+        applied.append("trace")
     if os.environ.get("WHATIF_SWITCH"):
         sys.setswitchinterval(float(os.environ["WHATIF_SWITCH"]))
         applied.append(f"switch={os.environ['WHATIF_SWITCH']}")
