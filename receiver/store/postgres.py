@@ -37,35 +37,34 @@ from receiver.store.model import (
     Pruned,
     ReplayChunk,
     ReplayScope,
+    SchemaTooNew,
     SinkStats,
     Stored,
     age_bound,
     display_url,
 )
-from receiver.store.sql import Dialect
-
-# The pure batch preparation, row shapes and result mapping are the SQLite store's, so that
-# dedupe and late-status rules are written once; only the SQL differs.
-from receiver.store.sqlite import (
-    _DELIVERY_COLUMNS,
-    _JOB_COLUMNS,
+from receiver.store.rows import (
+    Batch,
+    Written,
+    event_doc,
+    job_from_row,
+    job_row,
+    mirror_rows,
+    prepare,
+    results,
+    with_job_metadata,
+)
+from receiver.store.sql import (
+    DELIVERY_COLUMNS,
+    JOB_COLUMNS,
     MIRRORS_SQL,
     PRUNE_CANDIDATES,
-    SchemaTooNew,
-    _Batch,
-    _event_doc,
-    _job,
-    _job_row,
-    _mirror_rows,
-    _prepare,
-    _results,
-    _with_job_metadata,
-    _Written,
+    Dialect,
 )
 
 log = structlog.get_logger("hookyard.store")
 
-SQL = Dialect("%s", array=True, text=lambda value: _text(value))
+SQL = Dialect("%s", array=True, text=lambda value: storable_text(value))
 CHANNEL = "hookyard"  # NOTIFY channel: "new rows to look at"
 POLL_BACKSTOP_S = 0.5  # without LISTEN, idle workers look this often
 
@@ -382,10 +381,10 @@ class PostgresStore:
     # -- writing ---------------------------------------------------------------------------
 
     async def write_events(self, items: Sequence[NewEvent]) -> list[Stored]:
-        batch, positions = _prepare(items, time.time())
+        batch, positions = prepare(items, time.time())
         async with self._transaction(notify=bool(batch.deliveries)) as conn:
             written = await _write_batch(conn, batch)
-        return _results(batch, positions, written)
+        return results(batch, positions, written)
 
     # -- delivering ------------------------------------------------------------------------
 
@@ -416,7 +415,7 @@ class PostgresStore:
             " JOIN events e ON e.id = c.event_id ORDER BY c.next_attempt_at, c.id",
             (sink, now, now, *_waiting(waiting_for), limit, self.owner, until),
         )
-        return [Due(r[0], sink, r[1], _event_doc(r[2], r[3]), until) for r in rows]
+        return [Due(r[0], sink, r[1], event_doc(r[2], r[3]), until) for r in rows]
 
     async def next_due_at(self, sink: str, *, waiting_for: str | None = None) -> float | None:
         # A row under a live lease is due when its lease ends (its owner may have died), not
@@ -447,7 +446,7 @@ class PostgresStore:
                             o.started_at,
                             round(o.duration_s * 1000, 3),
                             o.status_code,
-                            _text(o.error),
+                            storable_text(o.error),
                             o.status,
                         )
                         for o in outcomes
@@ -471,7 +470,7 @@ class PostgresStore:
                                 o.attempts,
                                 o.next_attempt_at,
                                 o.status_code,
-                                _text(o.error),
+                                storable_text(o.error),
                                 o.started_at + o.duration_s,
                             )
                             for o in outcomes
@@ -481,7 +480,7 @@ class PostgresStore:
                     self.owner,
                 ),
             )
-            mirrors = _mirror_rows(outcomes)
+            mirrors = mirror_rows(outcomes)
             if mirrors:
                 await conn.execute(
                     "INSERT INTO mirrors (event_id, sink, idx, bucket, object_key, content_type,"
@@ -493,8 +492,7 @@ class PostgresStore:
                     " ON CONFLICT (event_id, sink, idx) DO UPDATE SET bucket = excluded.bucket,"
                     " object_key = excluded.object_key, content_type = excluded.content_type,"
                     " mirrored_at = excluded.mirrored_at",
-                    _columns([tuple(_text(v) if isinstance(v, str) else v for v in row)
-                              for row in mirrors], 7),
+                    _columns([storable_row(row) for row in mirrors], 7),
                 )
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
@@ -523,26 +521,26 @@ class PostgresStore:
     async def watch_job(self, job: Job) -> tuple[Job, bool]:
         async with self._transaction(notify=True) as conn:
             cur = await conn.execute(
-                f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES"  # noqa: S608
+                f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES"  # noqa: S608
                 " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (source, job_id) DO NOTHING RETURNING 1",
-                _job_values(job),
+                storable_row(job_row(job)),
             )
             if await cur.fetchone() is not None:
                 return job, True
             cur = await conn.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE source = %s AND job_id = %s",  # noqa: S608
-                (job.source, _text(job.job_id)),
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE source = %s AND job_id = %s",  # noqa: S608
+                (job.source, storable_text(job.job_id)),
             )
-            return _job(cast(tuple[Any, ...], await cur.fetchone())), False
+            return job_from_row(cast(tuple[Any, ...], await cur.fetchone())), False
 
     async def due_jobs(self, now: float, limit: int, exclude: set[tuple[str, str]]) -> list[Job]:
         rows = await self._all(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'watching' AND next_poll_at <= %s"  # noqa: S608
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'watching' AND next_poll_at <= %s"  # noqa: S608
             " ORDER BY next_poll_at LIMIT %s",
             (now, limit + len(exclude)),
         )
-        jobs = [_job(r) for r in rows]
+        jobs = [job_from_row(r) for r in rows]
         return [j for j in jobs if (j.source, j.job_id) not in exclude][:limit]
 
     async def next_job_due_at(self) -> float | None:
@@ -558,15 +556,18 @@ class PostgresStore:
                 " deadline_at = %s, next_poll_at = %s, interval_s = %s, polls = %s,"
                 " not_found = %s, last_status = %s, last_error = %s, updated_at = %s"
                 " WHERE source = %s AND job_id = %s AND state = 'watching'",
-                [(*_job_values(job)[2:], job.source, _text(job.job_id)) for job in jobs],
+                [
+                    (*storable_row(job_row(job))[2:], job.source, storable_text(job.job_id))
+                    for job in jobs
+                ],
             )
 
     async def get_job(self, source: str, job_id: str) -> Job | None:
         rows = await self._all(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE source = %s AND job_id = %s",  # noqa: S608
-            (source, _text(job_id)),
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE source = %s AND job_id = %s",  # noqa: S608
+            (source, storable_text(job_id)),
         )
-        return _job(rows[0]) if rows else None
+        return job_from_row(rows[0]) if rows else None
 
     async def list_jobs(
         self,
@@ -578,17 +579,17 @@ class PostgresStore:
         where, params = SQL.equals("", source=source, state=state)
         if after is not None:
             where.append("(source, job_id) > (%s, %s)")
-            params.extend([after[0], _text(after[1])])
+            params.extend([after[0], storable_text(after[1])])
         sql = (
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"  # noqa: S608
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"  # noqa: S608
             " ORDER BY source, job_id LIMIT %s"
         )
-        return [_job(r) for r in await self._all(sql, (*params, limit))]
+        return [job_from_row(r) for r in await self._all(sql, (*params, limit))]
 
     async def delete_job(self, source: str, job_id: str) -> bool:
         rows = await self._all(
             "DELETE FROM jobs WHERE source = %s AND job_id = %s RETURNING 1",
-            (source, _text(job_id)),
+            (source, storable_text(job_id)),
         )
         return bool(rows)
 
@@ -602,9 +603,9 @@ class PostgresStore:
         rows = await self._all("SELECT event_json, raw_body FROM events WHERE id = %s", (event_id,))
         if not rows:
             return None
-        event = _event_doc(rows[0][0], rows[0][1])
+        event = event_doc(rows[0][0], rows[0][1])
         deliveries = await self._dicts(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_id = %s ORDER BY id",  # noqa: S608
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = %s ORDER BY id",  # noqa: S608
             (event_id,),
         )
         attempts = await self._dicts(
@@ -648,13 +649,13 @@ class PostgresStore:
             clauses.append("id > %s")
             params.append(after)
         sql = (
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(clauses)}"  # noqa: S608
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(clauses)}"  # noqa: S608
             " ORDER BY id LIMIT %s"
         )
         return await self._dicts(sql, (*params, limit))
 
     async def retry_delivery(self, delivery_id: int, now: float) -> tuple[dict[str, Any], bool]:
-        select = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = %s"  # noqa: S608
+        select = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = %s"  # noqa: S608
         async with self._transaction(notify=True) as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(select + " FOR UPDATE", (delivery_id,))
@@ -665,7 +666,7 @@ class PostgresStore:
                 return found, False
             await cur.execute(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = %s, updated_at = %s"  # noqa: S608
-                f" WHERE id = %s RETURNING {_DELIVERY_COLUMNS}",
+                f" WHERE id = %s RETURNING {DELIVERY_COLUMNS}",
                 (now, now, delivery_id),
             )
             return cast(dict[str, Any], await cur.fetchone()), True
@@ -827,7 +828,7 @@ class PostgresStore:
 # -- statements that run inside a transaction -------------------------------------------------
 
 
-async def _write_batch(conn: Conn, batch: _Batch) -> _Written:
+async def _write_batch(conn: Conn, batch: Batch) -> Written:
     """A few statements whatever the batch size: the late-status check, one INSERT of every
     event, one of every delivery, and (only if some keys existed) one lookup of their ids.
 
@@ -836,7 +837,7 @@ async def _write_batch(conn: Conn, batch: _Batch) -> _Written:
     of the same key waits for the other transaction, then conflicts, and reads its id."""
     suppressed = batch.suppressed | await _finished_elsewhere(conn, batch.maybe_late)
     if batch.jobs:
-        sources, job_ids = _columns([(s, _text(j)) for s, j in batch.jobs], 2)
+        sources, job_ids = _columns([(s, storable_text(j)) for s, j in batch.jobs], 2)
         cur = await conn.execute(
             "SELECT j.source, j.job_id, j.metadata_json FROM jobs j"
             " JOIN unnest(%s::text[], %s::text[]) AS k(source, job_id)"
@@ -844,13 +845,13 @@ async def _write_batch(conn: Conn, batch: _Batch) -> _Written:
             (sources, job_ids),
         )
         by_text = {(r[0], r[1]): r[2] for r in await cur.fetchall()}
-        found = {key: by_text[(key[0], _text(key[1]))] for key in batch.jobs
-                 if (key[0], _text(key[1])) in by_text}
-        _with_job_metadata(batch, found)
+        found = {key: by_text[(key[0], storable_text(key[1]))] for key in batch.jobs
+                 if (key[0], storable_text(key[1])) in by_text}
+        with_job_metadata(batch, found)
         if batch.finished_jobs:
             ends = sorted(batch.finished_jobs.items())
             done_sources, done_ids, states = _columns(
-                [(s, _text(j), state) for (s, j), state in ends], 3
+                [(s, storable_text(j), state) for (s, j), state in ends], 3
             )
             await conn.execute(
                 "UPDATE jobs j SET state = k.state, updated_at = %s"
@@ -858,7 +859,7 @@ async def _write_batch(conn: Conn, batch: _Batch) -> _Written:
                 " WHERE j.source = k.source AND j.job_id = k.job_id AND j.state = 'watching'",
                 (time.time(), done_sources, done_ids, states),
             )
-    rows = sorted((_event_values(row) for row in batch.event_rows), key=lambda r: r[1])
+    rows = sorted((storable_row(row) for row in batch.event_rows), key=lambda r: r[1])
     cur = await conn.execute(
         "INSERT INTO events (id, idempotency_key, type, source, provider, job_id, status, via,"
         " received_at, event_json, raw_body, headers_json) SELECT * FROM unnest("
@@ -881,22 +882,24 @@ async def _write_batch(conn: Conn, batch: _Batch) -> _Written:
     counts: dict[str, int] = {}
     for d in deliveries:
         counts[d[0]] = counts.get(d[0], 0) + 1
-    missing = [_text(k) for k, i in zip(batch.keys, batch.ids, strict=True) if i not in inserted]
+    missing = [
+        storable_text(k) for k, i in zip(batch.keys, batch.ids, strict=True) if i not in inserted
+    ]
     existing: dict[str, str] = {}
     if missing:
         cur = await conn.execute(
             "SELECT idempotency_key, id FROM events WHERE idempotency_key = ANY(%s)", (missing,)
         )
         by_key = {r[0]: r[1] for r in await cur.fetchall()}
-        existing = {k: by_key[_text(k)] for k in batch.keys if _text(k) in by_key}
-    return _Written(inserted, existing, counts)
+        existing = {k: by_key[storable_text(k)] for k in batch.keys if storable_text(k) in by_key}
+    return Written(inserted, existing, counts)
 
 
 async def _finished_elsewhere(conn: Conn, jobs: dict[str, tuple[str, str]]) -> set[str]:
     """The ids (keys of `jobs`) whose job already has a terminal event in the log."""
     if not jobs:
         return set()
-    sources, job_ids = _columns([(s, _text(j)) for s, j in set(jobs.values())], 2)
+    sources, job_ids = _columns([(s, storable_text(j)) for s, j in set(jobs.values())], 2)
     cur = await conn.execute(
         "SELECT DISTINCT e.source, e.job_id FROM events e"
         " JOIN unnest(%s::text[], %s::text[]) AS k(source, job_id)"
@@ -904,7 +907,7 @@ async def _finished_elsewhere(conn: Conn, jobs: dict[str, tuple[str, str]]) -> s
         (sources, job_ids, sorted(TERMINAL_STATUSES)),
     )
     finished = {(r[0], r[1]) for r in await cur.fetchall()}
-    return {i for i, (s, j) in jobs.items() if (s, _text(j)) in finished}
+    return {i for i, (s, j) in jobs.items() if (s, storable_text(j)) in finished}
 
 
 async def _add_replays(conn: Conn, pairs: Sequence[tuple[str, str]], now: float) -> list[int]:
@@ -964,19 +967,15 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
 
 
-def _text(value: str | None) -> str | None:
+def storable_text(value: str | None) -> str | None:
     """A string PostgreSQL can store: TEXT cannot hold NUL, which JSON (hence a job id or an
     error text) can. NUL becomes U+FFFD; the exact value stays in the event JSON and raw body."""
     return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
 
 
-def _event_values(row: Sequence[Any]) -> tuple[Any, ...]:
-    """An events row (as the SQLite store builds it) with its text columns made storable."""
-    return tuple(_text(v) if isinstance(v, str) else v for v in row)
-
-
-def _job_values(job: Job) -> tuple[Any, ...]:
-    return tuple(_text(v) if isinstance(v, str) else v for v in _job_row(job))
+def storable_row(row: Sequence[Any]) -> tuple[Any, ...]:
+    """A row with its text columns made storable (see storable_text)."""
+    return tuple(storable_text(v) if isinstance(v, str) else v for v in row)
 
 
 def _settled(waiting_for: str | None) -> str:

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
-from receiver.core import jsonx
 from receiver.core.errors import StoreUnavailable
 from receiver.core.events import TERMINAL_STATUSES
 from receiver.core.outputs import MirroredOutput
@@ -33,6 +30,7 @@ from receiver.store.model import (
     Pruned,
     ReplayChunk,
     ReplayScope,
+    SchemaTooNew,
     SinkStats,
     Stored,
     StoreUnusable,
@@ -40,7 +38,25 @@ from receiver.store.model import (
     new_owner_id,
     owner_is_dead,
 )
-from receiver.store.sql import Dialect
+from receiver.store.rows import (
+    Batch,
+    Written,
+    event_doc,
+    job_from_row,
+    job_row,
+    mirror_rows,
+    prepare,
+    results,
+    stored_json,
+    with_job_metadata,
+)
+from receiver.store.sql import (
+    DELIVERY_COLUMNS,
+    JOB_COLUMNS,
+    MIRRORS_SQL,
+    PRUNE_CANDIDATES,
+    Dialect,
+)
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -146,16 +162,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-EVENT_JSON_COLUMN = 9  # in an events row as _event_row makes it
 _CHUNK = 500  # rows or values per statement: far below SQLite's 32766 parameters
 DEFAULT_LEASE_S = 300.0
 SQL = Dialect("?")
 CHANGE_POLL_S = 0.015  # how often wait_for_change looks: a cheap read of a counter
 RECLAIM_PAGES = 4096  # pages one reclaim_space call gives back (16 MiB at 4 KiB pages)
-
-
-class SchemaTooNew(StoreUnusable):
-    """The file was written by a newer hookyard; this one must not touch it."""
 
 
 Sql = sqlite3.Connection
@@ -290,9 +301,9 @@ class SqliteStore:
     # -- writing ---------------------------------------------------------------------------
 
     async def write_events(self, items: Sequence[NewEvent]) -> list[Stored]:
-        batch, positions = _prepare(items, time.time())
+        batch, positions = prepare(items, time.time())
         written = await self._write(_write_batch, batch)
-        return _results(batch, positions, written)
+        return results(batch, positions, written)
 
     # -- delivering ------------------------------------------------------------------------
 
@@ -311,7 +322,7 @@ class SqliteStore:
         rows = await self._write(
             _claim, sink, now, limit, self.owner, until, waiting_for, durable=False
         )
-        return [Due(r[0], sink, r[1], _event_doc(r[2], r[3]), until) for r in rows]
+        return [Due(r[0], sink, r[1], event_doc(r[2], r[3]), until) for r in rows]
 
     async def next_due_at(self, sink: str, *, waiting_for: str | None = None) -> float | None:
         # The first free row by the index; a row under a live lease is due when the lease ends
@@ -353,11 +364,11 @@ class SqliteStore:
     async def due_jobs(self, now: float, limit: int, exclude: set[tuple[str, str]]) -> list[Job]:
         rows = await self._read(
             _fetch_all,
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'watching' AND next_poll_at <= ?"  # noqa: S608
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'watching' AND next_poll_at <= ?"  # noqa: S608
             " ORDER BY next_poll_at LIMIT ?",
             (now, limit + len(exclude)),
         )
-        jobs = [_job(r) for r in rows]
+        jobs = [job_from_row(r) for r in rows]
         return [j for j in jobs if (j.source, j.job_id) not in exclude][:limit]
 
     async def next_job_due_at(self) -> float | None:
@@ -372,10 +383,10 @@ class SqliteStore:
     async def get_job(self, source: str, job_id: str) -> Job | None:
         rows = await self._read(
             _fetch_all,
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE source = ? AND job_id = ?",  # noqa: S608
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE source = ? AND job_id = ?",  # noqa: S608
             (source, job_id),
         )
-        return _job(rows[0]) if rows else None
+        return job_from_row(rows[0]) if rows else None
 
     async def list_jobs(
         self,
@@ -389,10 +400,10 @@ class SqliteStore:
             where.append("(source > ? OR (source = ? AND job_id > ?))")
             params.extend([after[0], after[0], after[1]])
         sql = (
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"  # noqa: S608
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"  # noqa: S608
             " ORDER BY source, job_id LIMIT ?"
         )
-        return [_job(r) for r in await self._read(_fetch_all, sql, (*params, limit))]
+        return [job_from_row(r) for r in await self._read(_fetch_all, sql, (*params, limit))]
 
     async def delete_job(self, source: str, job_id: str) -> bool:
         return await self._write(_delete_job, source, job_id)
@@ -417,7 +428,7 @@ class SqliteStore:
             f"SELECT event_json FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
             " ORDER BY id DESC LIMIT ?"
         )
-        return [_stored_json(r[0]) for r in await self._read(_fetch_all, sql, (*params, limit))]
+        return [stored_json(r[0]) for r in await self._read(_fetch_all, sql, (*params, limit))]
 
     async def list_deliveries(
         self,
@@ -431,7 +442,7 @@ class SqliteStore:
             clauses.append("id > ?")
             params.append(after)
         sql = (
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(clauses)}"  # noqa: S608
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(clauses)}"  # noqa: S608
             " ORDER BY id LIMIT ?"
         )
         return await self._read(_dicts, sql, (*params, limit))
@@ -808,102 +819,11 @@ def _apply_migrations(conn: Sql, path: str) -> None:
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
 
 
-@dataclass(slots=True)
-class _Batch:
-    """A batch of events prepared on the event loop, so that the database thread runs little
-    more than SQL: Python work there contends for the GIL with the busy loop and stretches
-    every commit (measured: ~125 µs a row, against ~10 µs a row prepared here)."""
-
-    keys: list[str] = field(default_factory=list)  # distinct idempotency keys, first seen first
-    ids: list[str] = field(default_factory=list)  # the event id proposed for each key
-    event_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    deliveries: list[tuple[Any, ...]] = field(default_factory=list)  # (event_id, sink, …)
-    suppressed: set[str] = field(default_factory=set)  # late non-terminal: stored, not routed
-    maybe_late: dict[str, tuple[str, str]] = field(default_factory=dict)  # id → (source, job)
-    jobs: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # job → its rows
-    # job → the state its terminal event ends it in (done, or expired for generation.expired)
-    finished_jobs: dict[tuple[str, str], str] = field(default_factory=dict)
-
-
-def _with_job_metadata(batch: _Batch, found: Mapping[tuple[str, str], str]) -> None:
-    """Copy each watched job's registered metadata (JSON text) onto the batch's events of that
-    job that carry none: in the same transaction as the event, so the event says what it was
-    registered with whichever process stored it (webhook or poll, web or worker)."""
-    for key, metadata in found.items():
-        if metadata in ("{}", ""):
-            continue
-        for row_index in batch.jobs.get(key, ()):
-            row = list(batch.event_rows[row_index])
-            doc = jsonx.loads(row[EVENT_JSON_COLUMN], numbers=jsonx.NULL)
-            if not doc.get("metadata"):
-                doc["metadata"] = jsonx.loads(metadata, numbers=jsonx.NULL)
-                row[EVENT_JSON_COLUMN] = jsonx.dumps(doc).decode()
-                batch.event_rows[row_index] = tuple(row)
-
-
-def _prepare(items: Sequence[NewEvent], now: float) -> tuple[_Batch, list[int]]:
-    """The batch, and for each item the index of its key in `batch.keys`."""
-    batch = _Batch()
-    index: dict[str, int] = {}
-    finished_here: set[tuple[str, str | None]] = set()
-    positions = []
-    for item in items:
-        ev = item.event
-        position = index.get(ev.idempotency_key)
-        if position is None:
-            position = index[ev.idempotency_key] = len(batch.keys)
-            _add(batch, item, now, finished_here)
-        positions.append(position)
-        if ev.is_terminal:  # even a duplicate proves the job finished
-            finished_here.add((ev.source, ev.job_id))
-            if ev.job_id is not None:
-                batch.finished_jobs[(ev.source, ev.job_id)] = (
-                    "expired" if ev.status == "expired" else "done"
-                )
-    return batch, positions
-
-
-def _add(batch: _Batch, item: NewEvent, now: float, finished: set[tuple[str, str | None]]) -> None:
-    ev = item.event
-    batch.keys.append(ev.idempotency_key)
-    batch.ids.append(ev.id)
-    if ev.job_id is not None:
-        batch.jobs.setdefault((ev.source, ev.job_id), []).append(len(batch.event_rows))
-    batch.event_rows.append(_event_row(item))
-    batch.deliveries.extend((ev.id, sink, "pending", now, now, now) for sink in item.sinks)
-    if ev.job_id is not None and not ev.is_terminal:
-        # A late non-terminal status (processing after completed) is history, not news.
-        if (ev.source, ev.job_id) in finished:
-            batch.suppressed.add(ev.id)
-        else:
-            batch.maybe_late[ev.id] = (ev.source, ev.job_id)
-
-
-def _results(batch: _Batch, positions: list[int], written: _Written) -> list[Stored]:
-    results: list[Stored] = []
-    seen: set[int] = set()
-    for position in positions:
-        key, event_id = batch.keys[position], batch.ids[position]
-        if event_id in written.inserted and position not in seen:
-            results.append(Stored(event_id, False, written.deliveries.get(event_id, 0)))
-        else:
-            results.append(Stored(written.existing.get(key, event_id), True, 0))
-        seen.add(position)
-    return results
-
-
-@dataclass(slots=True)
-class _Written:
-    inserted: set[str]
-    existing: dict[str, str]  # key → id of the event stored before this batch
-    deliveries: dict[str, int]  # event id → delivery rows created
-
-
-def _write_batch(conn: Sql, batch: _Batch) -> _Written:
+def _write_batch(conn: Sql, batch: Batch) -> Written:
     """Runs on the database thread, inside the transaction."""
     suppressed = batch.suppressed | _finished_elsewhere(conn, batch.maybe_late)
     if batch.jobs:
-        _with_job_metadata(batch, _job_metadata(conn, list(batch.jobs)))
+        with_job_metadata(batch, _job_metadata(conn, list(batch.jobs)))
         _end_jobs(conn, batch.finished_jobs, time.time())
     before = conn.total_changes
     for sql, params in _multi_row(
@@ -930,7 +850,7 @@ def _write_batch(conn: Sql, batch: _Batch) -> _Written:
     for row in rows:
         counts[row[0]] = counts.get(row[0], 0) + 1
     missing = [k for k, i in zip(batch.keys, batch.ids, strict=True) if i not in inserted]
-    return _Written(inserted, _ids_by_key(conn, missing) if missing else {}, counts)
+    return Written(inserted, _ids_by_key(conn, missing) if missing else {}, counts)
 
 
 def _multi_row(
@@ -975,48 +895,20 @@ def _finished_elsewhere(conn: Sql, jobs: dict[str, tuple[str, str]]) -> set[str]
     }
 
 
-_JOB_COLUMNS = (
-    "source, job_id, state, metadata_json, created_at, deadline_at, next_poll_at, interval_s,"
-    " polls, not_found, last_status, last_error, updated_at"
-)
-
-
-def _job(row: Sequence[Any]) -> Job:
-    return Job(row[0], row[1], row[2], _stored_json(row[3]), *row[4:])
-
-
-def _job_row(job: Job) -> tuple[Any, ...]:
-    return (
-        job.source,
-        job.job_id,
-        job.state,
-        _json_text(job.metadata, "metadata"),
-        job.created_at,
-        job.deadline_at,
-        job.next_poll_at,
-        job.interval_s,
-        job.polls,
-        job.not_found,
-        job.last_status,
-        job.last_error,
-        job.updated_at,
-    )
-
-
 def _insert_job(conn: Sql, job: Job) -> tuple[Job, bool]:
     before = conn.total_changes
     conn.execute(
-        f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+        f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
         " ON CONFLICT (source, job_id) DO NOTHING",
-        _job_row(job),
+        job_row(job),
     )
     if conn.total_changes > before:
         return job, True
     row = conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE source = ? AND job_id = ?",  # noqa: S608
+        f"SELECT {JOB_COLUMNS} FROM jobs WHERE source = ? AND job_id = ?",  # noqa: S608
         (job.source, job.job_id),
     ).fetchone()
-    return _job(row), False
+    return job_from_row(row), False
 
 
 def _job_metadata(conn: Sql, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -1040,7 +932,7 @@ def _update_jobs(conn: Sql, jobs: Sequence[Job]) -> None:
         "UPDATE jobs SET state = ?, metadata_json = ?, created_at = ?, deadline_at = ?,"
         " next_poll_at = ?, interval_s = ?, polls = ?, not_found = ?, last_status = ?,"
         " last_error = ?, updated_at = ? WHERE source = ? AND job_id = ? AND state = 'watching'",
-        [(*_job_row(job)[2:], job.source, job.job_id) for job in jobs],
+        [(*job_row(job)[2:], job.source, job.job_id) for job in jobs],
     )
 
 
@@ -1100,18 +992,8 @@ def _record_outcomes(conn: Sql, outcomes: Sequence[Outcome], owner: str) -> None
         " ON CONFLICT (event_id, sink, idx) DO UPDATE SET bucket = excluded.bucket,"
         " object_key = excluded.object_key, content_type = excluded.content_type,"
         " mirrored_at = excluded.mirrored_at",
-        _mirror_rows(outcomes),
+        mirror_rows(outcomes),
     )
-
-
-def _mirror_rows(outcomes: Sequence[Outcome]) -> list[tuple[Any, ...]]:
-    """(sink, index, bucket, key, content type, time, delivery id) per mirrored output."""
-    return [
-        (o.sink, m.index, m.bucket, m.key, m.content_type, o.started_at + o.duration_s,
-         o.delivery_id)
-        for o in outcomes
-        for m in o.mirrored
-    ]
 
 
 def _get_event(conn: Sql, event_id: str) -> dict[str, Any] | None:
@@ -1120,10 +1002,10 @@ def _get_event(conn: Sql, event_id: str) -> dict[str, Any] | None:
     ).fetchone()
     if row is None:
         return None
-    event = _event_doc(row[0], row[1])
+    event = event_doc(row[0], row[1])
     deliveries = _dicts(
         conn,
-        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ? ORDER BY id",  # noqa: S608
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ? ORDER BY id",  # noqa: S608
         (event_id,),
     )
     attempts = _dicts(
@@ -1144,21 +1026,8 @@ def _get_event(conn: Sql, event_id: str) -> dict[str, Any] | None:
     return event
 
 
-# Where an event's outputs were mirrored, as GET /v1/events/{id} shows it.
-MIRRORS_SQL = (
-    "SELECT sink, idx AS \"index\", bucket, object_key AS key, content_type, mirrored_at"
-    " FROM mirrors WHERE event_id = ? ORDER BY sink, idx"
-)
-
-
-_DELIVERY_COLUMNS = (
-    "id, event_id, sink, status, attempts, next_attempt_at, last_status_code, last_error,"
-    " cause, replay_of, created_at, updated_at"
-)
-
-
 def _retry_delivery(conn: Sql, delivery_id: int, now: float) -> tuple[dict[str, Any], bool]:
-    sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?"  # noqa: S608
+    sql = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?"  # noqa: S608
     found = _dicts(conn, sql, (delivery_id,))
     if not found:
         raise KeyError(delivery_id)
@@ -1234,60 +1103,7 @@ def _dicts(conn: Sql, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-def _event_row(item: NewEvent) -> tuple[Any, ...]:
-    ev = item.event
-    doc = ev.to_json()
-    del doc["raw"]  # kept once, as the exact bytes received
-    return (
-        ev.id,
-        ev.idempotency_key,
-        ev.type,
-        ev.source,
-        ev.provider,
-        ev.job_id,
-        ev.status,
-        ev.via,
-        ev.received_at,
-        _json_text(doc, "event"),
-        item.raw_body,
-        _json_text(dict(item.headers), "headers"),
-    )
-
-
 # -- the JSON boundary: only strict JSON is written, so every read gives strict JSON back ----
-
-
-def _json_text(value: dict[str, Any], name: str) -> str:
-    """`value` as the JSON text of a column. A NaN or infinite float in it (an event's cost or
-    metadata, a job's metadata) is a ValueError naming the field (`event.cost`): written, it
-    would make every admin API page holding the row fail, and sinks would receive `NaN`."""
-    jsonx.require_finite(value, name)
-    return jsonx.dumps(value).decode()
-
-
-def _stored_json(text: str) -> Any:
-    """A JSON column as written by `_json_text`. Rows from before that rule may hold NaN or
-    Infinity (Python's json wrote them); those read as null instead of failing every read."""
-    try:
-        return jsonx.loads(text, numbers=jsonx.NULL)
-    except jsonx.JSONError:
-        return json.loads(text, parse_constant=lambda _: None)
-
-
-def _event_doc(event_json: str, raw_body: bytes) -> dict[str, Any]:
-    """The normalized event as sinks and the API see it: the stored JSON plus `raw`."""
-    event: dict[str, Any] = _stored_json(event_json)
-    event["raw"] = _decode_raw(raw_body)
-    return event
-
-
-def _decode_raw(body: bytes) -> Any:
-    """The exact bytes received, parsed as the webhook endpoint parsed them (a number too large
-    for a double reads as null); a body that is not strict JSON (an old row) is shown as text."""
-    try:
-        return jsonx.loads(body, numbers=jsonx.NULL)
-    except jsonx.JSONError:
-        return body.decode("utf-8", "replace")
 
 
 def _chunks(values: Sequence[T]) -> Iterable[list[T]]:
@@ -1379,13 +1195,6 @@ def _first_attempt_ending_after(conn: Sql, when: float, newest: int) -> int:
 
 
 # -- retention and durable outputs ------------------------------------------------------------
-
-# The next events in id order below the age bound, each with whether it may go now.
-PRUNE_CANDIDATES = (
-    "SELECT id, received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d"
-    " WHERE d.event_id = events.id AND d.status = 'pending')"
-    " FROM events WHERE id > ? AND id < ? ORDER BY id LIMIT ?"
-)
 
 
 def _delete_events(conn: Sql, ids: list[str], at_bound: str) -> tuple[int, int, int, int]:
