@@ -96,15 +96,14 @@ class EventLogBase(SqlStore):
     async def list_events(
         self, where: EventFilter, before: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        clauses, params = self.SQL.event_where(where, "events")
-        if before is not None:
-            clauses.append("id < ?")
-            params.append(before)
-        sql = (
-            f"SELECT event_json FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
-            " ORDER BY id DESC LIMIT ?"
+        sql, params = self.SQL.page(
+            "SELECT event_json FROM events",
+            self.SQL.event_where(where, "events"),
+            None if before is None else ("id < ?", [before]),
+            "id DESC",
+            limit,
         )
-        return [stored_json(r[0]) for r in await self._query(sql, (*params, limit))]
+        return [stored_json(r[0]) for r in await self._query(sql, params)]
 
     async def count_events(self) -> int:
         [(count,)] = await self._query("SELECT COUNT(*) FROM events")
@@ -153,15 +152,14 @@ class DeliveryQueueBase(SqlStore):
         after: int | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        clauses, params = self.SQL.equals("", status=status, sink=sink)
-        if after is not None:
-            clauses.append("id > ?")
-            params.append(after)
-        sql = (
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {' AND '.join(clauses)}"  # noqa: S608
-            " ORDER BY id LIMIT ?"
+        sql, params = self.SQL.page(
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries",  # noqa: S608
+            self.SQL.equals("", status=status, sink=sink),
+            None if after is None else ("id > ?", [after]),
+            "id",
+            limit,
         )
-        [rows] = await self._dicts_together([(self.SQL.marks(sql), (*params, limit))])
+        [rows] = await self._dicts_together([(self.SQL.marks(sql), params)])
         return rows
 
     async def delivery_counts(self) -> dict[tuple[str, str], int]:
@@ -207,16 +205,14 @@ class JobTableBase(SqlStore):
         after: tuple[str, str] | None = None,
         limit: int = 100,
     ) -> list[Job]:
-        where, params = self.SQL.equals("", source=source, state=state)
-        if after is not None:
-            cursor, cursor_params = self.SQL.pair_after(("source", "job_id"), after)
-            where.append(cursor)
-            params.extend(cursor_params)
-        sql = (
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"  # noqa: S608
-            " ORDER BY source, job_id LIMIT ?"
+        sql, params = self.SQL.page(
+            f"SELECT {JOB_COLUMNS} FROM jobs",  # noqa: S608
+            self.SQL.equals("", source=source, state=state),
+            None if after is None else self.SQL.pair_after(("source", "job_id"), after),
+            "source, job_id",
+            limit,
         )
-        return [job_from_row(r) for r in await self._query(sql, (*params, limit))]
+        return [job_from_row(r) for r in await self._query(sql, params)]
 
     async def count_jobs(self, state: str) -> int:
         [(count,)] = await self._query("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,))

@@ -69,6 +69,24 @@ class Dialect:
         """A shared statement, written with `?`, in this backend's placeholders."""
         return sql if self.mark == "?" else sql.replace("?", self.mark)
 
+    def page(
+        self,
+        select: str,
+        where: tuple[list[str], list[Any]],
+        cursor: tuple[str, list[Any]] | None,
+        order: str,
+        limit: int,
+    ) -> tuple[str, list[Any]]:
+        """One page of a keyset listing: `{select} WHERE … ORDER BY {order} LIMIT n`, with the
+        conditions `where` and, if given, the cursor's (the rows after the previous page)."""
+        clauses, params = where
+        if cursor is not None:
+            clauses, params = [*clauses, cursor[0]], [*params, *cursor[1]]
+        return (
+            f"{select} WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT {self.mark}",
+            [*params, limit],
+        )
+
     def pair_after(self, columns: tuple[str, str], after: tuple[str, str]) -> tuple[str, list[Any]]:
         """Rows whose (first, second) column pair sorts after `after` (a keyset cursor)."""
         first, second = columns
