@@ -12,6 +12,7 @@ from receiver.core.events import TERMINAL_STATUSES
 from receiver.store.base import EventLogBase
 from receiver.store.postgres.base import Conn, PostgresBase, columns, storable_row, storable_text
 from receiver.store.rows import Batch, Written, delivery_counts, with_job_metadata
+from receiver.store.sql import EVENT_COLUMNS
 
 
 class PostgresEvents(EventLogBase, PostgresBase):
@@ -64,8 +65,7 @@ async def _insert_batch(conn: Conn, batch: Batch) -> Written:
             )
     rows = sorted((storable_row(row) for row in batch.event_rows), key=lambda r: r[1])
     cur = await conn.execute(
-        "INSERT INTO events (id, idempotency_key, type, source, provider, job_id, status, via,"
-        " received_at, event_json, raw_body, headers_json) SELECT * FROM unnest("
+        f"INSERT INTO events ({EVENT_COLUMNS}) SELECT * FROM unnest("  # noqa: S608
         "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
         " %s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[])"
         " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",

@@ -12,6 +12,7 @@ from typing import Any
 from receiver.core.events import TERMINAL_STATUSES
 from receiver.store.base import EventLogBase
 from receiver.store.rows import Batch, Written, delivery_counts, with_job_metadata
+from receiver.store.sql import EVENT_COLUMNS
 from receiver.store.sqlite.base import SqliteBase
 from receiver.store.sqlite.connection import CHUNK, Sql, chunks
 from receiver.store.sqlite.jobs import end_jobs, job_metadata
@@ -33,8 +34,7 @@ def _write_batch(conn: Sql, batch: Batch) -> Written:
         end_jobs(conn, batch.finished_jobs, time.time())
     before = conn.total_changes
     for sql, params in _multi_row(
-        "INSERT INTO events (id, idempotency_key, type, source, provider, job_id, status, via,"
-        " received_at, event_json, raw_body, headers_json) VALUES ",
+        f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ",  # noqa: S608
         batch.event_rows,
         " ON CONFLICT (idempotency_key) DO NOTHING",
     ):
