@@ -31,9 +31,8 @@ import psycopg
 
 from receiver.core.errors import ConfigError
 from receiver.settings import _ENV_REF
-from receiver.store import POSTGRES_SCHEMES, display_url, open_store
-from receiver.store.postgres import _text
-from receiver.store.sqlite import SchemaTooNew
+from receiver.store import POSTGRES_SCHEMES, SchemaTooNew, display_url, open_store
+from receiver.store.postgres import storable_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +260,7 @@ class _Postgres(_Sql):
         return cur.fetchall() if cur.description else []
 
     def insert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        storable = [tuple(_text(v) if isinstance(v, str) else v for v in row) for row in rows]
+        storable = [storable_row(row) for row in rows]
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.executemany(self.insert_sql(table), storable)
 

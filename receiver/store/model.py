@@ -420,6 +420,10 @@ class StoreUnusable(ConfigError):
     code = "store_unusable"
 
 
+class SchemaTooNew(StoreUnusable):
+    """The database was written by a newer hookyard; this one must not touch it."""
+
+
 def database_password(database: str) -> str | None:
     """The password in a database URL, if any: a secret that logs must never show."""
     try:

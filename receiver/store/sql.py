@@ -1,6 +1,8 @@
-"""SQL both backends build the same way, but for their placeholders: filters and replay scopes.
+"""SQL both backends write the same way, but for their placeholders: column lists, shared
+statements, filters, cursors and replay scopes.
 
-Only placeholders carry values; column and table names are ours.
+Shared statements are written with `?` placeholders; `Dialect.marks` turns them into the
+backend's. Only placeholders carry values; column and table names are ours.
 """
 
 from __future__ import annotations
@@ -16,13 +18,86 @@ def _same(value: str) -> Any:
     return value
 
 
+EVENT_COLUMNS = (
+    "id, idempotency_key, type, source, provider, job_id, status, via, received_at, event_json,"
+    " raw_body, headers_json"
+)
+DELIVERY_COLUMNS = (
+    "id, event_id, sink, status, attempts, next_attempt_at, last_status_code, last_error,"
+    " cause, replay_of, created_at, updated_at"
+)
+JOB_COLUMNS = (
+    "source, job_id, state, metadata_json, created_at, deadline_at, next_poll_at, interval_s,"
+    " polls, not_found, last_status, last_error, updated_at"
+)
+
+# GET /v1/events/{id}: the event, its deliveries, their attempts, where its outputs were mirrored.
+EVENT_SQL = "SELECT event_json, raw_body FROM events WHERE id = ?"
+DELIVERIES_OF_EVENT_SQL = (
+    f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ? ORDER BY id"  # noqa: S608
+)
+ATTEMPTS_OF_EVENT_SQL = (
+    "SELECT a.delivery_id, a.started_at, a.duration_ms, a.status_code, a.error, a.outcome"
+    " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+    " WHERE d.event_id = ? ORDER BY a.id"
+)
+MIRRORS_SQL = (
+    "SELECT sink, idx AS \"index\", bucket, object_key AS key, content_type, mirrored_at"
+    " FROM mirrors WHERE event_id = ? ORDER BY sink, idx"
+)
+
+# The next events in id order below the age bound, each with whether it may go now.
+PRUNE_CANDIDATES = (
+    "SELECT id, received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d"
+    " WHERE d.event_id = events.id AND d.status = 'pending')"
+    " FROM events WHERE id > ? AND id < ? ORDER BY id LIMIT ?"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
-    """How one backend writes a parameter (`?` or `%s`), a list parameter, and a text value."""
+    """How one backend writes a parameter (`?` or `%s`), a list parameter, a text value, a
+    cursor over two columns, and the events' insertion order."""
 
     mark: str
     array: bool = False  # `= ANY(%s)` with one list parameter, instead of `IN (?, ?, …)`
     text: Callable[[str], Any] = _same
+    row_values: bool = False  # `(a, b) > (%s, %s)`, instead of `a > ? OR (a = ? AND b > ?)`
+    sequence: str = "rowid"  # the events column that counts up as they are inserted
+
+    def marks(self, sql: str) -> str:
+        """A shared statement, written with `?`, in this backend's placeholders."""
+        return sql if self.mark == "?" else sql.replace("?", self.mark)
+
+    def page(
+        self,
+        select: str,
+        where: tuple[list[str], list[Any]],
+        cursor: tuple[str, list[Any]] | None,
+        order: str,
+        limit: int,
+    ) -> tuple[str, list[Any]]:
+        """One page of a keyset listing: `{select} WHERE … ORDER BY {order} LIMIT n`, with the
+        conditions `where` and, if given, the cursor's (the rows after the previous page)."""
+        clauses, params = where
+        if cursor is not None:
+            clauses, params = [*clauses, cursor[0]], [*params, *cursor[1]]
+        return (
+            f"{select} WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT {self.mark}",
+            [*params, limit],
+        )
+
+    def pair_after(self, columns: tuple[str, str], after: tuple[str, str]) -> tuple[str, list[Any]]:
+        """Rows whose (first, second) column pair sorts after `after` (a keyset cursor)."""
+        first, second = columns
+        if self.row_values:
+            return f"({first}, {second}) > ({self.mark}, {self.mark})", [
+                after[0], self.text(after[1])
+            ]
+        return (
+            f"({first} > {self.mark} OR ({first} = {self.mark} AND {second} > {self.mark}))",
+            [after[0], after[0], after[1]],
+        )
 
     def equals(self, prefix: str, **columns: Any) -> tuple[list[str], list[Any]]:
         """`column = ?` for each column given a value (None: no condition)."""
@@ -67,3 +142,25 @@ class Dialect:
         ]
         params += [scope.delivery_status, scope.upto, *sink_params]
         return " AND ".join(clauses), params
+
+    def replay_chunk_query(
+        self, scope: ReplayScope, after: int, limit: int
+    ) -> tuple[str, list[Any]]:
+        """The next `limit` rows of a replay scope after the position `after`, as
+        rows.replay_pairs reads them: the latest deliveries in a status by id, or the
+        matching events by insertion order."""
+        if scope.delivery_status is not None:
+            where, params = self.latest_where(scope)
+            return (
+                "SELECT d.id, d.event_id, d.sink FROM deliveries d"  # noqa: S608
+                f" JOIN events e ON e.id = d.event_id WHERE {where} AND d.id > {self.mark}"
+                f" ORDER BY d.id LIMIT {self.mark}",
+                [*params, after, limit],
+            )
+        clauses, params = self.event_where(scope.filter, "events")
+        seq = self.sequence
+        return (
+            f"SELECT {seq}, id, source, type FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
+            f" AND {seq} > {self.mark} AND {seq} <= {self.mark} ORDER BY {seq} LIMIT {self.mark}",
+            [*params, after, scope.upto, limit],
+        )
