@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 
+from receiver import progress
 from receiver.core.errors import ConfigError
 from receiver.settings import _ENV_REF
 from receiver.store import POSTGRES_SCHEMES, SchemaTooNew, display_url, open_store
@@ -306,9 +307,13 @@ def run(source: str, target: str, *, as_json: bool = False) -> int:
     """The `db copy` verb: copy with a progress bar on stderr, then the counts; 0 only if
     every table's counts match."""
     source_url, target_url = expand(source, "--from"), expand(target, "--to")
-    bar = _Bar()
+    bar = progress.Progress("db copy")
     try:
-        result = copy(source_url, target_url, bar.update)
+        result = copy(
+            source_url,
+            target_url,
+            lambda table, done, total: bar.update(done, total, f"rows ({table})"),
+        )
     except (OSError, sqlite3.Error, psycopg.Error, SchemaTooNew) as exc:
         bar.finish()
         print(f"hookyard: db copy stopped: {exc}; run it again to continue", file=sys.stderr)
@@ -336,27 +341,3 @@ def _report(result: Result, source: str, target: str, as_json: bool) -> None:
             "the copy; stop hookyard on the source and run the copy again"
         )
 
-
-class _Bar:
-    """Rows copied so far on stderr: redrawn in place on a terminal, a line per chunk else."""
-
-    WIDTH = 30
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.drawn = False
-
-    def update(self, table: str, done: int, total: int) -> None:
-        total = max(total, 1)
-        if self.tty:
-            filled = min(self.WIDTH, self.WIDTH * done // total)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            print(f"\r[{bar}] {done}/{total} rows ({table})  ", end="", file=sys.stderr)
-            self.drawn = True
-        else:
-            print(f"db copy: {done}/{total} rows ({table})", file=sys.stderr)
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self.drawn:
-            print(file=sys.stderr)

@@ -28,7 +28,7 @@ def apply() -> list[str]:
     if os.environ.get("WHATIF_INLINE"):
         import aiosqlite
 
-        from receiver.store import sqlite as store
+        from receiver.store.sqlite import base
 
         connect = aiosqlite.connect
 
@@ -38,8 +38,8 @@ def apply() -> list[str]:
         async def run_inline(db: Any, fn: Any, *args: Any) -> Any:
             return fn(db._conn, *args)
 
-        store.aiosqlite.connect = connect_any_thread  # type: ignore[assignment]
-        store._run = run_inline  # type: ignore[assignment]
+        base.aiosqlite.connect = connect_any_thread  # type: ignore[attr-defined]
+        base.run = run_inline  # type: ignore[assignment]
         applied.append("inline")
     if os.environ.get("WHATIF_DROP_INDEXES"):
         from receiver.store.sqlite import SqliteStore
@@ -60,10 +60,10 @@ def apply() -> list[str]:
     if os.environ.get("WHATIF_TRACE"):
         import time
 
-        from receiver.store import sqlite as sq
+        from receiver.store.sqlite import SqliteStore, base, events
 
         trace = open(os.environ["WHATIF_TRACE"], "a", buffering=1)  # noqa: SIM115
-        exclusive = sq._exclusive
+        exclusive = base.exclusive
         spent: list[float] = []
 
         def timed_exclusive(conn: Any, *args: Any) -> Any:
@@ -71,10 +71,10 @@ def apply() -> list[str]:
             try:
                 return exclusive(conn, *args)
             finally:
-                if args[2] is sq._write_batch:
+                if args[2] is events._write_batch:
                     spent.append(time.perf_counter() - started)
 
-        write_events = sq.SqliteStore.write_events
+        write_events = SqliteStore.write_events
 
         async def traced(self: Any, items: Any) -> Any:
             started = time.perf_counter()
@@ -84,8 +84,8 @@ def apply() -> list[str]:
             trace.write(f"{len(items)} {started:.6f} {took:.6f} {in_thread:.6f}\n")
             return result
 
-        sq._exclusive = timed_exclusive  # type: ignore[assignment]
-        sq.SqliteStore.write_events = traced  # type: ignore[method-assign]
+        base.exclusive = timed_exclusive  # type: ignore[assignment]
+        SqliteStore.write_events = traced  # type: ignore[method-assign]
         applied.append("trace")
     if os.environ.get("WHATIF_SWITCH"):
         sys.setswitchinterval(float(os.environ["WHATIF_SWITCH"]))
