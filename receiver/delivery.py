@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,6 +44,12 @@ log = structlog.get_logger("hookyard.delivery")
 JITTER = 0.2
 LEASE_MARGIN_S = 30.0  # a claim's lease outlasts the send budget by this much
 CLAIM_BATCH = 32  # rows a runner claims at once (it sends them as its slots free up)
+
+
+def _lease_covers(due: Due, start: float, send_s: float) -> bool:
+    """Whether the claim's lease outlasts a send of `send_s` started at `start` with at least
+    half the margin to spare (time to store the outcome before another worker may take it)."""
+    return due.lease_until - start >= send_s + LEASE_MARGIN_S / 2
 
 
 def retry_delay(
@@ -193,8 +200,8 @@ class SinkRunner:
             )
         started = 0
         while self._ahead and started < self._budget:
-            item = self._ahead.popleft()
-            if not await self._still_ours(item):
+            item = await self._still_ours(self._ahead.popleft())
+            if item is None:
                 continue
             mirrors = None
             if waiting_for is not None:  # the copies, read when the row is about to go
@@ -205,13 +212,17 @@ class SinkRunner:
             started += 1
         return started
 
-    async def _still_ours(self, due: Due) -> bool:
-        """A row claimed ahead whose lease is running out (the sink paused meanwhile) is
-        renewed first; if another worker took it since, it is theirs to send."""
+    async def _still_ours(self, due: Due) -> Due | None:
+        """A row claimed ahead whose lease would end before a send started now (the sink
+        paused meanwhile) is renewed first; if another worker took it since, it is theirs to
+        send (None)."""
         now = time.time()
-        if due.lease_until - now > self.settings.timeout_s + LEASE_MARGIN_S / 2:
-            return True
-        return await self.store.renew([due.delivery_id], now + self.lease_s) == 1
+        if _lease_covers(due, now, self.settings.timeout_s):
+            return due
+        until = now + self.lease_s
+        if await self.store.renew([due.delivery_id], until) != 1:
+            return None
+        return dataclasses.replace(due, lease_until=until)
 
     async def _idle_wait(self) -> float | None:
         if self.breaker.is_open:
@@ -263,9 +274,11 @@ class SinkRunner:
     async def _deliver(self, due: Due, mirrors: list[MirroredOutput] | None = None) -> None:
         started, clock = time.time(), time.perf_counter()
         budget_s = send_budget_s(self.sink, due.event, self.settings.timeout_s)
-        if started + budget_s + LEASE_MARGIN_S > due.lease_until:
+        if not _lease_covers(due, started, budget_s):
             # A long send (many outputs to mirror) outlasts the claim's lease: extend it first,
-            # so no other worker takes the row while this one is still sending it.
+            # so no other worker takes the row while this one is still sending it. (Only
+            # then: an ordinary send fits the lease it was claimed with, and a renewal is a
+            # write transaction per delivery.)
             await self.store.renew([due.delivery_id], started + budget_s + LEASE_MARGIN_S)
         try:
             async with asyncio.timeout(budget_s):

@@ -195,8 +195,54 @@ async def test_rows_claimed_ahead_are_rechecked_and_given_back(tmp_path: Path) -
         later = time.time() + 1
         [taken] = await theirs.claim_due("a", later, 1)  # the first one's lease ran out
         assert taken.delivery_id == ahead[0].delivery_id
-        assert await runner._still_ours(ahead[0]) is False  # theirs now: not sent twice
-        assert await runner._still_ours(ahead[1]) is True  # renewed: still ours
+        assert await runner._still_ours(ahead[0]) is None  # theirs now: not sent twice
+        renewed = await runner._still_ours(ahead[1])  # renewed: still ours, for longer
+        assert renewed is not None and renewed.lease_until > time.time() + 30
+        assert await runner._still_ours(renewed) is renewed  # a live lease: no renewal
         await runner._give_back_ahead()  # the sink paused: the rest go back to the queue
         back = await theirs.claim_due("a", later + 1, 5)
         assert {d.delivery_id for d in back} == {ahead[1].delivery_id, ahead[2].delivery_id}
+
+
+async def test_a_send_renews_its_lease_only_when_the_lease_would_not_cover_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ordinary send fits the lease it was claimed with: renewing it anyway would be a
+    write transaction per delivery (a round trip each on PostgreSQL)."""
+    import random
+
+    from receiver.delivery import Breaker, Outcomes, SinkRunner
+    from receiver.metrics import Metrics
+    from receiver.settings import SinkSettings
+
+    sent: list[str] = []
+
+    class Quick:
+        async def send(self, event: dict[str, object]) -> int:
+            sent.append(str(event["id"]))
+            return 200
+
+        async def aclose(self) -> None:
+            return None
+
+    async with opened(tmp_path / "s.db", "host:1:a") as store:
+        renewals: list[float] = []
+        renew = store.renew
+
+        async def counted(ids: list[int], until: float) -> int:
+            renewals.append(until)
+            return await renew(ids, until)
+
+        monkeypatch.setattr(store, "renew", counted)
+        await store.write_events([new_item(f"j{i}") for i in range(2)])
+        settings = SinkSettings(name="a", type="http", options={})
+        outcomes = Outcomes(store, Metrics())
+        runner = SinkRunner(settings, Quick(), store, outcomes, Breaker(), random.Random(1))
+        [ordinary] = await store.claim_due("a", time.time(), 1, lease_s=runner.lease_s)
+        await runner._deliver(ordinary)
+        assert len(sent) == 1 and renewals == []
+        [short] = await store.claim_due("a", time.time(), 1, lease_s=5)  # shorter than a send
+        await runner._deliver(short)
+        assert len(sent) == 2 and len(renewals) == 1
+        assert renewals[0] >= time.time() + settings.timeout_s
+        await outcomes.writer.drain()
