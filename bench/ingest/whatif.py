@@ -10,6 +10,9 @@ building it. receiver/ is unchanged. Used by `bench/ingest/run.py --module bench
                         whole transaction (lock, BEGIN, writes, COMMIT) took in the database
                         thread, appended to PATH as
                         "size start_s total_s in_thread_s" lines
+  WHATIF_BG_CHECKPOINT=0.1
+                        no automatic checkpoint inside the writer's commits; a thread of its
+                        own runs PASSIVE checkpoints on its own connection this often (s)
   WHATIF_DROP_INDEXES=events_job,events_type
                         these indexes are dropped once the SQLite store has opened (fewer
                         index pages written per event; queries that used them get slower)
@@ -87,6 +90,30 @@ def apply() -> list[str]:
         base.exclusive = timed_exclusive  # type: ignore[assignment]
         SqliteStore.write_events = traced  # type: ignore[method-assign]
         applied.append("trace")
+    if os.environ.get("WHATIF_BG_CHECKPOINT"):
+        import sqlite3
+        import threading
+        import time
+
+        from receiver.store.sqlite import SqliteStore
+
+        every = float(os.environ["WHATIF_BG_CHECKPOINT"])
+        opened_ = SqliteStore.open
+
+        def checkpoints(path: str) -> None:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            while True:
+                time.sleep(every)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        async def open_then_checkpoint(self: Any) -> None:
+            await opened_(self)
+            assert self._writer is not None
+            await self._writer.execute("PRAGMA wal_autocheckpoint = 0")
+            threading.Thread(target=checkpoints, args=(self.path,), daemon=True).start()
+
+        SqliteStore.open = open_then_checkpoint  # type: ignore[method-assign]
+        applied.append(f"checkpoints every {every} s off the commit path")
     if os.environ.get("WHATIF_SWITCH"):
         sys.setswitchinterval(float(os.environ["WHATIF_SWITCH"]))
         applied.append(f"switch={os.environ['WHATIF_SWITCH']}")
