@@ -247,21 +247,9 @@ class ExpiringImages(FakeSink):
             return Reply(200, PNG_BYTES, content_type="image/png")
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoS3]:
-    with MotoS3() as server:
-        yield server
-
-
 @pytest.fixture
 def images() -> Iterator[ExpiringImages]:
     with ExpiringImages() as server:
-        yield server
-
-
-@pytest.fixture
-def receiver() -> Iterator[FakeSink]:
-    with FakeSink() as server:
         yield server
 
 
@@ -332,14 +320,14 @@ def received(receiver: FakeSink) -> list[dict[str, Any]]:
 
 
 def test_the_backend_gets_working_links_to_identical_bytes_then_and_on_replay(
-    tmp_path: Path, database: str, moto: MotoS3, images: ExpiringImages, receiver: FakeSink
+    tmp_path: Path, database: str, moto: MotoS3, images: ExpiringImages, sink: FakeSink
 ) -> None:
-    config = e2e_config(tmp_path, database, moto, receiver)
+    config = e2e_config(tmp_path, database, moto, sink)
     originals = [images.image("/out/a.png"), images.image("/out/b.png")]
     server = Server(config, tmp_path, env=AWS_ENV).start()
     try:
         event_id = post_completed(server, config, "job-durable", originals)
-        [first] = wait_for(lambda: received(receiver))
+        [first] = wait_for(lambda: received(sink))
         assert first["id"] == event_id
         assert first["provider_outputs"] == originals and "mirror_failed" not in first
         assert all(httpx.get(url).status_code == 404 for url in originals)  # expired
@@ -357,7 +345,7 @@ def test_the_backend_gets_working_links_to_identical_bytes_then_and_on_replay(
         replay = httpx.post(f"{server.url}/v1/events/{event_id}/replay", headers=auth,
                             json={"sinks": ["backend"]})
         assert replay.status_code == 202, replay.text
-        _, again = wait_for(lambda: received(receiver)[1:] and received(receiver))
+        _, again = wait_for(lambda: received(sink)[1:] and received(sink))
         assert again["id"] == event_id and again["provider_outputs"] == originals
         for link in again["outputs"]:
             assert httpx.get(link).content == PNG_BYTES
@@ -366,16 +354,16 @@ def test_the_backend_gets_working_links_to_identical_bytes_then_and_on_replay(
 
 
 def test_a_dead_mirror_sends_the_originals_saying_so(
-    tmp_path: Path, database: str, moto: MotoS3, images: ExpiringImages, receiver: FakeSink
+    tmp_path: Path, database: str, moto: MotoS3, images: ExpiringImages, sink: FakeSink
 ) -> None:
     """Nothing waits forever: an output that cannot be mirrored (gone already: 404, a
     permanent failure) makes the mirror dead and the backend gets what there is."""
-    config = e2e_config(tmp_path, database, moto, receiver)
+    config = e2e_config(tmp_path, database, moto, sink)
     gone = images.image("/out/gone.png", dead=True)
     server = Server(config, tmp_path, env=AWS_ENV).start()
     try:
         event_id = post_completed(server, config, "job-dead-mirror", [gone])
-        [sent] = wait_for(lambda: received(receiver))
+        [sent] = wait_for(lambda: received(sink))
         assert sent["id"] == event_id
         assert sent["outputs"] == [gone] and sent["mirror_failed"] is True
         assert "provider_outputs" not in sent
