@@ -50,7 +50,9 @@ DATABASE = ""  # --database, else the run's own SQLite file
 MODULE = "receiver.cli"  # --module: a what-if launcher instead (bench/ingest/whatif.py)
 WORKERS = 0  # --workers: N web processes for both (hookyard serve --workers N, uvicorn --workers N)
 
-CONFIG = """\
+# The server and the signed Rendergrid source every benchmark config starts with (format with
+# database= and secret=; bench/steady and bench/retention add their sinks and settings).
+CONFIG_HEAD = """\
 [server]
 host = "127.0.0.1"
 database = "{database}"
@@ -58,6 +60,8 @@ database = "{database}"
 [sources.rendergrid]
 provider = "rendergrid"
 secrets = ["{secret}"]
+"""
+CONFIG = CONFIG_HEAD + """\
 tolerance_s = {tolerance}
 
 [sinks.log]

@@ -49,15 +49,7 @@ from receiver.core.events import new_event_id  # noqa: E402
 from receiver.store import age_bound, open_store  # noqa: E402
 
 SOURCE = ingest.SOURCE
-CONFIG = """\
-[server]
-host = "127.0.0.1"
-database = "{database}"
-
-[sources.rendergrid]
-provider = "rendergrid"
-secrets = ["{secret}"]
-
+CONFIG = ingest.CONFIG_HEAD + """
 [sinks.log]
 type = "jsonl"
 path = "{workdir}/events.jsonl"

@@ -45,15 +45,6 @@ from bench.ingest import run as ingest  # noqa: E402
 
 LAG_TARGET_S = 3.0
 RATE_TOLERANCE = 0.95  # the intake must have answered at least this share of the offered rate
-CONFIG = """\
-[server]
-host = "127.0.0.1"
-database = "{database}"
-
-[sources.rendergrid]
-provider = "rendergrid"
-secrets = ["{secret}"]
-"""
 SINK = """
 [sinks.{name}]
 type = "http"
@@ -68,7 +59,7 @@ sinks = ["{name}"]
 
 
 def config(workdir: Path, sink_url: str, database: str | None) -> Path:
-    text = CONFIG.format(database=database or f"sqlite:///{workdir / 'hookyard.db'}",
+    text = ingest.CONFIG_HEAD.format(database=database or f"sqlite:///{workdir / 'hookyard.db'}",
                          secret=ingest.SECRET)
     for i, name in enumerate(delivery.SINKS):
         secret = "whsec_" + base64.b64encode(f"bench-{name}-{i}".ljust(32, "x").encode()).decode()
