@@ -52,8 +52,9 @@ async def _insert_batch(conn: Conn, batch: Batch) -> Written:
         found = {key: by_text[(key[0], storable_text(key[1]))] for key in batch.jobs
                  if (key[0], storable_text(key[1])) in by_text}
         with_job_metadata(batch, found)
-        if batch.finished_jobs:
-            ends = sorted(batch.finished_jobs.items())
+        # Only jobs that have a row can end (a round trip saved for unwatched jobs).
+        ends = sorted((key, state) for key, state in batch.finished_jobs.items() if key in found)
+        if ends:
             done_sources, done_ids, states = columns(
                 [(s, storable_text(j), state) for (s, j), state in ends], 3
             )

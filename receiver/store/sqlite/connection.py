@@ -100,3 +100,15 @@ def chunks(values: Sequence[T]) -> Iterable[list[T]]:
     for start in range(0, len(values), CHUNK):
         yield list(values[start : start + CHUNK])
 
+
+def job_chunks(jobs: Iterable[tuple[str, str]]) -> Iterable[tuple[str, list[str], str]]:
+    """(source, job ids, "?,?,…") per source and chunk, for `source = ? AND job_id IN (…)`:
+    SQLite searches an index on (source, job_id) for that form; for `(source, job_id) IN
+    (VALUES …)` it scans the whole index."""
+    by_source: dict[str, list[str]] = {}
+    for source, job_id in sorted(set(jobs)):
+        by_source.setdefault(source, []).append(job_id)
+    for source, job_ids in by_source.items():
+        for chunk in chunks(job_ids):
+            yield source, chunk, ",".join("?" * len(chunk))
+

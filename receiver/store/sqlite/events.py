@@ -14,7 +14,7 @@ from receiver.store.base import EventLogBase
 from receiver.store.rows import Batch, Written, delivery_counts, with_job_metadata
 from receiver.store.sql import EVENT_COLUMNS
 from receiver.store.sqlite.base import SqliteBase
-from receiver.store.sqlite.connection import CHUNK, Sql, chunks
+from receiver.store.sqlite.connection import CHUNK, Sql, chunks, job_chunks
 from receiver.store.sqlite.jobs import end_jobs, job_metadata
 
 
@@ -30,8 +30,9 @@ def _write_batch(conn: Sql, batch: Batch) -> Written:
     """Runs on the database thread, inside the transaction."""
     suppressed = batch.suppressed | _finished_elsewhere(conn, batch.maybe_late)
     if batch.jobs:
-        with_job_metadata(batch, job_metadata(conn, list(batch.jobs)))
-        end_jobs(conn, batch.finished_jobs, time.time())
+        found = job_metadata(conn, list(batch.jobs))
+        with_job_metadata(batch, {key: metadata for key, (metadata, _) in found.items()})
+        end_jobs(conn, batch.finished_jobs, found, time.time())
     before = conn.total_changes
     for sql, params in _multi_row(
         f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ",  # noqa: S608
@@ -89,14 +90,18 @@ def _ids_by_key(conn: Sql, keys: list[str]) -> dict[str, str]:
 
 
 def _finished_elsewhere(conn: Sql, jobs: dict[str, tuple[str, str]]) -> set[str]:
-    """The ids (keys of `jobs`) whose job already has a terminal event in the log."""
-    sql = "SELECT 1 FROM events WHERE source = ? AND job_id = ? AND status IN (?, ?, ?) LIMIT 1"
+    """The ids (keys of `jobs`) whose job already has a terminal event in the log: a statement
+    per source, not one per event (each step waits for the GIL, see jobs.end_jobs)."""
     terminal = sorted(TERMINAL_STATUSES)
-    return {
-        event_id
-        for event_id, job in jobs.items()
-        if conn.execute(sql, (*job, *terminal)).fetchone() is not None
-    }
+    done: set[tuple[str, str]] = set()
+    for source, job_ids, marks in job_chunks(jobs.values()):
+        sql = (
+            "SELECT DISTINCT job_id FROM events"  # noqa: S608
+            f" WHERE source = ? AND job_id IN ({marks}) AND status IN (?, ?, ?)"
+        )
+        found = conn.execute(sql, [source, *job_ids, *terminal])
+        done.update((source, job_id) for (job_id,) in found)
+    return {event_id for event_id, job in jobs.items() if job in done}
 
 
 def _latest_statuses(conn: Sql, event_ids: list[str]) -> dict[str, dict[str, str]]:

@@ -12,7 +12,7 @@ from receiver.store.model import Job
 from receiver.store.rows import job_from_row, job_row
 from receiver.store.sql import JOB_COLUMNS
 from receiver.store.sqlite.base import SqliteBase
-from receiver.store.sqlite.connection import Sql, chunks
+from receiver.store.sqlite.connection import Sql, job_chunks
 
 
 class SqliteJobs(JobTableBase, SqliteBase):
@@ -58,24 +58,37 @@ def _delete_job(conn: Sql, source: str, job_id: str) -> bool:
     return cur.rowcount > 0
 
 
-def job_metadata(conn: Sql, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """(source, job id) → metadata JSON text of the watched jobs among `keys`."""
-    found: dict[tuple[str, str], str] = {}
-    for chunk in chunks(keys):
-        marks = ",".join(["(?, ?)"] * len(chunk))
+def job_metadata(conn: Sql, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(source, job id) → (metadata JSON text, state) of the watched jobs among `keys`."""
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    for source, job_ids, marks in job_chunks(keys):
         sql = (
-            "SELECT source, job_id, metadata_json FROM jobs"  # noqa: S608
-            f" WHERE (source, job_id) IN (VALUES {marks})"
+            "SELECT job_id, metadata_json, state FROM jobs"  # noqa: S608
+            f" WHERE source = ? AND job_id IN ({marks})"
         )
-        for source, job_id, metadata in conn.execute(sql, [v for key in chunk for v in key]):
-            found[(source, job_id)] = metadata
+        for job_id, metadata, state in conn.execute(sql, [source, *job_ids]):
+            found[(source, job_id)] = (metadata, state)
     return found
 
 
-def end_jobs(conn: Sql, ends: Mapping[tuple[str, str], str], now: float) -> None:
-    """Watched jobs whose terminal event is in this transaction end with it."""
-    conn.executemany(
-        "UPDATE jobs SET state = ?, updated_at = ? WHERE source = ? AND job_id = ?"
-        " AND state = 'watching'",
-        [(state, now, source, job_id) for (source, job_id), state in sorted(ends.items())],
-    )
+def end_jobs(
+    conn: Sql,
+    ends: Mapping[tuple[str, str], str],
+    found: Mapping[tuple[str, str], tuple[str, str]],
+    now: float,
+) -> None:
+    """Watched jobs whose terminal event is in this transaction end with it. Only the jobs
+    `found` watching get a statement: each statement step hands the GIL back and waits for the
+    busy event loop to let go of it again, so a batch of events of unwatched jobs (the usual
+    case) must not cost one per event."""
+    rows = [
+        (state, now, source, job_id)
+        for (source, job_id), state in sorted(ends.items())
+        if found.get((source, job_id), ("", ""))[1] == "watching"
+    ]
+    if rows:
+        conn.executemany(
+            "UPDATE jobs SET state = ?, updated_at = ? WHERE source = ? AND job_id = ?"
+            " AND state = 'watching'",
+            rows,
+        )
