@@ -142,6 +142,18 @@ async def test_ended_jobs_go_after_the_same_age_and_watched_ones_stay(store: Sto
     assert left == {"old-watching", "new-done"}
 
 
+async def test_a_dry_run_counts_every_ended_job_not_only_a_batch(store: Store) -> None:
+    """A dry run removes nothing, so it cannot page through ended jobs a batch at a time: it
+    still counts them all (what `hookyard prune --dry-run` prints and asks about)."""
+    old = time.time() - 100 * DAY
+    for i in range(7):
+        ended = Job("rg", f"ended-{i}", "done", {}, old, old + 60, old, updated_at=old)
+        await store.watch_job(ended)
+    plan = await prune_pass(store, time.time() - 90 * DAY, batch=3, dry_run=True)
+    pruned = await prune_pass(store, time.time() - 90 * DAY, batch=3)
+    assert plan.jobs == pruned.jobs == 7
+
+
 @settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
