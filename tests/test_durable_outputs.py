@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -218,6 +219,25 @@ async def test_public_base_url_links_are_the_base_plus_the_key() -> None:
         assert await sink.link("b", "outputs/rg/job 1/0.png") == (
             "https://cdn.example/r/outputs/rg/job%201/0.png")
         await sink.aclose()
+
+
+@pytest.mark.parametrize(
+    ("options", "expires"),
+    [({}, "604800"), ({"presign_expiry_s": 3600}, "3600"),
+     ({"endpoint_url": "https://acct.r2.example", "presign_expiry_s": 60}, "60")],
+)
+async def test_other_links_are_sigv4_presigned_for_presign_expiry_s(
+    aws_env: None, options: dict[str, Any], expires: str
+) -> None:
+    """SigV4, whatever the region (botocore presigns with SigV2 unless told otherwise, which
+    buckets created since 2020, newer regions and R2 refuse), valid 7 days unless set."""
+    async with httpx.AsyncClient() as http:
+        sink = s3.create("archive", {"bucket": "renders", **options}, SinkContext(http, 5.0))
+        link = await sink.link("renders", "outputs/rg/job/0.png")
+        await sink.aclose()
+    query = parse_qs(urlsplit(link).query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"], link
+    assert query["X-Amz-Expires"] == [expires]
 
 
 # -- end to end -------------------------------------------------------------------------------
