@@ -361,13 +361,18 @@ def test_the_backend_gets_working_links_to_identical_bytes_then_and_on_replay(
             ("archive", 0, "image/png"), ("archive", 1, "image/png")]
         assert all(m["key"].endswith(f"/{m['index']}.png") for m in shown["mirrors"])
 
-        # Days later the provider's links are long dead; a replay sends fresh links.
+        # Days later the provider's links are long dead; a replay sends fresh links (signed
+        # at the send: a later second than the first ones).
+        signed_at = parse_qs(urlsplit(first["outputs"][0]).query)["X-Amz-Date"][0]
+        wait_for(lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) > signed_at)
         replay = httpx.post(f"{server.url}/v1/events/{event_id}/replay", headers=auth,
                             json={"sinks": ["backend"]})
         assert replay.status_code == 202, replay.text
         _, again = wait_for(lambda: received(sink)[1:] and received(sink))
         assert again["id"] == event_id and again["provider_outputs"] == originals
+        assert again["outputs"] != first["outputs"]  # presigned afresh, not stored links
         for link in again["outputs"]:
+            assert parse_qs(urlsplit(link).query)["X-Amz-Expires"] == ["3600"]
             assert httpx.get(link).content == PNG_BYTES
     finally:
         server.stop()
