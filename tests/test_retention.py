@@ -309,6 +309,18 @@ async def test_the_worker_prunes_and_reports_it_in_metrics(configured: Path) -> 
     assert size and float(size[0].split()[1]) > 0
 
 
+@pytest.mark.parametrize("worker", [True, False])
+async def test_only_the_worker_role_prunes(tmp_path: Path, worker: bool) -> None:
+    """`serve --no-worker` web processes take webhooks only; the pruner runs where delivery
+    does (`serve`, `worker`)."""
+    from receiver.app import create_app
+
+    app = create_app(settings_mod.load(str(write_config(tmp_path))), worker=worker)
+    async with app.state.hookyard.lifespan(None):
+        running = {task.get_name() for task in asyncio.all_tasks()}
+    assert ("hookyard-retention" in running) is worker
+
+
 def test_max_age_0_starts_no_pruner(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     path.write_text(path.read_text() + '\n[retention]\nmax_age = "0"\n')
