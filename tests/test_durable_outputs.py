@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -220,6 +221,25 @@ async def test_public_base_url_links_are_the_base_plus_the_key() -> None:
         await sink.aclose()
 
 
+@pytest.mark.parametrize(
+    ("options", "expires"),
+    [({}, "604800"), ({"presign_expiry_s": 3600}, "3600"),
+     ({"endpoint_url": "https://acct.r2.example", "presign_expiry_s": 60}, "60")],
+)
+async def test_other_links_are_sigv4_presigned_for_presign_expiry_s(
+    aws_env: None, options: dict[str, Any], expires: str
+) -> None:
+    """SigV4, whatever the region (botocore presigns with SigV2 unless told otherwise, which
+    buckets created since 2020, newer regions and R2 refuse), valid 7 days unless set."""
+    async with httpx.AsyncClient() as http:
+        sink = s3.create("archive", {"bucket": "renders", **options}, SinkContext(http, 5.0))
+        link = await sink.link("renders", "outputs/rg/job/0.png")
+        await sink.aclose()
+    query = parse_qs(urlsplit(link).query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"], link
+    assert query["X-Amz-Expires"] == [expires]
+
+
 # -- end to end -------------------------------------------------------------------------------
 
 
@@ -341,13 +361,18 @@ def test_the_backend_gets_working_links_to_identical_bytes_then_and_on_replay(
             ("archive", 0, "image/png"), ("archive", 1, "image/png")]
         assert all(m["key"].endswith(f"/{m['index']}.png") for m in shown["mirrors"])
 
-        # Days later the provider's links are long dead; a replay sends fresh links.
+        # Days later the provider's links are long dead; a replay sends fresh links (signed
+        # at the send: a later second than the first ones).
+        signed_at = parse_qs(urlsplit(first["outputs"][0]).query)["X-Amz-Date"][0]
+        wait_for(lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) > signed_at)
         replay = httpx.post(f"{server.url}/v1/events/{event_id}/replay", headers=auth,
                             json={"sinks": ["backend"]})
         assert replay.status_code == 202, replay.text
         _, again = wait_for(lambda: received(sink)[1:] and received(sink))
         assert again["id"] == event_id and again["provider_outputs"] == originals
+        assert again["outputs"] != first["outputs"]  # presigned afresh, not stored links
         for link in again["outputs"]:
+            assert parse_qs(urlsplit(link).query)["X-Amz-Expires"] == ["3600"]
             assert httpx.get(link).content == PNG_BYTES
     finally:
         server.stop()

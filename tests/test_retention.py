@@ -24,10 +24,10 @@ from receiver.core import events
 from receiver.core.errors import ConfigError
 from receiver.core.outputs import MirroredOutput
 from receiver.retention import prune_pass
-from receiver.store import Job, NewEvent, Outcome, Pruned, Store, age_bound
+from receiver.store import EventFilter, Job, NewEvent, Outcome, Pruned, Store, age_bound, open_store
 from receiver.store.sqlite import SqliteStore
 from tests.pg import pg_empty, pg_url  # noqa: F401  (fixtures)
-from tests.support import app_client, write_config
+from tests.support import BASE_CONFIG, app_client, write_config
 from tests.test_store_backends import Factory, backend, make_store  # noqa: F401  (fixtures)
 
 DAY = 86400.0
@@ -69,8 +69,6 @@ async def settle(store: Store, sink: str, status: str, mirrored: int = 0) -> Non
 
 
 async def event_ids(store: Store) -> set[str]:
-    from receiver.store import EventFilter
-
     return {e["id"] for e in await store.list_events(EventFilter(), limit=500)}
 
 
@@ -140,6 +138,18 @@ async def test_ended_jobs_go_after_the_same_age_and_watched_ones_stay(store: Sto
     assert pruned.jobs == 3
     left = {j.job_id for j in await store.list_jobs()}
     assert left == {"old-watching", "new-done"}
+
+
+async def test_a_dry_run_counts_every_ended_job_not_only_a_batch(store: Store) -> None:
+    """A dry run removes nothing, so it cannot page through ended jobs a batch at a time: it
+    still counts them all (what `hookyard prune --dry-run` prints and asks about)."""
+    old = time.time() - 100 * DAY
+    for i in range(7):
+        ended = Job("rg", f"ended-{i}", "done", {}, old, old + 60, old, updated_at=old)
+        await store.watch_job(ended)
+    plan = await prune_pass(store, time.time() - 90 * DAY, batch=3, dry_run=True)
+    pruned = await prune_pass(store, time.time() - 90 * DAY, batch=3)
+    assert plan.jobs == pruned.jobs == 7
 
 
 @settings(
@@ -251,9 +261,20 @@ def test_an_unknown_retention_key_is_an_error(tmp_path: Path) -> None:
 # -- the pruner in the worker role, and the CLI ---------------------------------------------
 
 
+@pytest.fixture
+def configured(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path  # noqa: F811
+) -> Path:
+    """The base config, its database on this backend (a new SQLite file, or the emptied
+    PostgreSQL test database)."""
+    if backend == "sqlite":
+        return write_config(tmp_path)
+    url = request.getfixturevalue("pg_empty")
+    return write_config(tmp_path, BASE_CONFIG.replace('"sqlite:///{db}"', f'"{url}"'))
+
+
 async def seed(config_path: Path, *aged_events: events.Event) -> list[str]:
-    config = settings_mod.load(str(config_path))
-    store = SqliteStore(config.server.sqlite_path)
+    store = open_store(settings_mod.load(str(config_path)).server.database)
     await store.open()
     try:
         return [s.event_id for s in await store.write_events([new(e, ()) for e in aged_events])]
@@ -261,8 +282,17 @@ async def seed(config_path: Path, *aged_events: events.Event) -> list[str]:
         await store.close()
 
 
-async def test_the_worker_prunes_and_reports_it_in_metrics(tmp_path: Path) -> None:
-    path = write_config(tmp_path)
+async def stored_ids(config_path: Path) -> set[str]:
+    store = open_store(settings_mod.load(str(config_path)).server.database)
+    await store.open()
+    try:
+        return await event_ids(store)
+    finally:
+        await store.close()
+
+
+async def test_the_worker_prunes_and_reports_it_in_metrics(configured: Path) -> None:
+    path = configured
     path.write_text(path.read_text() + '\n[retention]\nmax_age = "30d"\n')
     old, recent = await seed(path, aged("old", 31), aged("recent", 29))
     config = settings_mod.load(str(path))
@@ -277,6 +307,18 @@ async def test_the_worker_prunes_and_reports_it_in_metrics(tmp_path: Path) -> No
     assert 'hookyard_pruned_rows_total{table="events"} 1.0' in text
     size = [line for line in text.splitlines() if line.startswith("hookyard_database_bytes ")]
     assert size and float(size[0].split()[1]) > 0
+
+
+@pytest.mark.parametrize("worker", [True, False])
+async def test_only_the_worker_role_prunes(tmp_path: Path, worker: bool) -> None:
+    """`serve --no-worker` web processes take webhooks only; the pruner runs where delivery
+    does (`serve`, `worker`)."""
+    from receiver.app import create_app
+
+    app = create_app(settings_mod.load(str(write_config(tmp_path))), worker=worker)
+    async with app.state.hookyard.lifespan(None):
+        running = {task.get_name() for task in asyncio.all_tasks()}
+    assert ("hookyard-retention" in running) is worker
 
 
 def test_max_age_0_starts_no_pruner(tmp_path: Path) -> None:
@@ -296,9 +338,9 @@ def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 
 
 def test_prune_counts_asks_and_removes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    configured: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_config(tmp_path)
+    path = configured
     _, recent = asyncio.run(seed(path, aged("old", 40), aged("recent", 5)))
     base = ["prune", "--config", str(path), "--older-than", "30d"]
 
@@ -312,8 +354,7 @@ def test_prune_counts_asks_and_removes(
     assert code == 0
     report = json.loads(out)
     assert report["events"] == 1 and report["dry_run"] is False and report["database_bytes"] > 0
-    with sqlite3.connect(tmp_path / "hookyard.db") as db:
-        assert [r[0] for r in db.execute("SELECT id FROM events")] == [recent]
+    assert asyncio.run(stored_ids(path)) == {recent}
 
 
 def test_prune_asks_on_a_terminal_and_a_no_removes_nothing(

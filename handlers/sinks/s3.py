@@ -330,6 +330,10 @@ class S3Sink:
                     connect_timeout=self.ctx.timeout_s,
                     read_timeout=self.ctx.timeout_s,
                     retries={"total_max_attempts": 1, "mode": "standard"},
+                    # Requests are SigV4 anyway; this makes presigned links SigV4 too (botocore
+                    # presigns with SigV2 by default, which newer buckets and regions and R2
+                    # refuse). It is also what limits presign_expiry_s to 7 days.
+                    signature_version="s3v4",
                 )
                 creator = get_session().create_client(
                     "s3", region_name=self.region, endpoint_url=self.endpoint_url, config=config

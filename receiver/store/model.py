@@ -346,7 +346,8 @@ class Retention(Protocol):
 
     async def prune_jobs(self, older_than: float, limit: int, *, dry_run: bool = False) -> int:
         """Remove up to `limit` watched jobs that ended (done, failed, expired) and were last
-        updated before `older_than`; returns how many (would) go."""
+        updated before `older_than`; returns how many went. `dry_run` removes nothing and
+        counts every such job, whatever `limit` (a pass could not page past a batch)."""
 
     async def reclaim_space(self) -> None:
         """Give space freed by pruning back to the operating system where the backend can

@@ -28,8 +28,12 @@ class PostgresRetention(RetentionBase, PostgresBase):
             "SELECT source, job_id FROM jobs WHERE state <> 'watching' AND updated_at < %s"
             " LIMIT %s"
         )
-        if dry_run:
-            return len(await self._all(select, (older_than, limit)))
+        if dry_run:  # every one: nothing goes, so a batch could not move on to the next
+            [(count,)] = await self._all(
+                "SELECT COUNT(*) FROM jobs WHERE state <> 'watching' AND updated_at < %s",
+                (older_than,),
+            )
+            return int(count)
         rows = await self._all(
             f"DELETE FROM jobs WHERE (source, job_id) IN ({select} FOR UPDATE SKIP LOCKED)"  # noqa: S608
             " RETURNING 1",

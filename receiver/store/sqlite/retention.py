@@ -20,13 +20,20 @@ class SqliteRetention(RetentionBase, SqliteBase):
         return await self._write(_delete_events, ids, at_bound)
 
     async def prune_jobs(self, older_than: float, limit: int, *, dry_run: bool = False) -> int:
+        if dry_run:  # every one: nothing goes, so a batch could not move on to the next
+            [(count,)] = await self._read(
+                fetch_all,
+                "SELECT COUNT(*) FROM jobs WHERE state != 'watching' AND updated_at < ?",
+                (older_than,),
+            )
+            return int(count)
         rows = await self._read(
             fetch_all,
             "SELECT rowid FROM jobs WHERE state != 'watching' AND updated_at < ? LIMIT ?",
             (older_than, limit),
         )
-        if dry_run or not rows:
-            return len(rows)
+        if not rows:
+            return 0
         return await self._write(_delete_jobs, [r[0] for r in rows], older_than)
 
     async def reclaim_space(self) -> None:
