@@ -277,7 +277,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _supervise(config, host, port, args.workers)
     files = serving.raise_file_limit()
     max_connections = serving.connection_budget(files, config.server.max_connections)
-    app = create_app(config, worker=not args.no_worker)
+    # Event batches are committed by a child process: the web process's event loop keeps
+    # its GIL to itself (receiver.store.sqlite.writer; PostgreSQL ignores it).
+    store = open_store(config.server.database, writer_process=True)
+    app = create_app(config, store, worker=not args.no_worker)
     guard = serving.ConnectionGuard(
         max_connections, config.server.request_timeout_s, app.service.metrics
     )

@@ -209,9 +209,12 @@ def test_readyz_is_503_when_the_disk_takes_no_more_writes(tmp_path: Path) -> Non
     server = Serve(tmp_path, tmp_path / "hookyard.toml")
     try:
         server.wait_ready()
-        # The disk is full now: no file of the server's may grow (RLIMIT_FSIZE = 0; Python
-        # ignores SIGXFSZ, so writes fail with EFBIG as they would with ENOSPC).
-        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+        # The disk is full now: no file of the server's (or of its ingest writer process,
+        # receiver.store.sqlite.writer) may grow (RLIMIT_FSIZE = 0; Python ignores SIGXFSZ,
+        # so writes fail with EFBIG as they would with ENOSPC).
+        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
+        for pid in [server.proc.pid, *map(int, children.split())]:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
         body = fixture("rendergrid", "completed.json")
         hook = httpx.post(
             f"{server.url}/hooks/rendergrid",

@@ -55,7 +55,9 @@ from tests.support import (
     write_config,
 )
 
-BACKENDS = ["sqlite", "postgres"]
+# "sqlite-process": SQLite with event batches committed by the writer process `hookyard serve`
+# uses (receiver.store.sqlite.writer), so every rule here holds through it too.
+BACKENDS = ["sqlite", "sqlite-process", "postgres"]
 
 Factory = Callable[..., Awaitable[Store]]
 
@@ -77,7 +79,9 @@ async def make_store(
         store: Store = (
             PostgresStore(url, **options)
             if url is not None
-            else SqliteStore(str(tmp_path / "store.db"), **options)
+            else SqliteStore(
+                str(tmp_path / "store.db"), writer_process=backend == "sqlite-process", **options
+            )
         )
         await store.open()
         opened.append(store)
@@ -143,7 +147,7 @@ async def test_a_newer_schema_is_refused_with_what_to_do(
     make_store: Factory, backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     await make_store()
-    if backend == "sqlite":  # SQL on purpose: a newer version's schema, planted
+    if backend.startswith("sqlite"):  # SQL on purpose: a newer version's schema, planted
         with sqlite3.connect(tmp_path / "store.db") as db:
             db.execute("INSERT INTO schema_version VALUES (?)", (SQLITE_SCHEMA_VERSION + 1,))
     else:

@@ -13,6 +13,9 @@ building it. receiver/ is unchanged. Used by `bench/ingest/run.py --module bench
   WHATIF_BG_CHECKPOINT=0.1
                         no automatic checkpoint inside the writer's commits; a thread of its
                         own runs PASSIVE checkpoints on its own connection this often (s)
+  WHATIF_THREAD_WRITER=1
+                        event batches are committed on the store's own thread, not by the
+                        writer process `hookyard serve` starts (how it was before)
   WHATIF_DROP_INDEXES=events_job,events_type
                         these indexes are dropped once the SQLite store has opened (fewer
                         index pages written per event; queries that used them get slower)
@@ -44,6 +47,16 @@ def apply() -> list[str]:
         base.aiosqlite.connect = connect_any_thread  # type: ignore[attr-defined]
         base.run = run_inline  # type: ignore[assignment]
         applied.append("inline")
+    if os.environ.get("WHATIF_THREAD_WRITER"):
+        import receiver.store
+
+        open_store = receiver.store.open_store
+
+        def open_store_threaded(database: str, **_: Any) -> Any:
+            return open_store(database)
+
+        receiver.store.open_store = open_store_threaded  # type: ignore[assignment]
+        applied.append("thread writer")
     if os.environ.get("WHATIF_DROP_INDEXES"):
         from receiver.store.sqlite import SqliteStore
 
@@ -74,7 +87,7 @@ def apply() -> list[str]:
             try:
                 return exclusive(conn, *args)
             finally:
-                if args[2] is events._write_batch:
+                if args[2] is events.write_batch:
                     spent.append(time.perf_counter() - started)
 
         write_events = SqliteStore.write_events

@@ -69,13 +69,14 @@ __all__ = [
 ]
 
 
-def open_store(database: str) -> Store:
+def open_store(database: str, *, writer_process: bool = False) -> Store:
     """The Store for a `database` URL from the config (not opened yet: `await store.open()`,
-    which raises StoreUnusable for a file that cannot be used)."""
+    which raises StoreUnusable for a file that cannot be used). `writer_process`: SQLite
+    commits event batches in a child process (`hookyard serve`; receiver.store.sqlite.writer)."""
     if database.startswith("sqlite:///"):
         from receiver.store.sqlite import SqliteStore
 
-        return SqliteStore(database.removeprefix("sqlite:///"))
+        return SqliteStore(database.removeprefix("sqlite:///"), writer_process=writer_process)
     if database.startswith(POSTGRES_SCHEMES):
         from receiver.store.postgres import PostgresStore
 

@@ -25,6 +25,7 @@ from receiver.store.sqlite.connection import (
     SQL,
     Sql,
     T,
+    configure,
     data_version,
     dicts_together,
     exclusive,
@@ -34,6 +35,7 @@ from receiver.store.sqlite.connection import (
     run,
 )
 from receiver.store.sqlite.schema import migrate, unusable, usable_path
+from receiver.store.sqlite.writer import WriterProcess
 
 DEFAULT_LEASE_S = 300.0
 
@@ -50,6 +52,7 @@ class SqliteBase(SqlStore):
         busy_timeout_ms: int = 5000,
         owner: str | None = None,
         lease_s: float = DEFAULT_LEASE_S,
+        writer_process: bool = False,
     ) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
@@ -61,6 +64,8 @@ class SqliteBase(SqlStore):
         self._watcher: aiosqlite.Connection | None = None  # wait_for_change's connection
         self._lock_fd: int | None = None  # the writers' lock file (see exclusive)
         self._data_version = 0
+        # Event batches are committed by a child process (receiver.store.sqlite.writer).
+        self._writer_process = WriterProcess(path, busy_timeout_ms) if writer_process else None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -76,6 +81,8 @@ class SqliteBase(SqlStore):
             self._reader = await self._connect()
             self._watcher = await self._connect()
             self._data_version = await run(self._watcher, data_version)
+            if self._writer_process is not None:
+                await self._writer_process.start()
         except BaseException as exc:
             await self.close()
             cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
@@ -86,22 +93,15 @@ class SqliteBase(SqlStore):
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
-            await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            # Takes effect only on a new file (before WAL and the first table): pruning can
-            # then give pages back to the OS (PRAGMA incremental_vacuum). An older file reuses
-            # freed pages instead; a one-time VACUUM converts it (README, Retention).
-            async with db.execute("PRAGMA page_count") as cursor:
-                if await cursor.fetchone() == (0,):  # a new file (setting it again writes it)
-                    await db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = FULL")
-            await db.execute("PRAGMA foreign_keys = ON")
+            await run(db, configure, self.busy_timeout_ms)
         except BaseException:
             await db.close()
             raise
         return db
 
     async def close(self) -> None:
+        if self._writer_process is not None:
+            await self._writer_process.stop()
         for db in (self._watcher, self._reader, self._writer):
             if db is not None:
                 await db.close()

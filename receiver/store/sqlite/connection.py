@@ -29,12 +29,31 @@ async def run(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
     """
     try:
         result: T = await db._execute(lambda: fn(db._conn, *args))  # type: ignore[no-untyped-call]
-    except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
-        if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.ProgrammingError):
-            raise  # this item's data, not the store: the caller's problem
-        # Translated here, at the boundary: callers see the store's own error, not the driver's.
-        raise StoreUnavailable(f"the SQLite store failed: {exc}"[:300]) from exc
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise store_error(exc) from exc
     return result
+
+
+def store_error(exc: sqlite3.Error | OSError) -> Exception:
+    """What callers see of a driver error: the item's own (integrity, data, a bad statement)
+    as it is, anything else as the store's StoreUnavailable (translated here, at the
+    boundary)."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.ProgrammingError):
+        return exc
+    return StoreUnavailable(f"the SQLite store failed: {exc}"[:300])
+
+
+def configure(conn: Sql, busy_timeout_ms: int) -> None:
+    """The settings of every connection hookyard opens on a file."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    # Takes effect only on a new file (before WAL and the first table): pruning can then give
+    # pages back to the OS (PRAGMA incremental_vacuum). An older file reuses freed pages
+    # instead; a one-time VACUUM converts it (README, Retention).
+    if conn.execute("PRAGMA page_count").fetchone() == (0,):  # new (setting it again writes)
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
 
 
 def in_transaction(conn: Sql, fn: Callable[..., T], *args: Any) -> T:

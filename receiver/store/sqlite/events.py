@@ -20,13 +20,15 @@ from receiver.store.sqlite.jobs import end_jobs, job_metadata
 
 class SqliteEvents(EventLogBase, SqliteBase):
     async def _write_batch(self, batch: Batch) -> Written:
-        return await self._write(_write_batch, batch)
+        if self._writer_process is not None:
+            return await self._writer_process.write(batch)
+        return await self._write(write_batch, batch)
 
     async def latest_statuses(self, event_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         return await self._read(_latest_statuses, list(event_ids))
 
 
-def _write_batch(conn: Sql, batch: Batch) -> Written:
+def write_batch(conn: Sql, batch: Batch) -> Written:
     """Runs on the database thread, inside the transaction."""
     suppressed = batch.suppressed | _finished_elsewhere(conn, batch.maybe_late)
     if batch.jobs:

@@ -1,0 +1,205 @@
+"""The ingest writer process: `hookyard serve` commits its batches of webhooks in a child
+process of its own, not on a thread of the web process.
+
+Why a process: the batch write is mostly C (SQLite), but every statement step hands the GIL
+back and must win it again from a busy event loop, and every hop between the loop and a
+database thread waits for the loop in turn. Measured under wrk (bench/ingest, WHATIF_TRACE),
+a batch spent ~3x as long in that dance as in its transaction, and the transaction itself
+ran ~2x slower than alone. A child has its own interpreter and GIL: the loop hands it a
+pickled batch over a socket pair and reads back what the write did, one round trip a batch.
+
+Durability is unchanged: the child commits (WAL, `synchronous = FULL`) under the same
+writers' lock as every other writer of the file before it answers, and the web process
+answers 200 only after that. If the child dies, the batch in flight fails as a store outage
+(503, the provider retries, dedupe makes a committed one a duplicate) and the next batch
+starts a new child. The child ignores SIGINT and SIGTERM (a terminal's Ctrl-C or systemd's
+stop reach the whole group): it exits when the web process closes the socket, after the
+web process drained its last batches, or when the web process dies.
+
+Only `hookyard serve` uses it (receiver.store.open_store(writer_process=True)); the CLI, the
+worker and tests that open a store themselves write on the store's own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import signal
+import socket
+import sqlite3
+import struct
+import sys
+from typing import Any
+
+import structlog
+
+from receiver.core.errors import StoreUnavailable
+from receiver.store.rows import Batch, Written
+from receiver.store.sqlite.connection import configure, exclusive, in_transaction, store_error
+
+log = structlog.get_logger("hookyard.store")
+
+FRAME = struct.Struct("!I")  # a frame: its length, then a pickle
+START_TIMEOUT_S = 30.0  # the child imports the store modules and opens the file
+STOP_TIMEOUT_S = 5.0
+CHILD = f"import sys; from {__name__} import main; sys.exit(main(sys.argv[1:]))"
+
+
+class WriterProcess:
+    """A child process that writes event batches to one SQLite file; one batch at a time."""
+
+    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> None:
+        """Start the child and wait until it has opened the file (raises StoreUnavailable)."""
+        ours, theirs = socket.socketpair()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", CHILD, str(theirs.fileno()), self.path,
+                str(self.busy_timeout_ms),
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self._reader, self._writer = await asyncio.open_connection(sock=ours)
+        try:
+            await asyncio.wait_for(self._exchange(None), START_TIMEOUT_S)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("store.writer_started", pid=self._proc.pid)
+
+    async def write(self, batch: Batch) -> Written:
+        """Commit `batch` in the child; its errors are raised here as the thread's would be."""
+        async with self._lock:
+            if self._reader is not None and self._reader.at_eof():
+                # It died between batches (killed, out of memory): nothing was in flight, so
+                # this batch goes to a new one instead of failing.
+                log.error("store.writer_exited", pid=self.pid, returncode=self._returncode())
+                await self.stop()
+            try:
+                if self._writer is None:
+                    await self.start()
+                return await self._exchange(batch)  # type: ignore[no-any-return]
+            except StoreUnavailable:
+                raise
+            except (sqlite3.Error, OSError) as exc:
+                raise store_error(exc) from exc
+            except BaseException:
+                # Cancelled or broken mid-exchange: the stream is out of step with the
+                # child, so it goes; the next batch starts a new one.
+                await self.stop()
+                raise
+
+    async def _exchange(self, batch: Batch | None) -> Any:
+        assert self._reader is not None and self._writer is not None
+        try:
+            if batch is not None:
+                payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+                self._writer.write(FRAME.pack(len(payload)))
+                self._writer.write(payload)
+                await self._writer.drain()
+            (size,) = FRAME.unpack(await self._reader.readexactly(FRAME.size))
+            ok, value = pickle.loads(await self._reader.readexactly(size))  # noqa: S301 (our child)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            code = self._returncode()
+            log.error("store.writer_exited", pid=self.pid, returncode=code)
+            await self.stop()
+            raise StoreUnavailable(
+                "the ingest writer process exited (returncode "
+                f"{code}); the next batch starts a new one"
+            ) from exc
+        if not ok:
+            raise value
+        return value
+
+    def _returncode(self) -> int | None:
+        return self._proc.returncode if self._proc is not None else None
+
+    async def stop(self) -> None:
+        """Close the socket; the child finishes its batch and exits (killed if it does not)."""
+        writer, proc = self._writer, self._proc
+        self._reader = self._writer = None
+        self._proc = None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        if proc is not None:
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+# -- the child ----------------------------------------------------------------------------------
+
+
+def _serve(sock: socket.socket, path: str, busy_timeout_ms: int) -> None:
+    from receiver.store.sqlite.events import write_batch
+
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        configure(conn, busy_timeout_ms)
+        lock_fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except Exception as exc:
+        _send(sock, (False, exc))
+        return
+    _send(sock, (True, None))  # ready
+    while True:
+        header = _recv(sock, FRAME.size)
+        if header is None:
+            return  # the web process closed the socket (or died)
+        body = _recv(sock, FRAME.unpack(header)[0])
+        if body is None:
+            return
+        batch = pickle.loads(body)  # noqa: S301 (from our parent, over a private socket pair)
+        try:
+            reply: tuple[bool, Any] = (
+                True, exclusive(conn, lock_fd, in_transaction, write_batch, batch)
+            )
+        except Exception as exc:  # the parent raises it for the batch's callers
+            reply = (False, exc)
+        _send(sock, reply)
+
+
+def _send(sock: socket.socket, reply: tuple[bool, Any]) -> None:
+    try:
+        payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # an exception that cannot be pickled
+        payload = pickle.dumps((False, sqlite3.DatabaseError(repr(reply[1])[:300] or repr(exc))))
+    sock.sendall(FRAME.pack(len(payload)) + payload)
+
+
+def _recv(sock: socket.socket, size: int) -> bytes | None:
+    parts = []
+    while size:
+        part = sock.recv(min(size, 1 << 20))
+        if not part:
+            return None
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    fd, path, busy_timeout_ms = int(argv[0]), argv[1], int(argv[2])
+    with socket.socket(fileno=fd) as sock:
+        _serve(sock, path, busy_timeout_ms)
+    return 0

@@ -1,0 +1,175 @@
+"""The ingest writer process (receiver.store.sqlite.writer): `hookyard serve` commits event
+batches in a child process. The store suite runs through it too (tests/test_store_backends.py,
+backend "sqlite-process"); these tests are about the child itself: dying, errors, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from receiver.core import events
+from receiver.core.errors import StoreUnavailable
+from receiver.store import NewEvent
+from receiver.store.rows import prepare
+from receiver.store.sqlite import SqliteStore
+from tests import support
+
+
+def item(job: str) -> NewEvent:
+    ev = events.generation_event(source="rg", provider="rendergrid", job_id=job,
+                                 status="completed", via="webhook", raw={"id": job})
+    return NewEvent(ev, b'{"id": "x"}', {"content-type": "application/json"}, ("a",))
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie no one reaped yet has exited: it counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+async def gone(pid: int) -> bool:
+    """The child exited and was reaped (asyncio reaps it; waits up to 10 s)."""
+    await support.wait_until(lambda: not alive(pid), timeout=10)
+    return True
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(str(tmp_path / "s.db"), writer_process=True)
+    await s.open()
+    yield s
+    await s.close()
+
+
+def child_pid(store: SqliteStore) -> int:
+    assert store._writer_process is not None
+    pid = store._writer_process.pid
+    assert pid is not None and pid != os.getpid()
+    return pid
+
+
+async def test_batches_are_committed_by_a_child_process(store: SqliteStore) -> None:
+    pid = child_pid(store)
+    first = await store.write_events([item("j1"), item("j2")])
+    again = await store.write_events([item("j1")])
+    assert [s.duplicate for s in first] == [False, False]
+    assert again[0].duplicate and again[0].event_id == first[0].event_id
+    assert await store.count_events() == 2
+    assert child_pid(store) == pid  # one child for every batch
+
+
+async def test_a_child_killed_between_batches_is_replaced_without_failing_a_batch(
+    store: SqliteStore,
+) -> None:
+    pid = child_pid(store)
+    os.kill(pid, signal.SIGKILL)
+    assert await gone(pid)
+    [stored] = await store.write_events([item("j1")])
+    assert not stored.duplicate
+    assert child_pid(store) != pid
+    assert await store.count_events() == 1
+
+
+async def test_a_child_killed_mid_batch_fails_that_batch_only(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    pid = child_pid(store)
+    # Hold the writers' lock so the child is stuck inside the batch, then kill it there.
+    lock = os.open(str(tmp_path / "s.db-lock"), os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        writing = asyncio.create_task(store.write_events([item("j1")]))
+        await asyncio.sleep(0.3)
+        assert not writing.done()
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(StoreUnavailable, match="writer process exited"):
+            await asyncio.wait_for(writing, 10)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    [stored] = await store.write_events([item("j2")])
+    assert not stored.duplicate and child_pid(store) != pid
+    assert await store.count_events() == 1  # the killed batch was never committed
+
+
+async def test_an_items_own_error_comes_back_as_the_thread_would_raise_it(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    batch, _ = prepare([item("j1")], time.time())
+    row = list(batch.event_rows[0])
+    row[2] = None  # the event's type: NOT NULL
+    batch.event_rows[0] = tuple(row)
+    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
+        await store._write_batch(batch)
+    threaded = SqliteStore(str(tmp_path / "t.db"))
+    await threaded.open()
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
+            await threaded._write_batch(batch)
+    finally:
+        await threaded.close()
+    [stored] = await store.write_events([item("j1")])  # the child is still fine
+    assert not stored.duplicate
+
+
+async def test_the_child_ignores_sigterm_and_sigint_and_exits_when_the_store_closes(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"), writer_process=True)
+    await store.open()
+    pid = child_pid(store)
+    # systemd's stop and a terminal's Ctrl-C reach the whole group: the web process drains
+    # its last batches through the child, so the child must outlive the signal.
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    await asyncio.sleep(0.2)
+    [stored] = await store.write_events([item("j1")])
+    assert not stored.duplicate and child_pid(store) == pid
+    await store.close()
+    assert not alive(pid)
+
+
+async def test_a_file_the_child_cannot_open_is_a_store_outage(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"), writer_process=True)
+    await store.open()
+    try:
+        assert store._writer_process is not None
+        await store._writer_process.stop()
+        store._writer_process.path = str(tmp_path / "missing" / "s.db")
+        with pytest.raises(StoreUnavailable, match="unable to open"):
+            await store.write_events([item("j1")])
+    finally:
+        await store.close()
+
+
+def test_serve_commits_in_a_child_that_exits_when_serve_is_killed(tmp_path: Path) -> None:
+    config = support.write_config(tmp_path)
+    server = support.Server(config, tmp_path).start()
+    try:
+        response = support.post_signed(
+            server.url, config, support.fixture("rendergrid", "completed.json")
+        )
+        assert response.status_code == 200, response.text
+        started = [line for line in server.output().splitlines()
+                   if "store.writer_started" in line]
+        assert len(started) == 1, server.output()
+        pid = int(started[0].split('"pid":')[1].split(",")[0])
+        assert server.proc is not None and pid != server.proc.pid and alive(pid)
+        server.kill()  # SIGKILL: no shutdown code runs in serve
+        support.wait_for(lambda: not alive(pid), timeout=10)
+    finally:
+        server.kill()
+    # What was answered 200 is in the file.
+    assert support.read_store(tmp_path / "hookyard.db", lambda s: s.count_events()) == 1
+
