@@ -16,12 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.admin_kit import TOKEN, creation, post, post_renderful, write_config
 from tests.fake_providers import FakeRendergrid
 from tests.fakes import FakeSink, FileServer, Reply
-from tests.support import Server, delivery_counts, wait_for
+from tests.support import Server, delivery_counts, status_counts, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium's own connections are refused by a closed
@@ -195,6 +195,23 @@ def test_live_events_sinks_dead_letters_and_jobs(
     fresh = post(stack.server, stack.config, creation("job-arrives-live"))
     expect(page.locator(f"#row-{fresh}")).to_be_visible()
     expect(page.locator("#event-rows tr").first).to_have_id(f"row-{fresh}")
+
+    # An event stored after the page was rendered but before its script ran shows up too.
+    late: list[str] = []
+
+    def hold_script(route: Route) -> None:
+        late.append(post(stack.server, stack.config, creation("job-before-script")))
+        wait_for(lambda: "pending" not in status_counts(stack.tmp / "hookyard.db"),
+                 what="the late event's deliveries")  # its rows change no more after this
+        route.continue_()
+
+    racing = browser.new_page()
+    racing.context.add_cookies(page.context.cookies())
+    racing.route("**/ui/static/ui.js", hold_script)
+    served = racing.goto(f"{stack.server.url}/ui/events")
+    assert served and late and f"row-{late[0]}" not in served.text()  # not in the page's HTML
+    expect(racing.locator(f"#row-{late[0]}")).to_be_visible()
+    racing.close()
 
     page.get_by_role("link", name="Sinks").click()
     hook = page.locator("tr", has=page.get_by_role("link", name="hook", exact=True))
