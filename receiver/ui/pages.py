@@ -26,6 +26,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from receiver.core import masking
 from receiver.core.errors import (
     BodyTooLarge,
     HookyardError,
@@ -96,7 +97,7 @@ class Ui:
         self.poller = service.poller
         self.replayer = service.replayer
         self.sessions = Sessions(admin_token)
-        self.env = _environment()
+        self.env = _environment(masking.ordered(self.settings.secret_values()))
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -474,7 +475,10 @@ class Ui:
         return _back("/ui/jobs", "watching" if new else "watched", None)
 
 
-def _environment() -> Environment:
+def _environment(secrets: tuple[str, ...] = ()) -> Environment:
+    """The templates' environment; `secrets` (from masking.ordered) are masked out of the error
+    texts shown (`masked`), as the admin API does: attempt errors stored before they were
+    masked, and jobs' poll errors, which may quote a source's base_url."""
     env = Environment(
         loader=PackageLoader("receiver.ui", "templates"),
         autoescape=True,  # every template, whatever its name
@@ -488,6 +492,7 @@ def _environment() -> Environment:
         relative=views.relative,
         age=views.age,
         quote=_quote,
+        masked=lambda text: None if text is None else masking.mask_secrets(str(text), secrets),
     )
     env.globals.update(status_label=views.status_label, terminal=TERMINAL_STATUSES)
     return env
