@@ -2,7 +2,7 @@
 item 7: control characters in CLI output, and a false "route names an undefined sink" error.
 
 A configured URL can carry credentials in its userinfo and query. They must not appear in the
-banner, `hookyard check`, any log line, or the attempt errors the admin API shows.
+banner, `hookyard check`, any log line, or the attempt errors the admin API and the web UI show.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import logging
+import sqlite3
 import time
 from pathlib import Path
 
@@ -270,3 +271,38 @@ async def test_job_and_old_delivery_errors_are_masked_when_shown(
         out = capsys.readouterr().out
         assert "ConnectError" in out
         assert_no_secret(out, "hookyard jobs list")
+
+
+async def test_job_and_old_delivery_errors_are_masked_in_the_web_ui(tmp_path: Path) -> None:
+    """The web UI shows the same error texts as the admin API (an event's deliveries and
+    attempts, a sink's dead letters, a job's poll error) and masks them the same way."""
+    config = settings_mod.load(str(write(tmp_path)))
+    leak = f"ConnectError: http://user:{PASSWORD}@127.0.0.1:9/x?token={QUERY_SECRET}"
+    poll_leak = f"ConnectError: http://poller:{BASE_SECRET}@127.0.0.1:9/api?key={BASE_SECRET}"
+    store = SqliteStore(str(tmp_path / "hookyard.db"))
+    await store.open()  # the schema; the rows below as a version before masking wrote them
+    await store.close()
+    with sqlite3.connect(tmp_path / "hookyard.db") as db:
+        now = time.time()
+        db.execute("INSERT INTO events (id, idempotency_key, type, source, provider, via,"
+                   " received_at, event_json, raw_body, headers_json) VALUES ('evt_old', 'k',"
+                   " 'generation.completed', 'rendergrid', 'rendergrid', 'webhook', 'x',"
+                   " ?, x'7b7d', '{}')", (json.dumps({"id": "evt_old", "source": "rendergrid",
+                                                  "type": "generation.completed"}),))
+        cur = db.execute("INSERT INTO deliveries (event_id, sink, status, attempts,"
+                         " next_attempt_at, last_error, created_at, updated_at)"
+                         " VALUES ('evt_old', 'hook', 'dead', 1, ?, ?, ?, ?)",
+                         (now, leak, now, now))
+        db.execute("INSERT INTO attempts (delivery_id, started_at, duration_ms, error, outcome)"
+                   " VALUES (?, ?, 5, ?, 'dead')", (cur.lastrowid, now, leak))
+    async with app_client(config) as (client, hookyard):
+        now = time.time()
+        await hookyard.store.watch_job(Job("rendergrid", "j1", "failed", {}, now, now + 600,
+                                           now + 600, last_error=poll_leak))
+        r = await client.post("/ui/login", data={"token": TOKEN})
+        assert r.status_code == 303
+        shown = {path: (await client.get(path)).text
+                 for path in ("/ui/events/evt_old", "/ui/sinks/hook", "/ui/jobs")}
+    for path, text in shown.items():
+        assert "ConnectError" in text, path  # the error is shown, its credentials are not
+        assert_no_secret(text, path)

@@ -555,6 +555,16 @@ async def test_events_list_newest_first_with_filters_and_cursor(store: Store) ->
     assert [e["id"] for e in await store.list_events(window)] == [written[3].id, written[2].id]
     by_job = await store.list_events(EventFilter(job_id="j4", type="generation.completed"))
     assert [e["id"] for e in by_job] == [written[4].id]
+    # one job's events newest first, page by page (a job id's read has its own order key)
+    updates = [generation("j9", status, ms=base + 10 + n)
+               for n, status in enumerate(("queued", "processing", "completed"))]
+    await store.write_events([item(ev) for ev in updates])
+    job = EventFilter(source="rg", job_id="j9")
+    pages, before = [], None
+    while page := await store.list_events(job, before=before, limit=2):
+        pages.append([e["id"] for e in page])
+        before = page[-1]["id"]
+    assert pages == [[updates[2].id, updates[1].id], [updates[0].id]]
 
 
 async def test_deliveries_list_by_id_with_filters_and_cursor(store: Store) -> None:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.admin_kit import TOKEN, creation, post, post_renderful, write_config
 from tests.fake_providers import FakeRendergrid
 from tests.fakes import FakeSink, FileServer, Reply
-from tests.support import Server, delivery_counts, wait_for
+from tests.support import Server, delivery_counts, status_counts, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium's own connections are refused by a closed
@@ -101,6 +101,15 @@ def delivery_count(tmp: Path) -> int:
     return sum(delivery_counts(tmp / "hookyard.db").values())
 
 
+def tab_to(page: Page, selector: str, presses: int = 40) -> None:
+    """Press Tab until `selector` has the focus, as a keyboard-only visitor would."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement === document.querySelector(s)", selector):
+            return
+    raise AssertionError(f"{selector} is not reached by Tab in {presses} presses")
+
+
 def sign_in(page: Page, url: str) -> None:
     """By keyboard only: the token field has the focus; Enter sends the form."""
     page.goto(f"{url}/ui/events")
@@ -141,7 +150,8 @@ def test_find_an_event_by_job_id_and_replay_it_to_one_sink(
     shots.take(page, "events")
 
     page.goto(f"{stack.server.url}/ui/events?job_id=job-wanted")
-    page.locator(f"#row-{wanted} a").click()
+    tab_to(page, f"#row-{wanted} a")  # by keyboard: Tab to the row's link, Enter opens it
+    page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="generation.completed")).to_be_visible()
     thumbnail = page.locator("img[alt='Output 1']")
     expect(thumbnail).to_have_attribute("src", image)
@@ -150,8 +160,12 @@ def test_find_an_event_by_job_id_and_replay_it_to_one_sink(
     shots.take(page, "event")
 
     before = delivery_count(stack.tmp)
-    page.get_by_label("Replay to").select_option("hook")
-    page.get_by_role("button", name="Replay").click()
+    tab_to(page, "#replay-sink")  # by keyboard: choose "hook only", Tab to Replay, Enter
+    page.keyboard.press("ArrowDown")
+    expect(page.get_by_label("Replay to")).to_have_value("hook")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Replay")).to_be_focused()
+    page.keyboard.press("Enter")
     expect(page.get_by_role("status").first).to_contain_text("Replay queued: 1 new deliveries")
     wait_for(lambda: hook_requests(stack.sink).count(wanted) == 2, what="the replayed delivery")
     assert delivery_count(stack.tmp) == before + 1  # to one sink: hook, not log
@@ -195,6 +209,23 @@ def test_live_events_sinks_dead_letters_and_jobs(
     fresh = post(stack.server, stack.config, creation("job-arrives-live"))
     expect(page.locator(f"#row-{fresh}")).to_be_visible()
     expect(page.locator("#event-rows tr").first).to_have_id(f"row-{fresh}")
+
+    # An event stored after the page was rendered but before its script ran shows up too.
+    late: list[str] = []
+
+    def hold_script(route: Route) -> None:
+        late.append(post(stack.server, stack.config, creation("job-before-script")))
+        wait_for(lambda: "pending" not in status_counts(stack.tmp / "hookyard.db"),
+                 what="the late event's deliveries")  # its rows change no more after this
+        route.continue_()
+
+    racing = browser.new_page()
+    racing.context.add_cookies(page.context.cookies())
+    racing.route("**/ui/static/ui.js", hold_script)
+    served = racing.goto(f"{stack.server.url}/ui/events")
+    assert served and late and f"row-{late[0]}" not in served.text()  # not in the page's HTML
+    expect(racing.locator(f"#row-{late[0]}")).to_be_visible()
+    racing.close()
 
     page.get_by_role("link", name="Sinks").click()
     hook = page.locator("tr", has=page.get_by_role("link", name="hook", exact=True))

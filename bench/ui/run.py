@@ -267,8 +267,8 @@ def main() -> int:
     }
     (Path(__file__).parent / "results.json").write_text(json.dumps(out, indent=2) + "\n")
     if not args.keep:
-        for name in ("hookyard.db", "hookyard.db-wal", "hookyard.db-shm", "data.json",
-                     "hookyard.toml", "events.jsonl"):
+        for name in ("hookyard.db", "hookyard.db-wal", "hookyard.db-shm", "hookyard.db-lock",
+                     "data.json", "hookyard.toml", "events.jsonl"):
             (tmp / name).unlink(missing_ok=True)
         tmp.rmdir()
     return 0

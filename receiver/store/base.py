@@ -96,13 +96,7 @@ class EventLogBase(SqlStore):
     async def list_events(
         self, where: EventFilter, before: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        sql, params = self.SQL.page(
-            "SELECT event_json FROM events",
-            self.SQL.event_where(where, "events"),
-            None if before is None else ("id < ?", [before]),
-            "id DESC",
-            limit,
-        )
+        sql, params = self.SQL.events_page(where, before, limit)
         return [stored_json(r[0]) for r in await self._query(sql, params)]
 
     async def count_events(self) -> int:

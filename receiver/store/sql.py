@@ -87,6 +87,25 @@ class Dialect:
             [*params, limit],
         )
 
+    def events_page(
+        self, where: EventFilter, before: str | None, limit: int
+    ) -> tuple[str, list[Any]]:
+        """list_events' statement: matching events, newest first by id, below `before`.
+
+        With a job id, the few matching rows are found through events (source, job_id) and
+        then sorted: the cursor and the order are on `id || ''` (the same text), which no
+        index provides, because SQLite would otherwise walk events (source, id) over every
+        event of the source to skip that sort (bench/ui: 143 ms per search at 200,000 events,
+        against 1.4 ms)."""
+        key = "id" if where.job_id is None else "(id || '')"
+        return self.page(
+            "SELECT event_json FROM events",
+            self.event_where(where, "events"),
+            None if before is None else (f"{key} < ?", [before]),
+            f"{key} DESC",
+            limit,
+        )
+
     def pair_after(self, columns: tuple[str, str], after: tuple[str, str]) -> tuple[str, list[Any]]:
         """Rows whose (first, second) column pair sorts after `after` (a keyset cursor)."""
         first, second = columns

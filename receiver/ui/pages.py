@@ -26,6 +26,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from receiver.core import masking
 from receiver.core.errors import (
     BodyTooLarge,
     HookyardError,
@@ -96,7 +97,7 @@ class Ui:
         self.poller = service.poller
         self.replayer = service.replayer
         self.sessions = Sessions(admin_token)
-        self.env = _environment()
+        self.env = _environment(masking.ordered(self.settings.secret_values()))
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -260,8 +261,9 @@ class Ui:
         self, where: EventFilter, before: str | None, limit: int
     ) -> list[dict[str, Any]]:
         """list_events, steered onto the indexes (measured in bench/ui): a job id is looked up
-        per source (the index is on (source, job_id)), `until` also bounds the id, and a
-        source or `since` alone is read newest first by id (see `scan_newest`)."""
+        per source (the index is on (source, job_id)), `until` also bounds the id, and `since`
+        (with or without a source) is read newest first by id (see `scan_newest`). A source
+        alone is the store's own read, on events (source, id)."""
         if where.until is not None:
             bound = _id_floor(where.until, _ID_TIME_SLACK_MS)
             before = bound if before is None else min(before, bound)
@@ -271,7 +273,7 @@ class Ui:
                 per_source = dataclasses.replace(where, source=source)
                 found += await self.store.list_events(per_source, before, limit)
             return sorted(found, key=lambda e: str(e["id"]), reverse=True)[:limit]
-        if where.job_id is None and where.type is None and (where.source or where.since):
+        if where.job_id is None and where.type is None and where.since is not None:
             scanned = await self.scan_newest(where, before, limit)
             if scanned is not None:
                 return scanned
@@ -280,12 +282,11 @@ class Ui:
     async def scan_newest(
         self, where: EventFilter, before: str | None, limit: int
     ) -> list[dict[str, Any]] | None:
-        """The newest events of a source and/or since a time, read by id in chunks and
-        filtered here; None when SCAN_ROWS were not enough (a source rare lately).
+        """The newest events since a time (and of a source, if given), read by id in chunks
+        and filtered here; None when SCAN_ROWS were not enough (a source rare lately).
 
-        With only `source = ?` SQLite takes the (source, job_id) index and sorts ALL that
-        source's events to find the newest; with `since` it scans the whole table when
-        fewer than a page match (received_at has no index). Newest-by-id stops early."""
+        With `since` the store's read scans the whole table when fewer than a page match
+        (received_at has no index); newest-by-id stops at the time's first possible id."""
         broad = dataclasses.replace(where, source=None, since=None)
         floor = _id_floor(where.since, -_ID_TIME_SLACK_MS) if where.since else None
         found: list[dict[str, Any]] = []
@@ -474,7 +475,10 @@ class Ui:
         return _back("/ui/jobs", "watching" if new else "watched", None)
 
 
-def _environment() -> Environment:
+def _environment(secrets: tuple[str, ...] = ()) -> Environment:
+    """The templates' environment; `secrets` (from masking.ordered) are masked out of the error
+    texts shown (`masked`), as the admin API does: attempt errors stored before they were
+    masked, and jobs' poll errors, which may quote a source's base_url."""
     env = Environment(
         loader=PackageLoader("receiver.ui", "templates"),
         autoescape=True,  # every template, whatever its name
@@ -488,6 +492,7 @@ def _environment() -> Environment:
         relative=views.relative,
         age=views.age,
         quote=_quote,
+        masked=lambda text: None if text is None else masking.mask_secrets(str(text), secrets),
     )
     env.globals.update(status_label=views.status_label, terminal=TERMINAL_STATUSES)
     return env

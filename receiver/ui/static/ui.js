@@ -1,6 +1,8 @@
 // hookyard web UI: keeps the first page of events live. The page works without it.
 // Every few seconds it asks /ui/events/rows (same filters) for the server-rendered rows and
-// swaps them in when they changed, keeping keyboard focus on the same event.
+// swaps them in when they changed, keeping keyboard focus on the same event. The first answer
+// is compared with the rows the page came with (by their text): whatever changed between the
+// page's render and the script's start is shown too.
 (function () {
   "use strict";
   var INTERVAL_MS = 3000;
@@ -15,6 +17,16 @@
     return Array.prototype.map.call(root.querySelectorAll("tr[id^='row-']"), function (tr) {
       return tr.id;
     });
+  }
+
+  function words(root) {
+    return root.textContent.replace(/\s+/g, " ").trim();
+  }
+
+  function differs(html) {
+    var template = document.createElement("template");
+    template.innerHTML = html;
+    return words(template.content) !== words(body);
   }
 
   function say(text) {
@@ -61,7 +73,7 @@
       })
       .then(function (html) {
         if (html === null || html === last) return;
-        if (last !== null) swap(html);
+        if (last !== null || differs(html)) swap(html);
         last = html;
       })
       .catch(function () { say("Live updates paused: hookyard does not answer."); });
