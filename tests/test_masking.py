@@ -19,10 +19,11 @@ import structlog
 
 from receiver import cli, logs
 from receiver import settings as settings_mod
+from receiver.core import events
 from receiver.core.errors import ConfigError
 from receiver.core.masking import mask_url, url_secrets
 from receiver.settings import SinkSettings
-from receiver.store import Job
+from receiver.store import Job, NewEvent, Outcome
 from receiver.store.sqlite import SqliteStore
 from tests.admin_kit import TOKEN, api, creation, post
 from tests.fakes import FakeSink, Reply
@@ -270,3 +271,36 @@ async def test_job_and_old_delivery_errors_are_masked_when_shown(
         out = capsys.readouterr().out
         assert "ConnectError" in out
         assert_no_secret(out, "hookyard jobs list")
+
+
+async def test_the_web_ui_masks_job_and_delivery_errors(tmp_path: Path) -> None:
+    """The UI shows what the admin API shows (a job's last error, each delivery's last error and
+    its attempts' errors, on the event, jobs and dead-letter pages), masked the same way."""
+    config = settings_mod.load(str(write(tmp_path)))
+    job_leak = f"ConnectError: http://poller:{BASE_SECRET}@127.0.0.1:9/api?key={BASE_SECRET}"
+    sink_leak = f"POST http://user:{PASSWORD}@127.0.0.1:9/x?token={QUERY_SECRET} answered 500"
+    store = SqliteStore(str(tmp_path / "hookyard.db"))
+    await store.open()
+    try:  # rows as a version that did not mask them stored them
+        now = time.time()
+        await store.watch_job(Job("rendergrid", "j1", "watching", {}, now, now + 600, now + 600,
+                                  last_error=job_leak))
+        event = events.generation_event(source="rendergrid", provider="rendergrid",
+                                        job_id="leak-ui", status="completed", via="webhook",
+                                        raw={"id": "leak-ui"})
+        [stored] = await store.write_events([NewEvent(event, b"{}", {}, ("hook",))])
+        [due] = await store.claim_due("hook", now + 1, 1)
+        await store.record_outcomes([Outcome(due.delivery_id, "hook", "dead", 1, now, now, 0.01,
+                                             500, sink_leak)])
+    finally:
+        await store.close()
+    async with app_client(config) as (client, _):
+        r = await client.post("/ui/login", data={"token": TOKEN, "next": "/ui/events"})
+        assert r.status_code == 303, r.text
+        pages = {path: (await client.get(path)).text
+                 for path in ("/ui/jobs", f"/ui/events/{stored.event_id}", "/ui/sinks/hook")}
+    assert "ConnectError" in pages["/ui/jobs"]
+    assert pages[f"/ui/events/{stored.event_id}"].count("answered 500") == 2  # row and attempt
+    assert "answered 500" in pages["/ui/sinks/hook"]
+    for path, text in pages.items():
+        assert_no_secret(text, path)

@@ -26,7 +26,8 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from receiver.core import jsonx
+from receiver.admin import scrub
+from receiver.core import jsonx, masking
 from receiver.core.errors import (
     BodyTooLarge,
     HookyardError,
@@ -41,7 +42,7 @@ from receiver.core.events import EVENT_TYPES, TERMINAL_STATUSES
 from receiver.poller import NotPollable
 from receiver.replay import ReplayRequest, event_filter
 from receiver.service import Service
-from receiver.store import JOB_STATES, EventFilter
+from receiver.store import JOB_STATES, EventFilter, Job
 from receiver.ui import views
 from receiver.ui.session import COOKIE, Session, Sessions
 
@@ -98,6 +99,8 @@ class Ui:
         self.poller = service.poller
         self.replayer = service.replayer
         self.sessions = Sessions(admin_token)
+        # Error texts are shown masked, as the admin API shows them (receiver.admin.scrub).
+        self.secrets = masking.ordered(service.settings.secret_values())
         self.env = _environment()
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -306,7 +309,7 @@ class Ui:
         event = await self.store.get_event(event_id)
         if event is None:
             raise NotFound(f"There is no event {event_id!r}.")
-        deliveries = event.pop("deliveries")
+        deliveries = scrub(event.pop("deliveries"), self.secrets)
         raw = event.pop("raw")
         stored = dict(event)
         event = {**_EVENT_FIELDS, **event}  # a row written by an older version may lack some
@@ -398,7 +401,7 @@ class Ui:
         after = _whole(request.query_params.get("after"), "after")
         rows = await self.store.list_deliveries("dead", name, after, PAGE + 1)
         more = rows[PAGE - 1]["id"] if len(rows) > PAGE else None
-        rows = rows[:PAGE]
+        rows = scrub(rows[:PAGE], self.secrets)
         latest = await self.store.latest_statuses([r["event_id"] for r in rows])
         for row in rows:
             row["latest"] = latest.get(row["event_id"], {}).get(name, "dead")
@@ -452,7 +455,7 @@ class Ui:
             "jobs.html",
             status,
             ctx=ctx,
-            jobs=jobs[:PAGE],
+            jobs=[self.masked(job) for job in jobs[:PAGE]],
             now=time.time(),
             source=source or "",
             state=state or "",
@@ -460,6 +463,14 @@ class Ui:
             sources=sorted(self.settings.sources),
             more=_query(more) if last else None,
             form={"error": None, "source": "", "job_id": "", **form},
+        )
+
+    def masked(self, job: Job) -> Job:
+        """The job with its error texts masked (a poll's network error may quote base_url)."""
+        if job.last_error is None:
+            return job
+        return dataclasses.replace(
+            job, last_error=masking.mask_secrets(job.last_error, self.secrets)
         )
 
     async def watch(self, request: Request, ctx: Ctx) -> Response:
