@@ -551,6 +551,20 @@ def test_in_process_edge_cases_by_hand(app: InProcess) -> None:
         assert r.status_code in allowed, (r.status_code, r.text)
 
 
+def test_a_content_length_of_any_text_is_never_a_5xx(app: InProcess) -> None:
+    """uvicorn's parser refuses these itself, but the app must not rely on its server: `²`
+    (latin-1 0xB2, as ASGI headers are decoded) is a digit to str.isdigit() and not to int(),
+    and int() refuses 5,000 digits."""
+    body = b'{"event":"creation.completed","id":"length-1","status":"completed"}'
+    headers = {**sign(app.config, "rendergrid", body), "Content-Type": "application/json"}
+    for declared, expected in [(b"\xb2", 200), (b"1\xb9", 200), (b"9" * 5000, 413),
+                               (b"%d" % (CAP + 1), 413)]:
+        COUNTS["endpoint in-process: hand-written edge case"] += 1
+        sent = [*((k, v.encode()) for k, v in headers.items()), ("Content-Length", declared)]
+        r = app.run(app.client.post("/hooks/rendergrid", content=body, headers=sent))
+        assert r.status_code == expected, (declared[:10], r.status_code, r.text)
+
+
 def test_signed_lone_surrogate_escapes_are_400(app: InProcess) -> None:
     """Was a 503 (sqlite could not bind the str) until 4075a6a; now a 400 payload_invalid."""
     for body in (b'{"event":"creation.completed","id":"bad-\\ud800","status":"completed"}',
