@@ -220,7 +220,8 @@ def _declared_over(declared: str, limit: int) -> bool:
     """Whether a Content-Length of ASCII digits says more than `limit` (junk says nothing)."""
     if not declared.isascii() or not declared.isdigit():
         return False
-    return len(declared) > len(str(limit)) or int(declared) > limit
+    digits = declared.lstrip("0")  # leading zeros are allowed (RFC 9110: 1*DIGIT)
+    return len(digits) > len(str(limit)) or int(digits or "0") > limit
 
 
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
