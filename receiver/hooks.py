@@ -216,12 +216,22 @@ def check_content_type(value: str | None) -> None:
         )
 
 
+def _declared_over(declared: str, limit: int) -> bool:
+    """Whether a Content-Length of ASCII digits says more than `limit` (junk says nothing)."""
+    if not declared.isascii() or not declared.isdigit():
+        return False
+    digits = declared.lstrip("0")  # leading zeros are allowed (RFC 9110: 1*DIGIT)
+    return len(digits) > len(str(limit)) or int(digits or "0") > limit
+
+
 async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    """The body, refused as soon as it is known to pass `limit` (before reading it whole)."""
-    if declared and declared.isdigit() and int(declared) > limit:
+    """The body, refused as soon as it is known to pass `limit` (before reading it whole).
+    A Content-Length that is not ASCII digits is left to the server that framed the body
+    (`²` is a digit to str.isdigit(), not to int(); int() refuses over 4,300 digits)."""
+    if declared is not None and _declared_over(declared, limit):
         raise BodyTooLarge(
-            f"the body is {int(declared)} bytes; this server takes at most "
-            f"{limit} (server.max_body_bytes)"
+            f"the body is {declared[:20]}{'…' if len(declared) > 20 else ''} bytes; this "
+            f"server takes at most {limit} (server.max_body_bytes)"
         )
     chunks: list[bytes] = []
     size = 0

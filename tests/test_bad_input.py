@@ -1,5 +1,6 @@
 """Bad input, property-based: random and malformed headers and bodies against every signature
-verifier and against `POST /hooks/{source}`.
+verifier and against `POST /hooks/{source}`, junk and hostile numbers in admin API bodies, and
+providers' status answers with hostile values in them.
 
 What must hold (DESIGN.md, "Signature schemes" and the `POST /hooks/{source}` table):
 
@@ -10,6 +11,11 @@ What must hold (DESIGN.md, "Signature schemes" and the `POST /hooks/{source}` ta
 * a body signed with the source's real secret but not what the adapter expects answers
   200 (stored, `webhook.unrecognized` / `webhook.received` / a generation event) or
   400 `payload_invalid` — never a 5xx;
+* an admin API body of junk or with a number no double holds is a 4xx naming the problem or
+  accepted, never a 5xx, and nothing stored makes a later list fail;
+* a status answer (each provider's recorded answers with NaN, 1e400, a lone surrogate, deep
+  nesting, … put anywhere in them, or junk) reads as running, done or not found, never an
+  exception, and an event made of it is strict JSON that the store takes and the API shows;
 * transport-level abuse of a real `hookyard serve` (giant and duplicate headers, bodies just over
   the cap with and without Content-Length, chunked, invalid bytes in header values, a body cut
   off mid-way, random bytes on the socket) gets a 4xx or a closed connection, never a 5xx, and
@@ -44,6 +50,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from handlers import providers
+from handlers.providers.base import DONE, NOT_FOUND, RUNNING, PollContext
 from receiver import settings as settings_mod
 from receiver.core import signing
 from receiver.core.errors import SignatureInvalid
@@ -551,6 +559,20 @@ def test_in_process_edge_cases_by_hand(app: InProcess) -> None:
         assert r.status_code in allowed, (r.status_code, r.text)
 
 
+def test_a_content_length_of_any_text_is_never_a_5xx(app: InProcess) -> None:
+    """uvicorn's parser refuses these itself, but the app must not rely on its server: `²`
+    (latin-1 0xB2, as ASGI headers are decoded) is a digit to str.isdigit() and not to int(),
+    and int() refuses 5,000 digits."""
+    body = b'{"event":"creation.completed","id":"length-1","status":"completed"}'
+    headers = {**sign(app.config, "rendergrid", body), "Content-Type": "application/json"}
+    for declared, expected in [(b"\xb2", 200), (b"1\xb9", 200), (b"9" * 5000, 413),
+                               (b"%d" % (CAP + 1), 413), (b"0" * 40 + b"%d" % len(body), 200)]:
+        COUNTS["endpoint in-process: hand-written edge case"] += 1
+        sent = [*((k, v.encode()) for k, v in headers.items()), ("Content-Length", declared)]
+        r = app.run(app.client.post("/hooks/rendergrid", content=body, headers=sent))
+        assert r.status_code == expected, (declared[:10], r.status_code, r.text)
+
+
 def test_signed_lone_surrogate_escapes_are_400(app: InProcess) -> None:
     """Was a 503 (sqlite could not bind the str) until 4075a6a; now a 400 payload_invalid."""
     for body in (b'{"event":"creation.completed","id":"bad-\\ud800","status":"completed"}',
@@ -612,6 +634,87 @@ def test_admin_bodies_are_4xx_or_accepted_never_5xx(app: InProcess, route: str,
         shown = app.post(listing, b"", ADMIN, method="GET")
         assert shown.status_code == 200, shown.text
         json.dumps(shown.json(), allow_nan=False)
+
+
+# ---------------------------------------------------------------- 2c. poll answers
+
+POLLED = tuple(sorted(name for name, p in providers.PROVIDERS.items() if p.poll is not None))
+FIXTURES = Path(__file__).parent / "fixtures"
+POLL_FIXTURES = {
+    name: [json.loads(f.read_bytes()) for f in sorted((FIXTURES / name).glob("poll_*.json"))]
+    for name in POLLED
+}
+HOSTILE = b'"@@hostile@@"'
+hostile_pieces = st.one_of(hostile_numbers, st.sampled_from([
+    b'"\\ud800"', b'"\\udfff\\ud800"', b'"\\u0000"', b'"\\u001b[2J"', b'"\\u202e"', b"[" * 2000,
+    b"{}", b"[]", b"null", b"true", b'"completed"', b'"' + b"x" * 20_000 + b'"',
+]))
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every place in a JSON document, as the keys and indexes that lead to it."""
+    yield path
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _paths(inner, (*path, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield from _paths(inner, (*path, index))
+
+
+def _with_hostile(doc: Any, path: tuple[Any, ...], piece: bytes) -> bytes:
+    """`doc` as JSON with the value at `path` replaced by the bytes `piece`."""
+    if not path:
+        return piece
+    marked = json.loads(json.dumps(doc))
+    inner = marked
+    for key in path[:-1]:
+        inner = inner[key]
+    inner[path[-1]] = HOSTILE.strip(b'"').decode()
+    return json.dumps(marked).encode().replace(HOSTILE, piece)
+
+
+@st.composite
+def poll_answers(draw: st.DrawFn) -> tuple[str, bytes]:
+    """(provider, an answer body): one of the provider's recorded answers with a hostile value
+    put at any place in it, or junk."""
+    provider = draw(st.sampled_from(POLLED))
+    if draw(st.integers(0, 3)) == 0:
+        return provider, draw(junk_bodies)
+    doc = draw(st.sampled_from(POLL_FIXTURES[provider]))
+    path = draw(st.sampled_from(list(_paths(doc))))
+    return provider, _with_hostile(doc, path, draw(hostile_pieces))
+
+
+@PROPERTY
+@example(answer=("revid", b'{"status": "completed", "result": "https://c.test/a", "cost": NaN}'),
+         status=200)
+@example(answer=("rendergrid", b'{"id": "c", "status": "completed", "cost": 1e400}'),
+         status=200)
+@given(answer=poll_answers(), status=st.sampled_from([200, 200, 200, 201, 404]))
+def test_poll_answers_are_read_or_unreadable_never_poison_the_store(
+    app: InProcess, answer: tuple[str, bytes], status: int
+) -> None:
+    """Any status answer reads as running, done or not found (never an exception); an event
+    made of it is strict JSON, is stored as the poller stores it, and reads back through the
+    admin API; the status word kept on the job row is text a database can hold."""
+    COUNTS["poll answers: recorded answers with a hostile value, or junk"] += 1
+    provider, body = answer
+    poll = providers.PROVIDERS[provider].poll
+    assert poll is not None
+    job_id = f"bad-poll-{COUNTS['poll answers: recorded answers with a hostile value, or junk']}"
+    ctx = PollContext(provider, provider, job_id, poll.base_url, "key", {"order": 1})
+    read = poll.parse_answer(ctx, status, body)
+    assert read.state in (RUNNING, DONE, NOT_FOUND), read
+    if read.status is not None:
+        read.status.encode("utf-8")  # no lone surrogate: it goes in a text column
+    if read.event is None:
+        return
+    json.dumps(read.event.to_json(), allow_nan=False)
+    stored = app.run(app.service.ingest.submit(read.event, body, {}))
+    shown = app.post(f"/v1/events/{stored.event_id}", b"", ADMIN, method="GET")
+    assert shown.status_code == 200, shown.text
+    json.dumps(shown.json(), allow_nan=False)
 
 
 # ---------------------------------------------------------------- 3. a real server, raw sockets

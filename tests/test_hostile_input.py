@@ -10,6 +10,8 @@ number typed into a URL or a CLI. What must hold:
 * a poll answer with NaN, Infinity or 1e400 never puts NaN or Infinity into an event;
 * admin bodies refuse such numbers with 400 naming the field, and nothing is stored;
 * `?limit=`, cursors and delivery ids of any text answer 4xx, never 500;
+* a `Retry-After` of any text (`²`, 5,000 digits, a date in year 1 or 9999) is a wait from 0 to
+  an hour or no advice (receiver.core.http.retry_after_s, for sinks and polls), never an error;
 * the store refuses non-finite floats at write time, and reads rows written before that rule.
 """
 
@@ -34,10 +36,12 @@ from hypothesis import strategies as st
 
 from handlers import providers
 from handlers.providers.base import DONE, RUNNING, PollContext
+from handlers.sinks.base import SinkContext, SinkError
+from handlers.sinks.http import HttpSink
 from receiver import cli
 from receiver import settings as settings_mod
 from receiver.app import Hookyard
-from receiver.core import events, jsonx
+from receiver.core import events, http, jsonx
 from receiver.store import EventFilter, Job, NewEvent
 from receiver.store.sqlite import SqliteStore
 from tests.support import RENDERGRID_SECRET, app_client, signed_headers, wait_until
@@ -202,6 +206,40 @@ def test_whole_numbers_are_ascii_digits_in_range_or_a_named_error(text: str) -> 
         assert "limit" in str(exc)
         return
     assert text.isascii() and text.isdigit() and 1 <= value <= 500 and value == int(text)
+
+
+@PROPERTY
+@given(text=st.one_of(st.text(max_size=40), st.integers().map(str),
+                      st.sampled_from(["²", "٣", "\uff11", "1²", "9" * 5000, "1e3", "nan", "-1",
+                                       "Wed, 21 Oct 2015 07:28:00 GMT",
+                                       "Fri, 31 Dec 9999 23:59:59 GMT",
+                                       "Mon, 01 Jan 0001 00:00:00 +9999"])))
+def test_retry_after_of_any_text_is_seconds_in_range_or_none(text: str) -> None:
+    """The one Retry-After parser, for sinks and polls alike: `²` is a digit to str.isdigit()
+    and raised in float(); whatever a peer sends is a wait from 0 to an hour, or no advice."""
+    wait = http.retry_after_s(text, now=1_700_000_000.0)
+    assert wait is None or (math.isfinite(wait) and 0 <= wait <= http.RETRY_AFTER_MAX_S), wait
+
+
+@pytest.mark.parametrize(("text", "wait"), [
+    ("²", None), ("٣", None), ("\uff11", None), ("1²", None), ("1e3", None), ("-1", None),
+    (" 30 ", 30.0), ("9" * 5000, 3600.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+])
+def test_retry_after_by_hand(text: str, wait: float | None) -> None:
+    assert http.retry_after_s(text) == wait
+
+
+async def test_a_sink_answering_retry_after_of_non_ascii_digits_is_retried_as_usual() -> None:
+    answer = httpx.MockTransport(
+        lambda _: httpx.Response(503, headers=[(b"Retry-After", "²".encode())], content=b"busy"))
+    async with httpx.AsyncClient(transport=answer) as client:
+        sink = HttpSink("http://sink.test/hook", SinkContext(http=client, timeout_s=5))
+        with pytest.raises(SinkError) as caught:
+            await sink.send(events.generation_event(
+                source="s", provider="rendergrid", job_id="j", status="completed",
+                via="webhook", raw={}).to_json())
+    assert caught.value.status_code == 503 and not caught.value.permanent
+    assert caught.value.retry_after_s is None
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "-1", "1e999", "\u0661", "1_0", "", "0"])

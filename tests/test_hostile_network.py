@@ -274,6 +274,21 @@ async def test_a_dripping_jwks_ends_at_its_deadline(
             await verifier.verify(fal_headers(now), b"{}", now=now)
 
 
+@pytest.mark.parametrize("body", [b"[" * 60_000, b'{"keys": [' * 6_000, b"\xff\xfe{}"])
+async def test_a_jwks_of_any_bytes_is_refused_not_a_crash(body: bytes) -> None:
+    """The JWKS is JSON from outside, read by the one parser (receiver.core.jsonx): nesting
+    deeper than it allows made Python's json raise RecursionError, a 500 for the webhook."""
+    answer = httpx.MockTransport(lambda _: httpx.Response(200, content=body))
+    verifier = signing.build_verifier(
+        {"scheme": "fal", "jwks_url": "http://jwks.test/keys"}, [],
+        http_client_factory=lambda: httpx.AsyncClient(transport=answer),
+    )
+    assert len(body) <= signing.MAX_JWKS_BYTES
+    now = int(time.time())
+    with pytest.raises(SignatureInvalid, match="could not fetch the signing keys"):
+        await verifier.verify(fal_headers(now), b"{}", now=now)
+
+
 # -- S3 mirroring that finishes ----------------------------------------------------------------
 
 

@@ -260,6 +260,15 @@ def test_the_connection_budget_keeps_files_for_the_database_and_outbound_calls()
         serving.connection_budget(100, None)
 
 
+@pytest.mark.parametrize("unit", ["hookyard.service", "hookyard-worker.service"])
+def test_the_systemd_units_raise_the_open_file_limit(unit: str) -> None:
+    """systemd's default soft limit (1,024 files) is what ~1,100 idle connections exhausted."""
+    text = (Path(__file__).parent.parent / "deploy" / unit).read_text()
+    [line] = [s for s in text.splitlines() if s.startswith("LimitNOFILE=")]
+    limit = int(line.removeprefix("LimitNOFILE="))
+    assert serving.connection_budget(limit, None) >= 10_000
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

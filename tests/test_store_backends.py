@@ -777,6 +777,39 @@ async def test_connections_the_server_dropped_are_replaced_not_failed(pg_empty: 
         await store.close()
 
 
+async def test_ping_fails_on_a_server_that_takes_no_writes(pg_empty: str) -> None:  # noqa: F811
+    """/readyz asks Store.ping: a server that takes reads but no writes (a standby after a
+    failover, a database set read-only) answers every webhook 503, so it must not be ready."""
+    store = PostgresStore(pg_empty, pool_size=2)
+    await store.open()
+
+    def read_only(on: bool) -> None:
+        with psycopg.connect(pg_empty, autocommit=True,
+                             options="-c default_transaction_read_only=off") as admin:
+            [(name,)] = admin.execute("SELECT current_database()").fetchall()
+            setting = "SET default_transaction_read_only = on" if on else "RESET ALL"
+            admin.execute(f'ALTER DATABASE "{name}" {setting}')  # our own database's name
+            admin.execute(  # the pool reconnects, and its new connections are read-only
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'hookyard'"
+            )
+
+    try:
+        await store.ping()
+        read_only(True)
+        try:
+            assert await store.count_events() == 0  # reads still work
+            with pytest.raises(StoreUnavailable, match="read-only"):
+                await store.ping()
+            with pytest.raises(StoreUnavailable, match="read-only"):
+                await store.write_events([item(generation("refused"))])
+        finally:
+            read_only(False)
+        await store.ping()
+    finally:
+        await store.close()
+
+
 def test_the_database_setting_accepts_postgresql_urls_with_env(tmp_path: Path) -> None:
     from receiver import settings as settings_mod
     from receiver.core.errors import ConfigError

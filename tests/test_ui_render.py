@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -369,6 +370,24 @@ async def test_bad_form_bodies_are_4xx(tmp_path: Path) -> None:
         assert r.status_code == 400 and "deadline" in r.text.lower()
         r = await client.post("/ui/jobs", data={"csrf": token, "source": "nope", "job_id": "j"})
         assert r.status_code == 400
+
+
+async def test_numbers_in_ui_urls_and_forms_are_ascii_digits_or_4xx(tmp_path: Path) -> None:
+    """`²` and `٣` are digits to str.isdigit() and int() refuses or misreads them: every number
+    the UI reads from a URL or a form goes through the one integer parser (receiver.core.jsonx)."""
+    async with signed_in(tmp_path) as (client, _, _config):
+        token = csrf_of((await client.get("/ui/jobs")).text)
+        for raw in ["²", "٣", "1²", "9" * 5000]:
+            r = await client.post(f"/ui/deliveries/{quote(raw)}/retry", data={"csrf": token})
+            assert r.status_code == 404, (raw, r.status_code)
+            r = await client.get("/ui/sinks/hook", params={"after": raw})
+            assert r.status_code == 400 and "after" in r.text, (raw, r.status_code)
+            r = await client.get("/ui/events", params={"done": "replay", "n": raw})
+            assert r.status_code == 200 and "Replay queued: some new" in r.text, raw
+        for deadline in ["٣", "nan", "1e2", "inf", "3²"]:
+            r = await client.post("/ui/jobs", data={"csrf": token, "source": "rendergrid",
+                                                    "job_id": "j-digits", "deadline_s": deadline})
+            assert r.status_code == 400 and "deadline" in r.text.lower(), (deadline, r.text)
 
 
 QUERY_KEYS = ["source", "type", "job_id", "since", "until", "before", "after", "state"]

@@ -24,7 +24,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import re
 import secrets as _random
 import string
@@ -37,6 +36,7 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from receiver.core import jsonx
 from receiver.core.errors import ConfigError, SignatureInvalid
 from receiver.core.http import TooLarge, request_capped
 
@@ -694,7 +694,7 @@ class FalVerifier:
             )
         if not 200 <= answer.status < 300:
             raise _JwksError(f"the JWKS endpoint answered {answer.status}")
-        return _jwks_keys(json.loads(answer.body), strict=False)
+        return _jwks_keys(jsonx.loads(answer.body, numbers=jsonx.NULL), strict=False)
 
     def sign(
         self, body: bytes, now: float | None = None, message_id: str | None = None

@@ -26,7 +26,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from receiver.core import masking
+from receiver.core import jsonx, masking
 from receiver.core.errors import (
     BodyTooLarge,
     HookyardError,
@@ -59,6 +59,7 @@ _EVENT_FIELDS = dict.fromkeys(
     ("job_id", "status", "error", "cost", "model", "via", "provider", "received_at")
 )
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_ID = 2**63 - 1  # a delivery id (SQLite's INTEGER, PostgreSQL's bigint)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Event ids start with their creation time (receiver.events.new_event_id) and received_at is
 # set in the same moment; an `until` filter also bounds the id, with this much slack.
@@ -347,7 +348,10 @@ class Ui:
 
     async def retry(self, request: Request, ctx: Ctx) -> Response:
         raw = request.path_params["delivery_id"]
-        delivery_id = int(raw) if raw.isdigit() and len(raw) <= 18 else 0
+        try:
+            delivery_id = jsonx.whole_number("delivery id", raw, 1, MAX_ID)
+        except jsonx.NumberInvalid:
+            delivery_id = 0  # no such delivery: the store's KeyError makes it a 404
         try:
             row, changed = await self.store.retry_delivery(delivery_id, time.time())
         except KeyError:
@@ -564,9 +568,10 @@ def _event_id(value: str | None, name: str) -> str | None:
 def _whole(value: str | None, name: str) -> int | None:
     if not value:
         return None
-    if not value.isdigit() or len(value) > 18:
-        raise InvalidRequest(f"{name} must be a delivery id (a whole number).")
-    return int(value)
+    try:
+        return jsonx.whole_number(name, value, 0, MAX_ID)
+    except jsonx.NumberInvalid:
+        raise InvalidRequest(f"{name} must be a delivery id (a whole number).") from None
 
 
 def _job_cursor(value: str | None) -> tuple[str, str] | None:
@@ -583,10 +588,10 @@ def _deadline(value: str) -> float | None:
     if not value:
         return None
     try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds <= 30 * 86400:
+        seconds = jsonx.decimal("deadline", value, 0, 30 * 86400)
+    except jsonx.NumberInvalid:
+        seconds = 0.0
+    if not seconds:
         raise InvalidRequest("The deadline is a number of seconds, above 0 and at most 30 days.")
     return seconds
 
@@ -621,8 +626,11 @@ def _done_message(query: Mapping[str, str]) -> str | None:
     template = DONE.get(query.get("done", ""))
     if template is None:
         return None
-    n = query.get("n", "")
-    return template.format(n=int(n) if n.isdigit() and len(n) < 10 else "some")
+    try:
+        n: int | str = jsonx.whole_number("n", query.get("n", ""), 0, 10**9)
+    except jsonx.NumberInvalid:
+        n = "some"
+    return template.format(n=n)
 
 
 def _back(path: str, done: str, n: int | None, anchor: str = "") -> Response:
