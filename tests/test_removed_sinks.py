@@ -193,7 +193,12 @@ def test_a_sink_removed_from_the_config_leaves_dead_letters_retention_can_prune(
     assert "\nhookyard_deliveries_pending 1.0" in metrics  # c's only
     assert 'hookyard_deliveries_total{outcome="dead",sink="b"} 3.0' in metrics
 
-    # The advice works: with b back in the config, a dead-letter replay selects exactly them.
+    # The advice works: the list names them, and with b back in the config a dead-letter
+    # replay selects exactly them.
+    listed = hookyard("deliveries", "list", "--config", str(without_b), "--status", "dead",
+                      "--sink", "b", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(d["event_id"] for d in json.loads(listed.stdout)["items"]) == sorted(completed)
     replay = hookyard("replay", "--config", str(with_b), "--dead", "--sink", "b", "--dry-run",
                       "--json")
     assert replay.returncode == 0, replay.stderr
@@ -248,3 +253,12 @@ async def test_only_the_delivery_role_dead_letters_removed_sinks(
         finally:
             await store.close()
 
+
+
+def test_the_warning_and_what_it_advises_are_in_the_readme() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("#### Removing a sink"):readme.index("### Polling")]
+    for text in ("delivery.sink_removed", "sink NAME is no longer in the config",
+                 "`hookyard replay --dead --sink NAME`", "`hookyard replay EVENT_ID --sink OTHER`",
+                 "`hookyard deliveries list --status dead --sink NAME`", "not `serve --no-worker`"):
+        assert text in section, text
