@@ -505,7 +505,8 @@ class Delivery:
                     error=removed_sink_error(sink),
                     fix=(
                         "its pending deliveries are dead letters now; to send them, add "
-                        f"[sinks.{sink}] back and run `hookyard replay --dead --sink {sink}`, "
+                        f"[sinks.{sink}] back, restart, and run "
+                        f"`hookyard replay --dead --sink {sink}`, "
                         "or send their events to another sink: `hookyard deliveries list "
                         f"--status dead --sink {sink}` lists them, `hookyard replay EVENT_ID "
                         "--sink OTHER` sends one"

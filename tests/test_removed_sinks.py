@@ -188,7 +188,7 @@ def test_a_sink_removed_from_the_config_leaves_dead_letters_retention_can_prune(
     [warning] = warnings  # one per removed sink
     assert (warning["sink"], warning["count"], warning["error"]) == ("b", 3, GONE)
     assert warning["level"] == "warning"
-    assert "`hookyard replay --dead --sink b`" in warning["fix"]
+    assert "[sinks.b] back, restart, and run `hookyard replay --dead --sink b`" in warning["fix"]
     assert "`hookyard replay EVENT_ID --sink OTHER`" in warning["fix"]
     assert "\nhookyard_deliveries_pending 1.0" in metrics  # c's only
     assert 'hookyard_deliveries_total{outcome="dead",sink="b"} 3.0' in metrics
