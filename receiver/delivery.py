@@ -11,6 +11,10 @@ Failures retry on the sink's `retry_schedule_s` with ±20 % jitter, never sooner
 `Retry-After` (capped at an hour); a permanent failure (a 4xx other than 408/409/425/429) or
 the last allowed attempt makes the delivery dead. Nothing is lost on a crash: claims live in
 memory, so rows that were in flight are simply pending again at the next start.
+
+A sink taken out of the config has no runner, so its pending rows would wait forever (and keep
+their events from retention): at start, `Delivery` makes them dead letters, with the reason,
+and logs one warning per such sink (`delivery.sink_removed`) saying how to send them again.
 """
 
 from __future__ import annotations
@@ -30,20 +34,21 @@ import structlog
 from handlers.sinks import SINK_SPECS
 from handlers.sinks.base import Sink, SinkContext, SinkError, send_budget_s
 from receiver.core.batching import GroupCommit, OnError
-from receiver.core.dueloop import DueLoop
+from receiver.core.dueloop import FIRST_PAUSE_S, MAX_PAUSE_S, DueLoop
 from receiver.core.http import RETRY_AFTER_MAX_S
 from receiver.core.outputs import MirroredOutput, status_of, with_mirrors
 from receiver.core.pacing import RateLimiter
 from receiver.core.poster import Poster
 from receiver.metrics import Metrics
 from receiver.settings import SinkSettings
-from receiver.store import Due, NewEvent, Outcome, Store, Stored
+from receiver.store import Due, NewEvent, Outcome, Store, Stored, removed_sink_error
 
 log = structlog.get_logger("hookyard.delivery")
 
 JITTER = 0.2
 LEASE_MARGIN_S = 30.0  # a claim's lease outlasts the send budget by this much
 CLAIM_BATCH = 32  # rows a runner claims at once (it sends them as its slots free up)
+REMOVED_BATCH = 500  # rows of removed sinks made dead per transaction at start-up
 
 
 def _lease_covers(due: Due, start: float, send_s: float) -> bool:
@@ -439,6 +444,7 @@ class Delivery:
         self.outcomes.writer.listeners.append(self._outcomes_committed)
         self.runners: dict[str, SinkRunner] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.removed: dict[str, int] = {}  # removed sink → its rows this start made dead
 
     async def start(self) -> None:
         rng = random.Random()
@@ -459,6 +465,53 @@ class Delivery:
         self._tasks = [
             asyncio.create_task(r.run(), name=f"sink-{n}") for n, r in self.runners.items()
         ]
+        self._tasks.append(
+            asyncio.create_task(self._dead_letter_removed_sinks(), name="delivery-removed-sinks")
+        )
+
+    async def _dead_letter_removed_sinks(self) -> None:
+        """Rows still pending for a sink that is no longer configured would wait forever (no
+        runner claims them) and keep their events from retention: make them dead letters, in
+        batches, leaving the writer to webhooks between them (as long as each batch took).
+        A failed batch (the store is down) is tried again with backoff. One warning per sink
+        says how many went and how to send them again."""
+        pause = FIRST_PAUSE_S
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    batch = await self.store.dead_letter_removed_sinks(
+                        self.sink_settings, REMOVED_BATCH, time.time()
+                    )
+                except Exception as exc:
+                    log.error("delivery.sink_removed_failed", error=repr(exc)[:300],
+                              retry_in_s=pause)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, MAX_PAUSE_S)
+                    continue
+                pause = FIRST_PAUSE_S
+                for sink, count in batch.items():
+                    self.removed[sink] = self.removed.get(sink, 0) + count
+                    self.metrics.deliveries.labels(sink, "dead").inc(count)
+                if sum(batch.values()) < REMOVED_BATCH:
+                    return
+                await asyncio.sleep(time.monotonic() - started)
+        finally:
+            for sink, count in self.removed.items():
+                log.warning(
+                    "delivery.sink_removed",
+                    sink=sink,
+                    count=count,
+                    error=removed_sink_error(sink),
+                    fix=(
+                        "its pending deliveries are dead letters now; to send them, add "
+                        f"[sinks.{sink}] back, restart, and run "
+                        f"`hookyard replay --dead --sink {sink}`, "
+                        "or send their events to another sink: `hookyard deliveries list "
+                        f"--status dead --sink {sink}` lists them, `hookyard replay EVENT_ID "
+                        "--sink OTHER` sends one"
+                    ),
+                )
 
     def events_stored(self, items: Sequence[NewEvent], results: Sequence[Stored]) -> None:
         """Ingest listener: new delivery rows exist, wake every runner."""

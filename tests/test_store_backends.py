@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from receiver.core import events
 from receiver.core.errors import StoreUnavailable
 from receiver.ingest import Ingest
+from receiver.retention import prune_pass
 from receiver.router import Router
 from receiver.settings import Route
 from receiver.store import (
@@ -479,6 +480,132 @@ async def test_retry_puts_a_finished_row_back_and_leaves_a_pending_one(store: St
         await store.retry_delivery(10_000, later)
     [claimed] = await store.claim_due("a", later + 1, 1)
     assert claimed.attempts == 1
+
+
+# -- removed sinks ----------------------------------------------------------------------------
+
+
+async def test_a_removed_sinks_pending_rows_become_dead_letters_and_nothing_else_moves(
+    make_store: Factory,
+) -> None:
+    """Rows of sinks no longer configured that are pending (never tried, retrying, or leased
+    by another process) die with the removed sink's error; every other row stays as it was.
+    Then they are ordinary dead letters: a dead-letter replay scope counts them and retention
+    removes their events, which it would not while they were pending."""
+    store, other = await make_store(lease_s=60), await make_store(lease_s=60)
+    fresh, leased, retrying, sent, old_dead, second = await store.write_events(
+        [
+            item(generation("fresh"), ("a", "gone")),  # both pending, never tried
+            item(generation("leased"), ("a", "gone")),  # gone: held by another process
+            item(generation("retrying"), ("gone",)),  # gone: failed once, retry in an hour
+            item(generation("sent"), ("gone",)),  # gone: delivered before it was removed
+            item(generation("old-dead"), ("old",)),  # old: dead for its own reason
+            item(generation("second"), ("gone2",)),  # a second removed sink
+        ]
+    )
+    soon = time.time() + 1
+    a_rows = {d.event["id"]: d for d in await store.claim_due("a", soon, 10)}
+    await store.record_outcomes([outcome(a_rows[leased.event_id].delivery_id, "delivered")])
+    await store.release([a_rows[fresh.event_id].delivery_id])
+    gone = {d.event["id"]: d for d in await store.claim_due("gone", soon, 10)}
+    await store.record_outcomes(
+        [
+            outcome(gone[retrying.event_id].delivery_id, "pending", code=503, error="busy",
+                    next_at=time.time() + 3600),
+            outcome(gone[sent.event_id].delivery_id, "delivered"),
+        ]
+    )
+    await store.release([gone[fresh.event_id].delivery_id, gone[leased.event_id].delivery_id])
+    [held] = await other.claim_due("gone", soon, 1)  # a live lease of another process
+    assert held.event["id"] in {fresh.event_id, leased.event_id}
+    [old] = await store.claim_due("old", soon, 1)
+    await store.record_outcomes([outcome(old.delivery_id, "dead", code=400, error="refused")])
+    before = {d["id"]: d for d in await store.list_deliveries(limit=100)}
+    assert (await prune_pass(store, time.time() + 1, dry_run=True)).events == 2  # sent, old
+
+    now = time.time()
+    assert await store.dead_letter_removed_sinks(["a", "unused"], 100, now) == {
+        "gone": 3,
+        "gone2": 1,
+    }
+
+    after = {d["id"]: d for d in await store.list_deliveries(limit=100)}
+    changed = {i for i in after if after[i] != before[i]}
+    ended = {i for i, d in before.items() if d["sink"] in ("gone", "gone2")
+             and d["status"] == "pending"}
+    assert len(ended) == 4 and changed == ended  # nothing else moved
+    for i in ended:
+        row = after[i]
+        assert (row["status"], row["last_error"], row["last_status_code"]) == (
+            "dead", f"sink {row['sink']} is no longer in the config", None
+        )
+        assert row["attempts"] == before[i]["attempts"]  # nothing was sent
+        assert row["updated_at"] == pytest.approx(now)
+    event = await store.get_event(retrying.event_id)
+    assert event is not None
+    [row] = event["deliveries"]
+    assert [(a["outcome"], a["status_code"], a["error"]) for a in row["attempt_log"]] == [
+        ("pending", 503, "busy"),
+        ("dead", None, "sink gone is no longer in the config"),
+    ]
+    assert row["attempt_log"][-1]["duration_ms"] == 0
+    assert row["attempt_log"][-1]["started_at"] == pytest.approx(now)
+    assert await store.pending_stats() == (1, pytest.approx(before[
+        a_rows[fresh.event_id].delivery_id]["created_at"]))  # only a's own pending row
+    assert await store.next_due_at("gone") is None
+
+    # The other process's lease ended with the row: its late outcome cannot revive it.
+    await other.record_outcomes([outcome(held.delivery_id, "delivered")])
+    assert (await store.list_deliveries(sink="gone", status="delivered"))[0]["event_id"] == (
+        sent.event_id
+    )
+    assert len(await store.list_deliveries(sink="gone", status="dead")) == 3
+    assert await store.dead_letter_removed_sinks(["a"], 100, time.time()) == {}
+
+    _, horizon = await store.replay_horizon()
+    scope = ReplayScope(EventFilter(), "dead", ("gone", "gone2"), {}, horizon)
+    assert await store.count_latest(scope) == (4, 4)
+    await prune_pass(store, time.time() + 1)
+    left = {e["id"] for e in await store.list_events(EventFilter())}
+    assert left == {fresh.event_id}  # a's delivery of it is still pending
+    assert old_dead.event_id not in left and second.event_id not in left
+
+
+async def test_removed_sinks_are_dead_lettered_in_batches_each_row_once(
+    make_store: Factory,
+) -> None:
+    """Batches of `limit` over two removed sinks until one comes back short; two processes
+    starting together (two workers) share the rows: each dies once, with one final attempt."""
+    one, two = await make_store(), await make_store()
+    await one.write_events(
+        [item(generation(f"j{i}"), ("gone",) if i < 7 else ("gone2", "a")) for i in range(10)]
+    )
+    sizes = []
+    while True:
+        batch = await one.dead_letter_removed_sinks(["a"], 4, time.time())
+        sizes.append(sum(batch.values()))
+        if sizes[-1] < 4:
+            break
+    assert sizes == [4, 4, 2]
+    assert await one.delivery_counts() == {
+        ("gone", "dead"): 7, ("gone2", "dead"): 3, ("a", "pending"): 3,
+    }
+
+    await one.write_events([item(generation(f"k{i}"), ("gone",)) for i in range(40)])
+
+    async def sweep(store: Store) -> int:
+        total = 0
+        while batch := await store.dead_letter_removed_sinks(["a"], 5, time.time()):
+            total += sum(batch.values())
+        return total
+
+    assert sum(await asyncio.gather(sweep(one), sweep(two))) == 40
+    rows = await one.list_deliveries(sink="gone", limit=100)
+    assert len(rows) == 47 and {r["status"] for r in rows} == {"dead"}
+    for r in rows:
+        event = await one.get_event(r["event_id"])
+        assert event is not None
+        assert [a["outcome"] for a in event["deliveries"][0]["attempt_log"]] == ["dead"]
 
 
 # -- jobs -----------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from receiver.store.model import (
     display_url,
     new_owner_id,
     owner_is_dead,
+    removed_sink_error,
 )
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "new_owner_id",
     "open_store",
     "owner_is_dead",
+    "removed_sink_error",
 ]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, ClassVar
 
 from receiver.store.model import (
@@ -120,6 +120,16 @@ class DeliveryQueueBase(SqlStore):
         """Move the lease end of this owner's rows among `delivery_ids` (None: give them
         back); rows another owner holds now are left alone. Returns how many moved."""
 
+    @abstractmethod
+    async def _pending_sinks(self) -> list[str]:
+        """The sinks that have pending deliveries, found without reading every row (a loose
+        scan of an index that leads with the sink)."""
+
+    @abstractmethod
+    async def _dead_letter(self, sinks: Sequence[str], limit: int, now: float) -> dict[str, int]:
+        """Make up to `limit` pending rows of `sinks` dead as dead_letter_removed_sinks says,
+        in ONE transaction; sink → rows made dead."""
+
     async def claim_due(
         self,
         sink: str,
@@ -138,6 +148,13 @@ class DeliveryQueueBase(SqlStore):
 
     async def release(self, delivery_ids: Sequence[int]) -> None:
         await self._move_leases(delivery_ids, None)
+
+    async def dead_letter_removed_sinks(
+        self, configured: Collection[str], limit: int, now: float
+    ) -> dict[str, int]:
+        keep = set(configured)
+        removed = [sink for sink in await self._pending_sinks() if sink not in keep]
+        return await self._dead_letter(removed, limit, now) if removed and limit > 0 else {}
 
     async def list_deliveries(
         self,

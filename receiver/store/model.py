@@ -10,7 +10,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -65,6 +65,11 @@ class Outcome:
     status_code: int | None = None
     error: str | None = None
     mirrored: tuple[MirroredOutput, ...] = ()  # outputs a mirroring sink stored on this attempt
+
+
+def removed_sink_error(sink: str) -> str:
+    """The error a pending delivery dies with when its sink was taken out of the config."""
+    return f"sink {sink} is no longer in the config"
 
 
 JOB_STATES = ("watching", "done", "failed", "expired")
@@ -253,6 +258,15 @@ class DeliveryQueue(Protocol):
     async def retry_delivery(self, delivery_id: int, now: float) -> tuple[dict[str, Any], bool]:
         """Put a delivered or dead row back to pending, due at `now`, attempts kept. Returns
         the row and whether it changed (False: it was pending already). KeyError if unknown."""
+
+    async def dead_letter_removed_sinks(
+        self, configured: Collection[str], limit: int, now: float
+    ) -> dict[str, int]:
+        """Make up to `limit` pending deliveries to sinks NOT in `configured` dead, leased ones
+        too (their lease ends), in ONE transaction. Each is recorded as any dead row is: its
+        last error (and a final attempt, at `now`, with no status code and no duration) is
+        `removed_sink_error(sink)`; its attempt count stays (nothing was sent). Returns sink →
+        rows made dead; fewer than `limit` in all means none was left."""
 
     async def list_deliveries(
         self,

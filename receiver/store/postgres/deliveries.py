@@ -18,8 +18,8 @@ from psycopg.rows import dict_row
 
 from receiver.core.outputs import MirroredOutput
 from receiver.store.base import DeliveryQueueBase
-from receiver.store.model import Outcome, SinkStats
-from receiver.store.postgres.base import PostgresBase, columns, storable_row
+from receiver.store.model import Outcome, SinkStats, removed_sink_error
+from receiver.store.postgres.base import PostgresBase, columns, storable_row, storable_text
 from receiver.store.rows import attempt_rows, mirror_rows, settled_rows
 from receiver.store.sql import DELIVERY_COLUMNS
 
@@ -122,6 +122,42 @@ class PostgresDeliveries(DeliveryQueueBase, PostgresBase):
                 (now, now, delivery_id),
             )
             return cast(dict[str, Any], await cur.fetchone()), True
+
+    async def _pending_sinks(self) -> list[str]:
+        # Each step jumps to the next sink name in the partial index of pending rows
+        # (deliveries_due): a few index lookups per sink, however big the backlog.
+        rows = await self._all(
+            "WITH RECURSIVE s(sink) AS ("
+            " SELECT MIN(sink) FROM deliveries WHERE status = 'pending' UNION ALL"
+            " SELECT (SELECT MIN(d.sink) FROM deliveries d WHERE d.status = 'pending'"
+            " AND d.sink > s.sink) FROM s WHERE s.sink IS NOT NULL)"
+            " SELECT sink FROM s WHERE sink IS NOT NULL"
+        )
+        return [r[0] for r in rows]
+
+    async def _dead_letter(self, sinks: Sequence[str], limit: int, now: float) -> dict[str, int]:
+        ended: dict[str, int] = {}
+        async with self._transaction() as conn:
+            for sink in sinks:
+                if limit <= 0:
+                    break
+                error = storable_text(removed_sink_error(sink))
+                # Locked in a CTE of their own (see _claim); a row another transaction settled
+                # meanwhile is checked again after its lock and left out.
+                cur = await conn.execute(
+                    "WITH picked AS (SELECT id FROM deliveries WHERE sink = %s"
+                    " AND status = 'pending' ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE),"
+                    " ended AS (UPDATE deliveries d SET status = 'dead', last_status_code = NULL,"
+                    " last_error = %s, updated_at = %s, claimed_by = NULL, lease_until = NULL"
+                    " FROM picked WHERE d.id = picked.id RETURNING d.id)"
+                    " INSERT INTO attempts (delivery_id, started_at, duration_ms, status_code,"
+                    " error, outcome) SELECT id, %s, 0, NULL, %s, 'dead' FROM ended",
+                    (sink, limit, error, now, now, error),
+                )
+                if cur.rowcount:
+                    ended[sink] = cur.rowcount
+                    limit -= cur.rowcount
+        return ended
 
     async def sink_stats(
         self, sinks: Sequence[str], since: float, cap: int

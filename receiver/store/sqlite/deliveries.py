@@ -11,7 +11,7 @@ from typing import Any
 
 from receiver.core.outputs import MirroredOutput
 from receiver.store.base import DeliveryQueueBase
-from receiver.store.model import Outcome, SinkStats
+from receiver.store.model import Outcome, SinkStats, removed_sink_error
 from receiver.store.rows import attempt_rows, mirror_rows, settled_rows
 from receiver.store.sql import DELIVERY_COLUMNS
 from receiver.store.sqlite.base import SqliteBase
@@ -54,6 +54,23 @@ class SqliteDeliveries(DeliveryQueueBase, SqliteBase):
 
     async def retry_delivery(self, delivery_id: int, now: float) -> tuple[dict[str, Any], bool]:
         return await self._write(_retry_delivery, delivery_id, now)
+
+    async def _pending_sinks(self) -> list[str]:
+        # Each step jumps to the next sink name in deliveries_sink_due (sink, status, …) and
+        # asks it for one pending row: a few index lookups per sink, however many rows.
+        rows = await self._read(
+            fetch_all,
+            "WITH RECURSIVE s(sink) AS (SELECT MIN(sink) FROM deliveries UNION ALL"
+            " SELECT (SELECT MIN(sink) FROM deliveries WHERE sink > s.sink) FROM s"
+            " WHERE s.sink IS NOT NULL) SELECT sink FROM s WHERE sink IS NOT NULL"
+            " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.sink = s.sink"
+            " AND d.status = 'pending')",
+            (),
+        )
+        return [r[0] for r in rows]
+
+    async def _dead_letter(self, sinks: Sequence[str], limit: int, now: float) -> dict[str, int]:
+        return await self._write(_dead_letter, list(sinks), limit, now)
 
     async def sink_stats(
         self, sinks: Sequence[str], since: float, cap: int
@@ -157,6 +174,33 @@ def _retry_delivery(conn: Sql, delivery_id: int, now: float) -> tuple[dict[str, 
         (now, now, delivery_id),
     )
     return dicts(conn, sql, (delivery_id,))[0], True
+
+
+def _dead_letter(conn: Sql, sinks: list[str], limit: int, now: float) -> dict[str, int]:
+    """Up to `limit` pending rows of `sinks` (leased or not) become dead with the removed
+    sink's error, each with a final attempt saying so; sink → rows made dead."""
+    ended: dict[str, int] = {}
+    for sink in sinks:
+        if limit <= 0:
+            break
+        error = removed_sink_error(sink)
+        ids = conn.execute(
+            "UPDATE deliveries SET status = 'dead', last_status_code = NULL, last_error = ?,"
+            " updated_at = ?, claimed_by = NULL, lease_until = NULL WHERE id IN ("
+            " SELECT id FROM deliveries WHERE sink = ? AND status = 'pending'"
+            " ORDER BY next_attempt_at LIMIT ?) RETURNING id",
+            (error, now, sink, limit),
+        ).fetchall()
+        if not ids:
+            continue
+        conn.executemany(
+            "INSERT INTO attempts (delivery_id, started_at, duration_ms, status_code, error,"
+            " outcome) VALUES (?, ?, 0, NULL, ?, 'dead')",
+            [(delivery_id, now, error) for (delivery_id,) in ids],
+        )
+        ended[sink] = len(ids)
+        limit -= len(ids)
+    return ended
 
 
 # Attempts are inserted when their outcome is recorded, so their ids follow the time they
