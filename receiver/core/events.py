@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import os
 import random
 import time
@@ -41,6 +42,24 @@ def new_event_id(now_ms: int | None = None) -> str:
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     value = (ms << 80) | _random.getrandbits(80)
     return "evt_" + "".join([_CROCKFORD[(value >> shift) & 31] for shift in range(125, -5, -5)])
+
+
+# Event ids and received_at are taken in the same moment, so a time bounds the ids; ids kept
+# from elsewhere (db copy, clocks that stepped) may be off by a little, hence this much slack
+# on every bound drawn from a time.
+ID_TIME_SLACK_MS = 10 * 60 * 1000
+
+
+def event_id_at(received_at: str, slack_ms: int) -> str | None:
+    """The smallest event id `new_event_id` makes `slack_ms` after `received_at` (the stored
+    form, UTC: 2026-11-22T10:00:59.123456Z); None when `received_at` is not in that form."""
+    try:
+        seconds = calendar.timegm(time.strptime(received_at[:19], "%Y-%m-%dT%H:%M:%S"))
+        millis = int(received_at[20:23] or 0)
+    except ValueError:
+        return None
+    ms = max(0, seconds * 1000 + millis + slack_ms)
+    return new_event_id(ms)[:14] + "0" * 16  # the time's 10 characters, no random bits
 
 
 _second_cache: tuple[int, str] = (0, "")

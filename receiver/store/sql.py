@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from receiver.core.events import ID_TIME_SLACK_MS, event_id_at
 from receiver.store.model import EventFilter, ReplayScope
 
 
@@ -139,12 +140,21 @@ class Dialect:
         clauses, params = self.equals(
             f"{table}.", source=where.source, type=where.type, job_id=where.job_id
         )
-        if where.since is not None:
-            clauses.append(f"{table}.received_at >= {self.mark}")
-            params.append(where.since)
-        if where.until is not None:
-            clauses.append(f"{table}.received_at < {self.mark}")
-            params.append(where.until)
+        # received_at has no index; ids begin with the same moment, so each time also bounds
+        # the id (with slack): a `since` that matches less than a page read the whole table
+        # (1.2 s at 1M events, bench/ui), now a range of the primary key.
+        for time_bound, op, slack_ms in (
+            (where.since, ">=", -ID_TIME_SLACK_MS),
+            (where.until, "<", ID_TIME_SLACK_MS),
+        ):
+            if time_bound is None:
+                continue
+            clauses.append(f"{table}.received_at {op} {self.mark}")
+            params.append(time_bound)
+            id_bound = event_id_at(time_bound, slack_ms)
+            if id_bound is not None:
+                clauses.append(f"{table}.id {op} {self.mark}")
+                params.append(id_bound)
         return clauses, params
 
     def latest_where(self, scope: ReplayScope) -> tuple[str, list[Any]]:

@@ -12,7 +12,6 @@ on purpose (receiver.errors) become an HTML page with their status, never a 500.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import contextlib
 import dataclasses
 import re
@@ -48,8 +47,6 @@ from receiver.ui.session import COOKIE, Session, Sessions
 log = structlog.get_logger("hookyard.ui")
 
 PAGE = 50  # rows per page
-SCAN_CHUNK = 500  # events per read when scanning newest first (scan_newest)
-SCAN_ROWS = 5000  # at most this many, then the store's own plan
 STATS_CAP = 100_000  # counts on the sinks page stop here (a page view must stay cheap)
 MAX_FORM_BYTES = 16 * 1024
 FORM_TIMEOUT_S = 10.0
@@ -60,10 +57,6 @@ _EVENT_FIELDS = dict.fromkeys(
 )
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_ID = 2**63 - 1  # a delivery id (SQLite's INTEGER, PostgreSQL's bigint)
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# Event ids start with their creation time (receiver.events.new_event_id) and received_at is
-# set in the same moment; an `until` filter also bounds the id, with this much slack.
-_ID_TIME_SLACK_MS = 10 * 60 * 1000
 
 DONE = {  # ?done= after a form action: fixed texts, only the count comes from the URL
     "replay": "Replay queued: {n} new deliveries.",
@@ -261,45 +254,16 @@ class Ui:
     async def event_page(
         self, where: EventFilter, before: str | None, limit: int
     ) -> list[dict[str, Any]]:
-        """list_events, steered onto the indexes (measured in bench/ui): a job id is looked up
-        per source (the index is on (source, job_id)), `until` also bounds the id, and `since`
-        (with or without a source) is read newest first by id (see `scan_newest`). A source
-        alone is the store's own read, on events (source, id)."""
-        if where.until is not None:
-            bound = _id_floor(where.until, _ID_TIME_SLACK_MS)
-            before = bound if before is None else min(before, bound)
+        """list_events, steered onto the indexes (measured in bench/ui): a job id without a
+        source is looked up per source (the index is on (source, job_id)); the store bounds
+        `since` and `until` by the event id itself."""
         if where.job_id is not None and where.source is None:
             found: list[dict[str, Any]] = []
             for source in sorted(self.settings.sources):
                 per_source = dataclasses.replace(where, source=source)
                 found += await self.store.list_events(per_source, before, limit)
             return sorted(found, key=lambda e: str(e["id"]), reverse=True)[:limit]
-        if where.job_id is None and where.type is None and where.since is not None:
-            scanned = await self.scan_newest(where, before, limit)
-            if scanned is not None:
-                return scanned
         return await self.store.list_events(where, before, limit)
-
-    async def scan_newest(
-        self, where: EventFilter, before: str | None, limit: int
-    ) -> list[dict[str, Any]] | None:
-        """The newest events since a time (and of a source, if given), read by id in chunks
-        and filtered here; None when SCAN_ROWS were not enough (a source rare lately).
-
-        With `since` the store's read scans the whole table when fewer than a page match
-        (received_at has no index); newest-by-id stops at the time's first possible id."""
-        broad = dataclasses.replace(where, source=None, since=None)
-        floor = _id_floor(where.since, -_ID_TIME_SLACK_MS) if where.since else None
-        found: list[dict[str, Any]] = []
-        for _ in range(SCAN_ROWS // SCAN_CHUNK):
-            chunk = await self.store.list_events(broad, before, SCAN_CHUNK)
-            found += [e for e in chunk if _matches(e, where)]
-            if len(found) >= limit or len(chunk) < SCAN_CHUNK:
-                return found[:limit]
-            before = str(chunk[-1]["id"])
-            if floor is not None and before < floor:
-                return found
-        return None
 
     async def event(self, request: Request, ctx: Ctx) -> Response:
         event_id = request.path_params["event_id"]
@@ -594,21 +558,6 @@ def _deadline(value: str) -> float | None:
     if not seconds:
         raise InvalidRequest("The deadline is a number of seconds, above 0 and at most 30 days.")
     return seconds
-
-
-def _matches(event: Mapping[str, Any], where: EventFilter) -> bool:
-    """The source and since conditions of `where`, as the store applies them."""
-    if where.source is not None and event.get("source") != where.source:
-        return False
-    return where.since is None or str(event.get("received_at", "")) >= where.since
-
-
-def _id_floor(received_at: str, slack_ms: int) -> str:
-    """The smallest event id made `slack_ms` after `received_at` (stored form, UTC)."""
-    seconds = calendar.timegm(time.strptime(received_at[:19], "%Y-%m-%dT%H:%M:%S"))
-    ms = max(0, seconds * 1000 + int(received_at[20:23] or 0) + slack_ms)
-    value = ms << 80
-    return "evt_" + "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -5, -5))
 
 
 def _age_since(at: float | None, now: float) -> str | None:
