@@ -35,7 +35,6 @@ from receiver.store.sqlite.connection import (
     run,
 )
 from receiver.store.sqlite.schema import migrate, unusable, usable_path
-from receiver.store.sqlite.writer import WriterProcess
 
 DEFAULT_LEASE_S = 300.0
 
@@ -64,8 +63,8 @@ class SqliteBase(SqlStore):
         self._watcher: aiosqlite.Connection | None = None  # wait_for_change's connection
         self._lock_fd: int | None = None  # the writers' lock file (see exclusive)
         self._data_version = 0
-        # Event batches are committed by a child process (receiver.store.sqlite.writer).
-        self._writer_process = WriterProcess(path, busy_timeout_ms) if writer_process else None
+        # Event batches are committed by a child process (SqliteEvents, ...sqlite.writer).
+        self.writer_process = writer_process
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -81,8 +80,6 @@ class SqliteBase(SqlStore):
             self._reader = await self._connect()
             self._watcher = await self._connect()
             self._data_version = await run(self._watcher, data_version)
-            if self._writer_process is not None:
-                await self._writer_process.start()
         except BaseException as exc:
             await self.close()
             cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
@@ -100,8 +97,6 @@ class SqliteBase(SqlStore):
         return db
 
     async def close(self) -> None:
-        if self._writer_process is not None:
-            await self._writer_process.stop()
         for db in (self._watcher, self._reader, self._writer):
             if db is not None:
                 await db.close()

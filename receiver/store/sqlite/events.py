@@ -5,6 +5,7 @@ both backends share are receiver.store.base.EventLogBase's.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -16,9 +17,31 @@ from receiver.store.sql import EVENT_COLUMNS
 from receiver.store.sqlite.base import SqliteBase
 from receiver.store.sqlite.connection import CHUNK, Sql, chunks, job_chunks
 from receiver.store.sqlite.jobs import end_jobs, job_metadata
+from receiver.store.sqlite.schema import unusable
+from receiver.store.sqlite.writer import WriterProcess
 
 
 class SqliteEvents(EventLogBase, SqliteBase):
+    _writer_process: WriterProcess | None = None
+
+    async def open(self) -> None:
+        await super().open()
+        if self.writer_process:
+            self._writer_process = WriterProcess(self.path, self.busy_timeout_ms, write_batch)
+            try:
+                await self._writer_process.start()
+            except BaseException as exc:
+                await self.close()
+                if isinstance(exc, sqlite3.Error | OSError):
+                    raise unusable(self.path, exc, self.busy_timeout_ms) from None
+                raise
+
+    async def close(self) -> None:
+        if self._writer_process is not None:
+            await self._writer_process.stop()
+            self._writer_process = None
+        await super().close()
+
     async def _write_batch(self, batch: Batch) -> Written:
         if self._writer_process is not None:
             return await self._writer_process.write(batch)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import pickle
 import signal
@@ -31,13 +32,20 @@ import socket
 import sqlite3
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from receiver.core.errors import StoreUnavailable
 from receiver.store.rows import Batch, Written
-from receiver.store.sqlite.connection import configure, exclusive, in_transaction, store_error
+from receiver.store.sqlite.connection import (
+    Sql,
+    configure,
+    exclusive,
+    in_transaction,
+    store_error,
+)
 
 log = structlog.get_logger("hookyard.store")
 
@@ -50,9 +58,14 @@ CHILD = f"import sys; from {__name__} import main; sys.exit(main(sys.argv[1:]))"
 class WriterProcess:
     """A child process that writes event batches to one SQLite file; one batch at a time."""
 
-    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+    def __init__(
+        self, path: str, busy_timeout_ms: int, write: Callable[[Sql, Batch], Written]
+    ) -> None:
+        """`write(connection, batch)`, a module-level function, runs in the child, inside the
+        transaction (the child imports it by name)."""
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
+        self.write_fn = f"{write.__module__}:{write.__qualname__}"
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -68,7 +81,7 @@ class WriterProcess:
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", CHILD, str(theirs.fileno()), self.path,
-                str(self.busy_timeout_ms),
+                str(self.busy_timeout_ms), self.write_fn,
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
             )
@@ -149,9 +162,9 @@ class WriterProcess:
 # -- the child ----------------------------------------------------------------------------------
 
 
-def _serve(sock: socket.socket, path: str, busy_timeout_ms: int) -> None:
-    from receiver.store.sqlite.events import write_batch
-
+def _serve(sock: socket.socket, path: str, busy_timeout_ms: int, write_fn: str) -> None:
+    module, _, name = write_fn.partition(":")
+    write_batch = getattr(importlib.import_module(module), name)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         configure(conn, busy_timeout_ms)
@@ -199,7 +212,7 @@ def _recv(sock: socket.socket, size: int) -> bytes | None:
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    fd, path, busy_timeout_ms = int(argv[0]), argv[1], int(argv[2])
+    fd, path, busy_timeout_ms, write_fn = int(argv[0]), argv[1], int(argv[2]), argv[3]
     with socket.socket(fileno=fd) as sock:
-        _serve(sock, path, busy_timeout_ms)
+        _serve(sock, path, busy_timeout_ms, write_fn)
     return 0
