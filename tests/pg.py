@@ -46,24 +46,35 @@ def _unreachable(why: str) -> None:
 def pg_url() -> Iterator[str]:
     """The URL of an empty-schema PostgreSQL database for this session."""
     given = os.environ.get(ENV)
-    if given:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, … under pytest -n
+    if given and worker is None:
         try:
             psycopg.connect(given, connect_timeout=5).close()
         except psycopg.Error as exc:
             _unreachable(" ".join(str(exc).split()) or repr(exc))
         yield given
         return
-    name = f"hookyard_test_{uuid.uuid4().hex[:12]}"
+    if given:
+        # Parallel workers must not empty each other's tables: each gets a database of its
+        # own beside the given one (named after it, so .ci/run's cleanup finds it).
+        yield from _own_database(given, f"{urlsplit(given).path.lstrip('/')}_{worker}")
+        return
+    yield from _own_database(LOCAL_SERVER, f"hookyard_test_{uuid.uuid4().hex[:12]}")
+
+
+def _own_database(server: str, name: str) -> Iterator[str]:
+    """A new database `name` on `server` for this session, dropped when it ends."""
     try:
-        admin = psycopg.connect(LOCAL_SERVER, autocommit=True, connect_timeout=5)
+        admin = psycopg.connect(server, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
         _unreachable(" ".join(str(exc).split()) or repr(exc))
     with admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # a leftover
         admin.execute(f'CREATE DATABASE "{name}"')  # a name we made: letters, digits, _
     try:
-        yield urlunsplit(urlsplit(LOCAL_SERVER)._replace(path=f"/{name}"))
+        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
     finally:
-        with psycopg.connect(LOCAL_SERVER, autocommit=True) as admin:
+        with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

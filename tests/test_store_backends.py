@@ -978,7 +978,7 @@ def test_an_unreachable_test_server_fails_the_postgres_tests_in_ci(
 
     closed = f"postgresql://nobody@127.0.0.1:{_closed_port()}/x"
     run_env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")},
         "CI": ci,
         "HOOKYARD_TEST_PG": closed if variable else "",
         "HOOKYARD_TEST_PG_LOCAL": closed,  # where the kit looks without the variable
