@@ -18,8 +18,10 @@ import pytest
 from receiver.core import events
 from receiver.core.errors import StoreUnavailable
 from receiver.store import NewEvent
-from receiver.store.rows import prepare
+from receiver.store.rows import Batch, Written, prepare
 from receiver.store.sqlite import SqliteStore
+from receiver.store.sqlite.events import write_batch
+from receiver.store.sqlite.writer import WriterProcess
 from tests import support
 
 
@@ -121,6 +123,29 @@ async def test_an_items_own_error_comes_back_as_the_thread_would_raise_it(
         await threaded.close()
     [stored] = await store.write_events([item("j1")])  # the child is still fine
     assert not stored.duplicate
+
+
+def refuse_job_x(conn: sqlite3.Connection, batch: Batch) -> Written:
+    """A write function for the child: fails on batches holding job "x", else writes."""
+    if any("rg:x:" in key for key in batch.keys):
+        raise ValueError("job x is refused")
+    return write_batch(conn, batch)
+
+
+async def test_an_error_of_the_write_is_the_batchs_and_the_child_stays(tmp_path: Path) -> None:
+    writer = WriterProcess(str(tmp_path / "s.db"), 5000, refuse_job_x)
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        await writer.start()
+        pid = writer.pid
+        with pytest.raises(ValueError, match="job x is refused"):
+            await writer.write(prepare([item("x")], time.time())[0])
+        written = await writer.write(prepare([item("y")], time.time())[0])
+        assert len(written.inserted) == 1 and writer.pid == pid
+    finally:
+        await writer.stop()
+        await store.close()
 
 
 async def test_the_child_ignores_sigterm_and_sigint_and_exits_when_the_store_closes(

@@ -89,7 +89,9 @@ class WriterProcess:
             theirs.close()
         self._reader, self._writer = await asyncio.open_connection(sock=ours)
         try:
-            await asyncio.wait_for(self._exchange(None), START_TIMEOUT_S)
+            ok, error = await asyncio.wait_for(self._exchange(None), START_TIMEOUT_S)
+            if not ok:
+                raise error  # it could not open the file
         except BaseException:
             await self.stop()
             raise
@@ -106,18 +108,23 @@ class WriterProcess:
             try:
                 if self._writer is None:
                     await self.start()
-                return await self._exchange(batch)  # type: ignore[no-any-return]
+                ok, value = await self._exchange(batch)
             except StoreUnavailable:
                 raise
-            except (sqlite3.Error, OSError) as exc:
+            except (sqlite3.Error, OSError) as exc:  # a new child could not open the file
                 raise store_error(exc) from exc
             except BaseException:
                 # Cancelled or broken mid-exchange: the stream is out of step with the
                 # child, so it goes; the next batch starts a new one.
                 await self.stop()
                 raise
+        if ok:
+            return value  # type: ignore[no-any-return]
+        # The write failed in the child, which is fine and stays: its error is the batch's.
+        raise store_error(value) if isinstance(value, sqlite3.Error | OSError) else value
 
-    async def _exchange(self, batch: Batch | None) -> Any:
+    async def _exchange(self, batch: Batch | None) -> tuple[bool, Any]:
+        """Send `batch` (None: only read, the child's "ready"); (ok, result or error)."""
         assert self._reader is not None and self._writer is not None
         try:
             if batch is not None:
@@ -135,9 +142,7 @@ class WriterProcess:
                 "the ingest writer process exited (returncode "
                 f"{code}); the next batch starts a new one"
             ) from exc
-        if not ok:
-            raise value
-        return value
+        return ok, value
 
     def _returncode(self) -> int | None:
         return self._proc.returncode if self._proc is not None else None
