@@ -9,8 +9,9 @@ rows stay claimed meanwhile).
 
 Failures retry on the sink's `retry_schedule_s` with ±20 % jitter, never sooner than a
 `Retry-After` (capped at an hour); a permanent failure (a 4xx other than 408/409/425/429) or
-the last allowed attempt makes the delivery dead. Nothing is lost on a crash: claims live in
-memory, so rows that were in flight are simply pending again at the next start.
+the last allowed attempt makes the delivery dead. Nothing is lost on a crash: claims are leases
+in the rows, so rows that were in flight are sent again when their lease ends (at once when the
+process restarts on the same host).
 
 A sink taken out of the config has no runner, so its pending rows would wait forever (and keep
 their events from retention): at start, `Delivery` makes them dead letters, with the reason,
