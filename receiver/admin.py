@@ -170,12 +170,11 @@ class AdminApi:
         except jsonx.NumberInvalid:
             raise NotFound(f"no delivery {raw!r}: delivery ids are whole numbers") from None
         try:
-            row, changed = await self.service.store.retry_delivery(delivery_id, time.time())
+            row, changed = await self.service.delivery.retry(delivery_id, time.time())
         except KeyError:
             raise NotFound(f"no delivery {delivery_id}") from None
         if not changed:
             raise Conflict(f"delivery {delivery_id} is pending already; it will be sent when due")
-        self.service.delivery.wake([row["sink"]])
         return JSONResponse(self.scrub([row])[0], status_code=202)
 
     # -- watched jobs ----------------------------------------------------------------------

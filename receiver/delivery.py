@@ -36,6 +36,7 @@ from handlers.sinks import SINK_SPECS
 from handlers.sinks.base import Sink, SinkContext, SinkError, send_budget_s
 from receiver.core.batching import GroupCommit, OnError
 from receiver.core.dueloop import FIRST_PAUSE_S, MAX_PAUSE_S, DueLoop
+from receiver.core.errors import Conflict
 from receiver.core.http import RETRY_AFTER_MAX_S
 from receiver.core.outputs import MirroredOutput, status_of, with_mirrors
 from receiver.core.pacing import RateLimiter
@@ -513,6 +514,25 @@ class Delivery:
                         "--sink OTHER` sends one"
                     ),
                 )
+
+    async def retry(self, delivery_id: int, now: float) -> tuple[dict[str, Any], bool]:
+        """Put a delivery back to pending (the admin API's and the UI's retry): the row and
+        whether it changed (False: pending already). KeyError: no such delivery. A row of a
+        sink that is no longer in the config would only wait (no runner claims it): it stays
+        a dead letter, and Conflict names what to do instead."""
+        row, changed = await self.store.retry_delivery(delivery_id, now)
+        sink = str(row["sink"])
+        if sink not in self.sink_settings:
+            if changed:  # made dead again at once, as at start-up
+                await self.store.dead_letter_removed_sinks(self.sink_settings, REMOVED_BATCH, now)
+            raise Conflict(
+                f"delivery {delivery_id} is to sink {sink!r}, which is no longer in the config; "
+                f"add [sinks.{sink}] back and restart, or replay its event to another sink "
+                f"(POST /v1/events/{row['event_id']}/replay with \"sinks\": [\"OTHER\"])"
+            )
+        if changed:
+            self.wake([sink])
+        return row, changed
 
     def events_stored(self, items: Sequence[NewEvent], results: Sequence[Stored]) -> None:
         """Ingest listener: new delivery rows exist, wake every runner."""

@@ -20,6 +20,8 @@ import pytest
 from receiver import settings as settings_mod
 from receiver.app import create_app
 from receiver.core import events
+from receiver.core.errors import Conflict
+from receiver.delivery import Delivery
 from receiver.store import NewEvent, Store, open_store
 from tests.fakes import FakeSink, Reply
 from tests.pg import pg_empty, pg_url  # noqa: F401  (fixtures)
@@ -262,3 +264,30 @@ def test_the_warning_and_what_it_advises_are_in_the_readme() -> None:
                  "`hookyard replay --dead --sink NAME`", "`hookyard replay EVENT_ID --sink OTHER`",
                  "`hookyard deliveries list --status dead --sink NAME`", "not `serve --no-worker`"):
         assert text in section, text
+
+
+async def test_a_retry_of_a_removed_sinks_row_is_refused_and_it_stays_dead(
+    tmp_path: Path,
+) -> None:
+    """The admin API's and the UI's retry (Delivery.retry) would make such a row pending for
+    no runner until the next start: it is refused, saying what to do, and stays dead; a
+    configured sink's dead row is retried as before."""
+    config = settings_mod.load(str(write(tmp_path / "c.toml", f"sqlite:///{tmp_path}/s.db",
+                                         "http://127.0.0.1:9", with_b=False)))
+    store = open_store(config.server.database)
+    await store.open()
+    try:
+        ev = events.generation_event(source="rendergrid", provider="rendergrid", job_id="j",
+                                     status="completed", via="webhook", raw={})
+        await store.write_events([NewEvent(ev, b"{}", {}, ("a", "b"))])
+        await store.dead_letter_removed_sinks(config.sinks, 10, 0.0)
+        ids = {d["sink"]: d["id"] for d in await store.list_deliveries()}
+        delivery = Delivery(config.sinks, store)
+        with pytest.raises(Conflict, match=r"sink 'b'.* no longer in the config.*replay"):
+            await delivery.retry(ids["b"], 1.0)
+        dead = await store.list_deliveries(status="dead")
+        assert [(d["sink"], d["last_error"]) for d in dead] == [("b", GONE)]
+        row, changed = await delivery.retry(ids["a"], 1.0)  # pending already: unchanged
+        assert (row["sink"], changed) == ("a", False)
+    finally:
+        await store.close()

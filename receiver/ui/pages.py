@@ -317,11 +317,10 @@ class Ui:
         except jsonx.NumberInvalid:
             delivery_id = 0  # no such delivery: the store's KeyError makes it a 404
         try:
-            row, changed = await self.store.retry_delivery(delivery_id, time.time())
+            row, changed = await self.delivery.retry(delivery_id, time.time())
         except KeyError:
             raise NotFound(f"There is no delivery {raw!r}.") from None
         if changed:
-            self.delivery.wake([row["sink"]])
             log.info("ui.retried", delivery_id=delivery_id)
         target = f"/ui/events/{_quote(row['event_id'])}"
         return _back(target, "retry" if changed else "pending", None, "#deliveries")
