@@ -518,18 +518,20 @@ class Delivery:
     async def retry(self, delivery_id: int, now: float) -> tuple[dict[str, Any], bool]:
         """Put a delivery back to pending (the admin API's and the UI's retry): the row and
         whether it changed (False: pending already). KeyError: no such delivery. A row of a
-        sink that is no longer in the config would only wait (no runner claims it): it stays
-        a dead letter, and Conflict names what to do instead."""
-        row, changed = await self.store.retry_delivery(delivery_id, now)
-        sink = str(row["sink"])
+        sink that is no longer in the config would only wait (no runner claims it): it is
+        left as it is, and Conflict names what to do instead. (A row's sink never changes,
+        so reading it first cannot race the retry.)"""
+        found = await self.store.list_deliveries(after=delivery_id - 1, limit=1)
+        if not found or found[0]["id"] != delivery_id:
+            raise KeyError(delivery_id)
+        sink = str(found[0]["sink"])
         if sink not in self.sink_settings:
-            if changed:  # made dead again at once, as at start-up
-                await self.store.dead_letter_removed_sinks(self.sink_settings, REMOVED_BATCH, now)
             raise Conflict(
                 f"delivery {delivery_id} is to sink {sink!r}, which is no longer in the config; "
                 f"add [sinks.{sink}] back and restart, or replay its event to another sink "
-                f"(POST /v1/events/{row['event_id']}/replay with \"sinks\": [\"OTHER\"])"
+                f"(POST /v1/events/{found[0]['event_id']}/replay with \"sinks\": [\"OTHER\"])"
             )
+        row, changed = await self.store.retry_delivery(delivery_id, now)
         if changed:
             self.wake([sink])
         return row, changed

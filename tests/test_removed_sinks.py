@@ -224,14 +224,8 @@ async def test_only_the_delivery_role_dead_letters_removed_sinks(
     config_path = write(tmp_path / "h.toml", f"sqlite:///{tmp_path}/h.db", "http://127.0.0.1:9",
                         with_b=False)
     config = settings_mod.load(str(config_path))
-    store = open_store(config.server.database)
-    await store.open()
-    try:
-        ev = events.generation_event(source="rendergrid", provider="rendergrid", job_id="j",
-                                     status="failed", via="webhook", raw={})
-        await store.write_events([NewEvent(ev, b"{}", {}, ("b", "old"))])
-    finally:
-        await store.close()
+    store = await store_one_event(config, "failed", ("b", "old"))
+    await store.close()
 
     app = create_app(config, worker=worker)
     service = app.state.hookyard  # type: ignore[attr-defined]
@@ -271,15 +265,11 @@ async def test_a_retry_of_a_removed_sinks_row_is_refused_and_it_stays_dead(
 ) -> None:
     """The admin API's and the UI's retry (Delivery.retry) would make such a row pending for
     no runner until the next start: it is refused, saying what to do, and stays dead; a
-    configured sink's dead row is retried as before."""
+    configured sink's row goes through to the store's retry as before."""
     config = settings_mod.load(str(write(tmp_path / "c.toml", f"sqlite:///{tmp_path}/s.db",
                                          "http://127.0.0.1:9", with_b=False)))
-    store = open_store(config.server.database)
-    await store.open()
+    store = await store_one_event(config, "completed", ("a", "b"))
     try:
-        ev = events.generation_event(source="rendergrid", provider="rendergrid", job_id="j",
-                                     status="completed", via="webhook", raw={})
-        await store.write_events([NewEvent(ev, b"{}", {}, ("a", "b"))])
         await store.dead_letter_removed_sinks(config.sinks, 10, 0.0)
         ids = {d["sink"]: d["id"] for d in await store.list_deliveries()}
         delivery = Delivery(config.sinks, store)
@@ -291,3 +281,15 @@ async def test_a_retry_of_a_removed_sinks_row_is_refused_and_it_stays_dead(
         assert (row["sink"], changed) == ("a", False)
     finally:
         await store.close()
+
+
+async def store_one_event(
+    config: settings_mod.Settings, status: str, sinks: tuple[str, ...]
+) -> Store:
+    """The config's store, opened, holding one Rendergrid event routed to `sinks`."""
+    store = open_store(config.server.database)
+    await store.open()
+    ev = events.generation_event(source="rendergrid", provider="rendergrid", job_id="j",
+                                 status=status, via="webhook", raw={})
+    await store.write_events([NewEvent(ev, b"{}", {}, sinks)])
+    return store

@@ -111,12 +111,12 @@ def main() -> int:
     rates: dict[str, list[float]] = {"front": [], "bare": []}
     with _uvicorn("bench.ingest.front:app", workdir) as front, \
             _uvicorn("bench.ingest.bare_app:app", workdir) as bare:
-        for url in (front, bare):
-            batch = workdir / f"{url.split(':')[2].split('/')[0]}.http"
-            run._write_batch(batch, verifier, 100_000, url)
+        targets = {"front": front, "bare": bare}
+        for name, url in targets.items():
+            run._write_batch(workdir / f"{name}.http", verifier, 100_000, url)
         for number in range(1, args.rounds + 1):
-            for name, url in (("front", front), ("bare", bare)):
-                batch = workdir / f"{url.split(':')[2].split('/')[0]}.http"
+            for name, url in targets.items():
+                batch = workdir / f"{name}.http"
                 data = run._run_wrk(wrk, wrk_args, url, batch, args.duration, "wrap")
                 row = run._row(name, data, args.duration)
                 rates[name].append(row["rps"])
