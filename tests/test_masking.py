@@ -298,7 +298,8 @@ async def test_job_and_old_delivery_errors_are_masked_in_the_web_ui(tmp_path: Pa
     async with app_client(config) as (client, hookyard):
         now = time.time()
         await hookyard.store.watch_job(Job("rendergrid", "j1", "failed", {}, now, now + 600,
-                                           now + 600, last_error=poll_leak))
+                                           now + 600, last_error=poll_leak,
+                                           updated_at=now))  # not old: the pruner keeps it
         r = await client.post("/ui/login", data={"token": TOKEN})
         assert r.status_code == 303
         shown = {path: (await client.get(path)).text
