@@ -133,9 +133,9 @@ class Hookyard:
             except StoreUnavailable:
                 await asyncio.sleep(1.0)  # readiness reports the store; keep following
                 continue
-            if changed:
-                self.delivery.wake(self.delivery.runners)
-                self.poller.wake()
+            if changed:  # most often our own commits: a look, not a claim, unless due
+                self.delivery.nudge()
+                self.poller.nudge()
 
     async def healthz(self, _: Request) -> Response:
         return JSONResponse({"status": "ok"})

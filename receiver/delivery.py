@@ -187,6 +187,9 @@ class SinkRunner:
     def wake(self) -> None:
         self.loop.wake()
 
+    def nudge(self) -> None:
+        self.loop.nudge()
+
     async def run(self) -> None:
         await self.loop.run()
 
@@ -545,6 +548,12 @@ class Delivery:
         for name in names:
             if name in self.runners:
                 self.runners[name].wake()
+
+    def nudge(self) -> None:
+        """Another process may have added or freed rows: every runner looks (receiver.core
+        .dueloop.DueLoop.nudge)."""
+        for runner in self.runners.values():
+            runner.nudge()
 
     def _outcomes_committed(self, outcomes: Sequence[Outcome], _: Sequence[None]) -> None:
         self.wake({o.sink for o in outcomes if o.status == "pending"})

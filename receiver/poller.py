@@ -266,6 +266,9 @@ class Poller:
     def wake(self) -> None:
         self.loop.wake()
 
+    def nudge(self) -> None:
+        self.loop.nudge()
+
     # -- registering -------------------------------------------------------------------------
 
     async def watch(

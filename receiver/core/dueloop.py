@@ -25,7 +25,8 @@ log = structlog.get_logger("hookyard.dueloop")
 
 class DueLoop:
     """Runs `claim()` until it takes nothing, then sleeps `idle_wait()` seconds (None: the idle
-    re-check), capped at `recheck_s`, or until `wake()`."""
+    re-check), capped at `recheck_s`, or until `wake()` (claim) or `nudge()` (look, then
+    claim if due)."""
 
     def __init__(
         self,
@@ -40,15 +41,33 @@ class DueLoop:
         self.idle_wait = idle_wait
         self.recheck_s = recheck_s
         self._wakeup = asyncio.Event()
+        self._nudged = False  # the last wake-up was only a nudge
 
     def wake(self) -> None:
+        """Claim now: work was added for this loop."""
+        self._nudged = False
+        self._wakeup.set()
+
+    def nudge(self) -> None:
+        """Something may have changed in the store (another process's commit): ask
+        `idle_wait()` again (a read) and claim only if it says something is due now. An idle
+        loop that is nudged on every commit of a busy store would otherwise take a claim (a
+        write transaction, in the ingest writer's way) for nothing each time."""
+        if not self._wakeup.is_set():
+            self._nudged = True
         self._wakeup.set()
 
     async def run(self) -> None:
         pause = FIRST_PAUSE_S
         while True:
+            nudged, self._nudged = self._nudged, False
             self._wakeup.clear()
             try:
+                if nudged:
+                    wait = await self.idle_wait()
+                    if wait is None or wait > 0:
+                        await self.sleep(wait)
+                        continue
                 if not await self.claim():
                     await self.sleep(await self.idle_wait())
                 pause = FIRST_PAUSE_S
