@@ -1,0 +1,66 @@
+"""Following other processes' commits (receiver.app.Hookyard._follow_changes): every commit
+to the file nudges the idle sink runners, which look (a read) and claim (a write transaction,
+in the ingest writer's way) only when something is due for them."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+from pathlib import Path
+from typing import Any
+
+from receiver import settings as settings_mod
+from receiver.core import events
+from receiver.store import NewEvent
+from receiver.store.sqlite import SqliteStore
+from tests.support import App, wait_until
+
+
+def new_event(n: int, sinks: tuple[str, ...]) -> NewEvent:
+    ev = events.generation_event(source="rendergrid", provider="rendergrid", job_id=f"job-{n}",
+                                 status="completed", via="webhook", raw={"id": f"job-{n}"})
+    return NewEvent(ev, b"{}", {"content-type": "application/json"}, sinks)
+
+
+async def test_commits_elsewhere_make_idle_runners_look_and_claim_only_what_is_due(
+    app: App, config: settings_mod.Settings, tmp_path: Path
+) -> None:
+    _, service = app
+    looks: collections.Counter[str] = collections.Counter()
+    claims: collections.Counter[str] = collections.Counter()
+    store: Any = service.store
+    next_due_at, claim_due = store.next_due_at, store.claim_due
+
+    async def counted_look(sink: str, **kwargs: Any) -> Any:
+        looks[sink] += 1
+        return await next_due_at(sink, **kwargs)
+
+    async def counted_claim(sink: str, *args: Any, **kwargs: Any) -> Any:
+        claims[sink] += 1
+        return await claim_due(sink, *args, **kwargs)
+
+    store.next_due_at, store.claim_due = counted_look, counted_claim
+    # Another connection to the file: what a web worker or the CLI in another process is.
+    elsewhere = SqliteStore(config.server.database.removeprefix("sqlite:///"))
+    await elsewhere.open()
+    try:
+        for n in range(10):  # events for no sink: nothing becomes due
+            await elsewhere.write_events([new_event(n, ())])
+            await asyncio.sleep(0.05)  # each commit seen on its own (a look every 15 ms)
+        await wait_until(lambda: looks["other"] >= 5, what="idle runner looked")
+        assert claims == {}  # looked each time, claimed never
+        [stored] = await elsewhere.write_events([new_event(99, ("other",))])
+    finally:
+        await elsewhere.close()
+    delivered = Path(f"{tmp_path / 'events.jsonl'}.other")
+    lines: list[str] = []
+
+    def arrived() -> bool:
+        lines[:] = delivered.read_text().splitlines() if delivered.exists() else []
+        return bool(lines)
+
+    await wait_until(arrived, what="the row added elsewhere delivered")
+    assert json.loads(lines[0])["id"] == stored.event_id
+    assert claims["other"] >= 1 and claims["log"] == 0
+
