@@ -10,6 +10,7 @@ import dataclasses
 import html.parser
 import json
 import random
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -465,6 +466,35 @@ async def test_event_page_shows_deliveries_attempts_and_glance(tmp_path: Path) -
 
 
 # -- store reads behind the pages --------------------------------------------------------------
+
+
+def sink_row(page: str, sink: str) -> dict[str, str]:
+    """The sinks page's cells for `sink`, by column label, as text."""
+    row = re.search(rf'<tr>\s*<td data-label="Sink"><a href="/ui/sinks/{sink}">.*?</tr>', page,
+                    re.DOTALL)
+    assert row is not None, page
+    return {label: re.sub(r"<[^>]+>", "", cell).strip()
+            for label, cell in re.findall(r'<td data-label="([^"]+)">(.*?)</td>', row.group(0),
+                                          re.DOTALL)}
+
+
+async def test_sinks_page_shows_pending_oldest_and_each_breaker_state(tmp_path: Path) -> None:
+    async with signed_in(tmp_path) as (client, service, config):
+        breaker = service.delivery.runners["hook"].breaker
+        breaker.open_until = breaker.clock() + 150  # open: the hook sink starts no send
+        await post_webhook(client, config, completed("job-sinks-page"))
+        cells = sink_row((await client.get("/ui/sinks")).text, "hook")
+        assert cells["Pending"] == "1"
+        assert re.fullmatch(r"\d+ s", cells["Oldest pending"]), cells
+        assert cells["Circuit breaker"].startswith("open: paused, next probe in 2 min"), cells
+        breaker.probing = True
+        cells = sink_row((await client.get("/ui/sinks")).text, "hook")
+        assert cells["Circuit breaker"] == "half-open: one probe under way"
+        breaker.open_until, breaker.probing, breaker.failures = None, False, 3
+        cells = sink_row((await client.get("/ui/sinks")).text, "hook")
+        assert cells["Circuit breaker"] == "closed (3 failures in a row)"
+        assert sink_row((await client.get("/ui/sinks")).text, "log")["Oldest pending"] in (
+            "—", "0 s")  # the log sink delivers at once
 
 
 async def test_sink_stats_counts_recent_outcomes_and_caps_pending(tmp_path: Path) -> None:
