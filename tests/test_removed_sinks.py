@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -23,9 +24,17 @@ from receiver.core import events
 from receiver.core.errors import Conflict
 from receiver.delivery import Delivery
 from receiver.store import NewEvent, Store, open_store
+from tests.admin_kit import AUTH, TOKEN
 from tests.fakes import FakeSink, Reply
 from tests.pg import pg_empty, pg_url  # noqa: F401  (fixtures)
-from tests.support import RENDERGRID_SECRET, Server, post_signed, wait_for, wait_until
+from tests.support import (
+    RENDERGRID_SECRET,
+    Server,
+    app_client,
+    post_signed,
+    wait_for,
+    wait_until,
+)
 from tests.test_store_backends import backend  # noqa: F401  (fixture)
 
 T = TypeVar("T")
@@ -293,3 +302,33 @@ async def store_one_event(
                                  status=status, via="webhook", raw={})
     await store.write_events([NewEvent(ev, b"{}", {}, sinks)])
     return store
+
+
+async def test_the_ui_and_the_admin_api_answer_409_for_a_removed_sinks_row(
+    tmp_path: Path,
+) -> None:
+    """Both routes that retry go through Delivery.retry: a 409 naming what to do, the row
+    still dead afterwards."""
+    path = write(tmp_path / "c.toml", f"sqlite:///{tmp_path}/s.db", "http://127.0.0.1:9",
+                 with_b=False)
+    path.write_text(path.read_text().replace("[server]\n", f'[server]\nadmin_token = "{TOKEN}"\n'))
+    config = settings_mod.load(str(path))
+    store = await store_one_event(config, "completed", ("a", "b"))
+    try:
+        await store.dead_letter_removed_sinks(config.sinks, 10, 0.0)
+        [dead] = await store.list_deliveries(status="dead")
+    finally:
+        await store.close()
+    assert dead["sink"] == "b"
+    async with app_client(config) as (client, service):
+        r = await client.post(f"/v1/deliveries/{dead['id']}/retry", headers=AUTH)
+        assert r.status_code == 409 and "no longer in the config" in r.json()["message"]
+        r = await client.post("/ui/login", data={"token": TOKEN})
+        assert r.status_code == 303
+        page = (await client.get(f"/ui/events/{dead['event_id']}")).text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf is not None
+        r = await client.post(f"/ui/deliveries/{dead['id']}/retry", data={"csrf": csrf[1]})
+        assert r.status_code == 409 and "no longer in the config" in r.text
+        [still] = await service.store.list_deliveries(status="dead")
+    assert (still["id"], still["last_error"]) == (dead["id"], GONE)
