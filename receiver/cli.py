@@ -307,7 +307,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     )
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
-    server.run(sockets=sockets)
+    # uvicorn shuts down cleanly on Ctrl-C, then re-raises its SIGINT (uvicorn.run catches it
+    # the same way); without this a stopped server ends with a traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=sockets)
     if not server.started:
         print("hookyard: start-up failed; the log line above says why", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -153,6 +154,18 @@ def test_sigterm_is_graceful(server: Server, config_path: Path, tmp_path: Path) 
     assert server.stop() in (0, -15)
     assert "hookyard.stopped" in server.output()
     assert set(acked) <= stored_ids(tmp_path / "hookyard.db")
+
+
+def test_ctrl_c_stops_serve_cleanly_without_a_traceback(server: Server, tmp_path: Path) -> None:
+    """The README's way to stop command 1: SIGINT (Ctrl-C). uvicorn shuts down gracefully,
+    then re-raises the signal; serve ends there with status 0, not a KeyboardInterrupt
+    traceback."""
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(20) == 0
+    output = server.output()
+    assert "hookyard.stopped" in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
 
 
 def test_logs_never_contain_secrets_or_signatures(server: Server, config_path: Path) -> None:
