@@ -32,7 +32,10 @@ log = structlog.get_logger("hookyard.retention")
 BATCH = 100
 PAUSE_FACTOR = 9.0  # pause 9x as long as a batch took: the store is the pruner's 10 % at most
 MAX_PAUSE_S = 0.5
-RECLAIM_EVERY = 10  # batches between giving freed pages back (each is a write of its own)
+# Batches between giving freed pages back. Every batch: each vacuum then moves only the few
+# pages one batch freed (an incremental_vacuum of ~3,500 pages held the writer ~68 ms, and
+# every 10 batches doubled the webhooks' p99 during a pass: bench/RESULTS.md, Retention).
+RECLAIM_EVERY = 1
 INTERVAL_S = 600.0  # between passes: ages are days, so a pass every 10 minutes is plenty
 
 Progress = Callable[[Pruned], None]

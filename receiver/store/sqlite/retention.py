@@ -5,9 +5,12 @@ batch is receiver.store.base.RetentionBase's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from receiver.store.base import RetentionBase
 from receiver.store.sqlite.base import SqliteBase
-from receiver.store.sqlite.connection import Sql, chunks, fetch_all, run
+from receiver.store.sqlite.connection import Sql, chunks, exclusive, fetch_all, run
 
 RECLAIM_PAGES = 4096  # pages one reclaim_space call gives back (16 MiB at 4 KiB pages)
 
@@ -40,7 +43,11 @@ class SqliteRetention(RetentionBase, SqliteBase):
         if self._writer is None or self._reader is None:
             raise RuntimeError("store is not open")
         async with self._write_lock:  # its own short transaction, between other writes
-            await run(self._writer, _incremental_vacuum, RECLAIM_PAGES)
+            # Under the writers' lock like every write: another process's writer (the ingest
+            # writer process) waits on the flock for it, not in SQLite's busy handler, which
+            # sleeps up to 100 ms between tries.
+            await run(self._writer, exclusive, self._lock_fd, _as_is, _incremental_vacuum,
+                      RECLAIM_PAGES)
         # Deletes and vacuum fill the WAL; copied back here, on the reader (a passive
         # checkpoint never blocks writers), instead of by the auto-checkpoint inside some
         # webhook's commit. The file is cut to its new size then.
@@ -116,6 +123,11 @@ def _delete_jobs(conn: Sql, rowids: list[int], older_than: float) -> int:
             (*chunk, older_than),
         ).rowcount
     return gone
+
+
+def _as_is(conn: Sql, fn: Callable[..., None], *args: Any) -> None:
+    """`fn` in no transaction of ours: the vacuum pragma makes its own."""
+    fn(conn, *args)
 
 
 def _incremental_vacuum(conn: Sql, pages: int) -> None:
