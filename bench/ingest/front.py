@@ -92,17 +92,28 @@ def _uvicorn(target: str, workdir: Path) -> Iterator[str]:
             proc.kill()
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def what_if_setup(
+    name: str, description: str, duration: float
+) -> tuple[argparse.Namespace, str, argparse.Namespace, Path] | None:
+    """The command line of a what-if runner (--rounds, --duration), wrk (None when it is not
+    installed, said on stderr), wrk's settings as run.py's, and a fresh work directory."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=8.0)
+    p.add_argument("--duration", type=float, default=duration)
     args = p.parse_args()
     wrk = shutil.which("wrk")
     if wrk is None:
-        print("front.py: wrk is not installed (apt-get install wrk)", file=sys.stderr)
-        return 2
+        print(f"{name}: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return None
     wrk_args = argparse.Namespace(threads=1, connections=64, tail=3.0, timeout=10.0)
-    workdir = Path(tempfile.mkdtemp(prefix="hookyard-front-"))
+    return args, wrk, wrk_args, Path(tempfile.mkdtemp(prefix=f"hookyard-{name[:-3]}-"))
+
+
+def main() -> int:
+    setup = what_if_setup("front.py", __doc__.splitlines()[0], 8.0)
+    if setup is None:
+        return 2
+    args, wrk, wrk_args, workdir = setup
     config = workdir / "hookyard.toml"
     config.write_text(run.CONFIG.format(database=f"sqlite:///{workdir / 'unused.db'}",
                                         secret=run.SECRET, tolerance=run.TOLERANCE_S,

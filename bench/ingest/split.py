@@ -29,7 +29,6 @@ within minutes of each other on a machine whose speed drifts.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -40,7 +39,6 @@ import sqlite3
 import statistics
 import struct
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -220,16 +218,12 @@ def child_main(argv: list[str]) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=float, default=10.0)
-    args = p.parse_args()
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        print("split.py: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    from bench.ingest.front import _uvicorn, what_if_setup
+
+    setup = what_if_setup("split.py", __doc__.splitlines()[0], 10.0)
+    if setup is None:
         return 2
-    wrk_args = argparse.Namespace(threads=1, connections=64, tail=3.0, timeout=10.0)
-    workdir = Path(tempfile.mkdtemp(prefix="hookyard-split-"))
+    args, wrk, wrk_args, workdir = setup
     dbs, configs = {}, {}
     for name in ("serve", "split"):  # a database each
         (workdir / name).mkdir()
@@ -243,8 +237,6 @@ def main() -> int:
     verifier = run._verifier(configs["split"])
     rates: dict[str, list[float]] = {"serve": [], "split": [], "bare": []}
     stored_ok = []
-    from bench.ingest.front import _uvicorn
-
     with run._servers(configs["serve"], workdir / "serve") as (serve, bare), \
             _uvicorn("bench.ingest.split:app", workdir) as split:
         urls = {"serve": serve, "split": split}
