@@ -156,7 +156,7 @@ def test_sigterm_is_graceful(server: Server, config_path: Path, tmp_path: Path) 
     assert set(acked) <= stored_ids(tmp_path / "hookyard.db")
 
 
-def test_ctrl_c_stops_serve_cleanly_without_a_traceback(server: Server, tmp_path: Path) -> None:
+def test_ctrl_c_stops_serve_cleanly_without_a_traceback(server: Server) -> None:
     """The README's way to stop command 1: SIGINT (Ctrl-C). uvicorn shuts down gracefully,
     then re-raises the signal; serve ends there with status 0, not a KeyboardInterrupt
     traceback."""
