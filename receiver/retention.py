@@ -32,10 +32,6 @@ log = structlog.get_logger("hookyard.retention")
 BATCH = 100
 PAUSE_FACTOR = 9.0  # pause 9x as long as a batch took: the store is the pruner's 10 % at most
 MAX_PAUSE_S = 0.5
-# Batches between giving freed pages back. Every batch: each vacuum then moves only the few
-# pages one batch freed (an incremental_vacuum of ~3,500 pages held the writer ~68 ms, and
-# every 10 batches doubled the webhooks' p99 during a pass: bench/RESULTS.md, Retention).
-RECLAIM_EVERY = 1
 INTERVAL_S = 600.0  # between passes: ages are days, so a pass every 10 minutes is plenty
 
 Progress = Callable[[Pruned], None]
@@ -53,14 +49,15 @@ async def prune_pass(
     """One whole pass: every event received before `older_than` without a pending delivery,
     then ended jobs last changed before then. `progress` hears of each batch. Returns what
     went (or, with `dry_run`, would go)."""
-    total, after, unreclaimed = Pruned(), None, 0
+    total, after = Pruned(), None
     while True:
         started = time.monotonic()
         step = await store.prune(older_than, after, batch, dry_run=dry_run)
-        unreclaimed += 1 if step.events and not dry_run else 0
-        if unreclaimed >= RECLAIM_EVERY or (unreclaimed and step.after is None):
+        if step.events and not dry_run:
+            # The pages this batch freed go back at once: each vacuum moves only a few (one
+            # over ~3,500 pages, every 10 batches, held the writer ~68 ms and doubled the
+            # webhooks' p99 during a pass: bench/RESULTS.md, Retention).
             await store.reclaim_space()
-            unreclaimed = 0
         total = _tell(progress, total, step)
         if step.after is None:
             break
