@@ -60,6 +60,10 @@ def test_workers_2_spreads_webhooks_and_a_redelivery_anywhere_is_one_event(
         config = write(tmp_path, sink.url)
         server = Server(config, tmp_path, args=["--workers", "2"]).start(timeout=30)
         try:
+            # The server answers as soon as one web process is up; the other may still be
+            # starting (under load, long enough to miss every request below).
+            wait_for(lambda: server.output().count("Application startup complete") >= 2,
+                     timeout=30, what="both web processes started")
             jobs = [f"job-{i}" for i in range(40)]
             with ThreadPoolExecutor(8) as pool:
                 answers = list(pool.map(lambda j: post(server.url, config, creation(j)), jobs))
