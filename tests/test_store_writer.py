@@ -83,6 +83,24 @@ async def test_a_child_killed_between_batches_is_replaced_without_failing_a_batc
     assert await store.count_events() == 1
 
 
+async def test_a_child_gone_before_the_loop_saw_its_end_is_replaced_too(
+    store: SqliteStore,
+) -> None:
+    """The race CI met: the child was killed and reaped, but the event loop had not yet run
+    since, so the socket's end was unseen when the next batch came. The batch's send fails
+    (the frame never reached a child): a new child takes it."""
+    pid = child_pid(store)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while alive(pid):  # exited (reaped by asyncio's watcher thread, or a zombie)
+        assert time.monotonic() < deadline, "the child did not die"
+        time.sleep(0.01)  # noqa: ASYNC251 (on purpose: the loop must not see the end)
+    assert store._writer_process is not None and not store._writer_process._reader.at_eof()
+    [stored] = await store.write_events([item("j1")])
+    assert not stored.duplicate and child_pid(store) != pid
+    assert await store.count_events() == 1
+
+
 async def test_a_child_killed_mid_batch_fails_that_batch_only(
     store: SqliteStore, tmp_path: Path
 ) -> None:

@@ -89,7 +89,7 @@ class WriterProcess:
             theirs.close()
         self._reader, self._writer = await asyncio.open_connection(sock=ours)
         try:
-            ok, error = await asyncio.wait_for(self._exchange(None), START_TIMEOUT_S)
+            ok, error = await asyncio.wait_for(self._answer(), START_TIMEOUT_S)
             if not ok:
                 raise error  # it could not open the file
         except BaseException:
@@ -99,16 +99,20 @@ class WriterProcess:
 
     async def write(self, batch: Batch) -> Written:
         """Commit `batch` in the child; its errors are raised here as the thread's would be."""
+        payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
         async with self._lock:
-            if self._reader is not None and self._reader.at_eof():
-                # It died between batches (killed, out of memory): nothing was in flight, so
-                # this batch goes to a new one instead of failing.
-                log.error("store.writer_exited", pid=self.pid, returncode=self._returncode())
-                await self.stop()
             try:
-                if self._writer is None:
-                    await self.start()
-                ok, value = await self._exchange(batch)
+                if not await self._send(payload):
+                    # It died between batches (killed, out of memory) and the frame never
+                    # reached it: nothing was in flight, so this batch goes to a new one
+                    # instead of failing.
+                    log.error("store.writer_exited", pid=self.pid, returncode=self._returncode())
+                    await self.stop()
+                    if not await self._send(payload):
+                        raise StoreUnavailable(
+                            "the ingest writer process exited as it started; retry later"
+                        )
+                ok, value = await self._answer()
             except StoreUnavailable:
                 raise
             except (sqlite3.Error, OSError) as exc:  # a new child could not open the file
@@ -123,15 +127,28 @@ class WriterProcess:
         # The write failed in the child, which is fine and stays: its error is the batch's.
         raise store_error(value) if isinstance(value, sqlite3.Error | OSError) else value
 
-    async def _exchange(self, batch: Batch | None) -> tuple[bool, Any]:
-        """Send `batch` (None: only read, the child's "ready"); (ok, result or error)."""
+    async def _send(self, payload: bytes) -> bool:
+        """Hand a frame to the child, starting one if there is none. False: the child had
+        already gone (its end closed before the frame could reach it; the loop may learn of
+        that end only now, after the process itself was reaped). A frame too large for the
+        socket's buffer that a dying child did read whole, commit and not answer is sent again
+        too: its events come back as duplicates of themselves, stored once."""
+        if self._writer is None:
+            await self.start()
         assert self._reader is not None and self._writer is not None
+        if self._reader.at_eof():
+            return False
+        self._writer.write(FRAME.pack(len(payload)) + payload)
         try:
-            if batch is not None:
-                payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-                self._writer.write(FRAME.pack(len(payload)))
-                self._writer.write(payload)
-                await self._writer.drain()
+            await self._writer.drain()
+        except ConnectionError:  # the write failed, or the transport was closed already
+            return False
+        return True
+
+    async def _answer(self) -> tuple[bool, Any]:
+        """The child's next answer: (ok, result or error)."""
+        assert self._reader is not None
+        try:
             (size,) = FRAME.unpack(await self._reader.readexactly(FRAME.size))
             ok, value = pickle.loads(await self._reader.readexactly(size))  # noqa: S301 (our child)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
