@@ -268,7 +268,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
-    logs.configure(config.secret_values(), cache=True)
+    logs.configure(config.secret_values(), cache=True, batched=True)
     if args.workers < 0 or (args.workers and args.no_worker):
         raise ConfigError("--workers takes a number of web processes (1 or more) and brings "
                           "its own worker process; --no-worker is for a single web process")
@@ -331,7 +331,7 @@ def _supervise(config: settings.Settings, host: str, port: int, web: int) -> int
 def cmd_worker(args: argparse.Namespace) -> int:
     """Delivery and polling without HTTP, until SIGTERM or SIGINT."""
     config = _load(args)
-    logs.configure(config.secret_values(), cache=True)
+    logs.configure(config.secret_values(), cache=True, batched=True)
     _with_store(config, _opened)  # a database that cannot be used fails here, clearly
     return asyncio.run(_work(config))
 

@@ -8,8 +8,12 @@ still never reaches the log. Tracebacks are rendered into the line, so they are 
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import logging
 import sys
+import threading
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
@@ -92,15 +96,81 @@ def _render(record: Any, **_: Any) -> str:
     return orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+class LoopBatchedStream:
+    """A text stream that writes the lines logged in one event-loop turn with one write.
+
+    structlog's WriteLogger and logging's StreamHandler flush after every line: a write()
+    system call per line, so one per webhook, which cost the web process more than rendering
+    the line did (bench/RESULTS.md, "Ingest, fourth session"). Here a flush on a thread that runs
+    an event loop only asks for one write at the end of the loop's current turn (`call_soon`),
+    so all lines of that turn go out together, in order, microseconds later. A flush anywhere
+    else (a thread with no loop, start-up, the CLI) writes at once, pending lines included; what
+    is still pending when the process exits is written by an atexit hook.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._pending.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.drain()
+            return
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        loop.call_soon(self.drain)
+
+    def drain(self) -> None:
+        """Write everything pending now, in one call."""
+        with self._lock:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._scheduled = False
+            if text:
+                self.stream.write(text)
+                self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+
+_batched: list[LoopBatchedStream] = []  # the stream configure(batched=True) set up last
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    for stream in _batched:
+        with contextlib.suppress(ValueError, OSError):  # closed, or a pipe nobody reads
+            stream.drain()
+
+
 def configure(
     secrets: Iterable[str] = (),
     *,
     level: int = logging.INFO,
     stream: TextIO | None = None,
     cache: bool = False,
+    batched: bool = False,
 ) -> None:
-    """Send hookyard's and the standard library's logs (uvicorn's) to `stream` as JSON lines."""
+    """Send hookyard's and the standard library's logs (uvicorn's) to `stream` as JSON lines;
+    `batched`: through a LoopBatchedStream (the long-running commands)."""
     redactor = Redactor(secrets)
+    out: Any = stream or sys.stdout
+    _batched.clear()
+    if batched:
+        out = LoopBatchedStream(out)
+        _batched.append(out)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -114,10 +184,10 @@ def configure(
             redactor.render,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(stream or sys.stdout),
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=cache,  # off in tests: capture_logs() needs live config
     )
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import structlog
 
 from receiver import logs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_redactor_masks_sensitive_keys_and_secret_values() -> None:
@@ -47,3 +53,69 @@ def test_configured_logging_writes_redacted_json_for_structlog_and_stdlib() -> N
     assert lines[0]["event"] == "hello" and lines[0]["request_id"] == "r1"
     assert "hunter2-secret" not in stream.getvalue()
     assert lines[1]["level"] == "warning"
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_a_batched_stream_writes_one_loop_turns_lines_in_one_call_after_the_turn() -> None:
+    target = _CountingStream()
+    out = logs.LoopBatchedStream(target)
+
+    async def turn() -> str:
+        for i in range(3):
+            out.write(f"line {i}\n")
+            out.flush()
+        seen = target.getvalue()  # nothing yet: the turn is not over
+        await asyncio.sleep(0)  # the loop runs the scheduled drain
+        out.write("line 3\n")
+        out.flush()
+        await asyncio.sleep(0)
+        return seen
+
+    assert asyncio.run(turn()) == ""
+    assert target.getvalue() == "line 0\nline 1\nline 2\nline 3\n"
+    assert target.writes == 2
+
+
+def test_a_batched_stream_writes_at_once_where_no_loop_runs_pending_lines_first() -> None:
+    target = _CountingStream()
+    out = logs.LoopBatchedStream(target)
+
+    async def on_the_loop() -> None:
+        out.write("from the loop\n")
+        out.flush()
+        # a thread with no loop (the database thread, say) logs before the turn ends
+        await asyncio.to_thread(lambda: (out.write("from a thread\n"), out.flush()))
+        assert target.getvalue() == "from the loop\nfrom a thread\n"
+
+    asyncio.run(on_the_loop())
+    assert target.writes == 1
+
+
+def test_lines_still_pending_when_the_process_exits_are_written() -> None:
+    # The loop stops in the turn that logged, so its drain never runs: the line is written at
+    # exit (logs' atexit hook, and logging's own shutdown, which flushes the handler).
+    script = (
+        "import asyncio, sys, structlog\n"
+        "from receiver import logs\n"
+        "logs.configure([], batched=True)\n"
+        "loop = asyncio.new_event_loop()\n"
+        "def turn():\n"
+        "    structlog.get_logger('t').info('last words')\n"
+        "    loop.stop()\n"
+        "loop.call_soon(turn)\n"
+        "loop.run_forever()\n"
+        "sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 3
+    assert [json.loads(line)["event"] for line in done.stdout.splitlines()] == ["last words"]
