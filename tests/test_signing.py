@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,8 +21,11 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.datastructures import Headers
 
+from receiver.core import signing
 from receiver.core.errors import ConfigError, SignatureInvalid
 from receiver.core.signing import SCHEMES, Verified, Verifier, build_verifier
 from tests import support
@@ -932,3 +936,32 @@ async def test_fal_header_errors_come_before_any_fetch() -> None:
     with pytest.raises(SignatureInvalid, match="window"):
         await server.verifier().verify(stale, BODY, now=NOW)
     assert server.requests == 0
+
+
+_STRICT_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.text(alphabet="0123456789abcdefABCDEFgG \t,=", max_size=12),
+    st.text(max_size=12),
+    st.binary(min_size=1, max_size=6).map(bytes.hex),
+))
+def test_a_hex_signature_is_decoded_only_when_it_is_pairs_of_hex_digits(token: str) -> None:
+    # The fast decoder (isalnum + fromhex) must mean exactly the strict pattern: fromhex alone
+    # would skip the spaces in "ab cd".
+    expected = bytes.fromhex(token) if _STRICT_HEX.fullmatch(token) else None
+    assert signing._hexdecode(token) == expected
+
+
+def test_a_header_with_several_signatures_or_odd_whitespace_still_verifies() -> None:
+    v = build_verifier({"scheme": "hmac", "header": "X-Sig", "prefix": "sha256=",
+                        "encoding": "hex"}, ["k-one", "k-two"], 300, where="t")
+    body = b'{"a":1}'
+    good = hmac.new(b"k-two", body, hashlib.sha256).hexdigest()
+    for value in (f"sha256={good}", f"sha256=00, sha256={good}", f"SHA256={good}\t",
+                  f"sha256=ab\fcd,sha256={good}"):
+        asyncio.run(v.verify({"x-sig": value}, body))
+    for value in (f"sha256={good[:10]} {good[10:]}", f"sha256={good}x", "sha256=" + "0" * 64):
+        with pytest.raises(SignatureInvalid):
+            asyncio.run(v.verify({"x-sig": value}, body))
