@@ -64,3 +64,40 @@ async def test_commits_elsewhere_make_idle_runners_look_and_claim_only_what_is_d
     assert json.loads(lines[0])["id"] == stored.event_id
     assert claims["other"] >= 1 and claims["log"] == 0
 
+
+
+async def test_a_stream_of_commits_is_followed_with_one_look_per_gap_and_none_is_missed(
+    app: App, config: settings_mod.Settings, tmp_path: Path
+) -> None:
+    from receiver.app import NUDGE_GAP_S
+
+    _, service = app
+    looks: collections.Counter[str] = collections.Counter()
+    store: Any = service.store
+    next_due_at = store.next_due_at
+
+    async def counted_look(sink: str, **kwargs: Any) -> Any:
+        looks[sink] += 1
+        return await next_due_at(sink, **kwargs)
+
+    store.next_due_at = counted_look
+    elsewhere = SqliteStore(config.server.database.removeprefix("sqlite:///"))
+    await elsewhere.open()
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        n = 0
+        while loop.time() - started < 1.0:  # a commit every few ms for a second
+            await elsewhere.write_events([new_event(n, ())])
+            n += 1
+            await asyncio.sleep(0.003)
+        seconds = loop.time() - started
+        # the last commit of the stream adds a row: the look after the gap must find it
+        [stored] = await elsewhere.write_events([new_event(10_000, ("other",))])
+    finally:
+        await elsewhere.close()
+    assert n > 3 * seconds / NUDGE_GAP_S  # commits came much faster than the gap
+    assert 3 <= looks["other"] <= seconds / NUDGE_GAP_S + 3
+    delivered = Path(f"{tmp_path / 'events.jsonl'}.other")
+    await wait_until(lambda: delivered.exists() and stored.event_id in delivered.read_text(),
+                     what="the row committed at the end of the stream delivered")

@@ -60,7 +60,8 @@ class SqliteBase(SqlStore):
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()  # transactions on the writer must not interleave
-        self._watcher: aiosqlite.Connection | None = None  # wait_for_change's connection
+        # wait_for_change's connection, asked on the event loop's thread (see open_watcher)
+        self._watcher: sqlite3.Connection | None = None
         self._lock_fd: int | None = None  # the writers' lock file (see exclusive)
         self._data_version = 0
         # Event batches are committed by a child process (SqliteEvents, ...sqlite.writer).
@@ -78,8 +79,8 @@ class SqliteBase(SqlStore):
             await run(self._writer, migrate, self.path)
             await self._write(release_dead_owners)
             self._reader = await self._connect()
-            self._watcher = await self._connect()
-            self._data_version = await run(self._watcher, data_version)
+            self._watcher = open_watcher(self.path)
+            self._data_version = data_version(self._watcher)
         except BaseException as exc:
             await self.close()
             cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
@@ -97,7 +98,9 @@ class SqliteBase(SqlStore):
         return db
 
     async def close(self) -> None:
-        for db in (self._watcher, self._reader, self._writer):
+        if self._watcher is not None:
+            self._watcher.close()
+        for db in (self._reader, self._writer):
             if db is not None:
                 await db.close()
         self._watcher = self._reader = self._writer = None
@@ -129,6 +132,24 @@ class SqliteBase(SqlStore):
         """Commit a write that changes nothing: a full disk, a read-only or damaged file or a
         lock held elsewhere fail here as they would fail the next webhook (a read would not)."""
         await self._write(_touch)
+
+
+def open_watcher(path: str) -> sqlite3.Connection:
+    """A read-only connection for `PRAGMA data_version`, called on the event loop's thread.
+
+    The counter is read ~66 times a second; through a connection thread, each read was a hop
+    that fought the busy loop for the GIL, and following changes cost `serve` ~40 µs of its
+    loop per webhook under load (bench/RESULTS.md). Asked inline it costs a few µs, and with no
+    busy wait it can never hold the loop: a busy file answers at once (SQLITE_BUSY), which
+    coordination.wait_for_change reads as "something may have changed"."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA query_only = 1")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _touch(conn: Sql) -> None:

@@ -5,12 +5,14 @@ processes' commits, by watching the file's `PRAGMA data_version` (SQLite has no 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 
 from receiver.store.sqlite.base import SqliteBase
-from receiver.store.sqlite.connection import Sql, data_version, run
+from receiver.store.sqlite.connection import Sql, data_version, store_error
 
 CHANGE_POLL_S = 0.015  # how often wait_for_change looks: a cheap read of a counter
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class SqliteCoordination(SqliteBase):
@@ -25,12 +27,20 @@ class SqliteCoordination(SqliteBase):
     async def wait_for_change(self, timeout_s: float) -> bool:
         """True as soon as any connection (this process's or another's) commits to the file,
         False after `timeout_s` without one. SQLite has no notifications: this asks the file's
-        `PRAGMA data_version` every CHANGE_POLL_S on a connection of its own."""
+        `PRAGMA data_version` every CHANGE_POLL_S on a connection of its own, inline (see
+        base.open_watcher); a file too busy to answer at once counts as changed."""
         if self._watcher is None:
             raise RuntimeError("store is not open")
         deadline = time.monotonic() + timeout_s
         while True:
-            version = await run(self._watcher, data_version)
+            try:
+                version = data_version(self._watcher)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in _BUSY:  # BUSY_RECOVERY and the like too
+                    raise store_error(exc) from exc
+                return True  # busy: someone is writing; the woken loops look for themselves
+            except sqlite3.Error as exc:
+                raise store_error(exc) from exc
             if version != self._data_version:
                 self._data_version = version
                 return True
