@@ -12,9 +12,10 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import select
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -103,7 +104,8 @@ class LoopBatchedStream:
     system call per line, so one per webhook, which cost the web process more than rendering
     the line did (bench/RESULTS.md, "Ingest, fourth session"). Here a flush on a thread that runs
     an event loop only asks for one write at the end of the loop's current turn (`call_soon`),
-    so all lines of that turn go out together, in order, microseconds later. A flush anywhere
+    so the lines of that turn go out together (in writes of at most PIPE_BUF bytes, whole
+    lines each), in order, microseconds later. A flush anywhere
     else (a thread with no loop, start-up, the CLI) writes at once, pending lines included; what
     is still pending when the process exits is written by an atexit hook.
     """
@@ -132,17 +134,34 @@ class LoopBatchedStream:
         loop.call_soon(self.drain)
 
     def drain(self) -> None:
-        """Write everything pending now, in one call."""
+        """Write everything pending now, in as few writes of at most PIPE_BUF bytes each."""
         with self._lock:
-            text = "".join(self._pending)
-            self._pending.clear()
+            lines, self._pending = self._pending, []
             self._scheduled = False
-            if text:
-                self.stream.write(text)
+            for chunk in _whole_lines(lines, select.PIPE_BUF):
+                self.stream.write(chunk)
                 self.stream.flush()
 
     def isatty(self) -> bool:
         return self.stream.isatty()
+
+
+def _whole_lines(lines: list[str], limit: int) -> Iterator[str]:
+    """The lines joined into pieces of at most `limit` bytes, each ending at a line's end (a
+    longer line is a piece of its own). On a pipe (journald, a container runtime, the
+    supervisor's children sharing stdout) a write of at most PIPE_BUF bytes is never
+    interleaved with another process's writes; a longer one may be, mid-line."""
+    piece: list[str] = []
+    size = 0
+    for line in lines:
+        n = len(line) if line.isascii() else len(line.encode())
+        if piece and size + n > limit:
+            yield "".join(piece)
+            piece, size = [], 0
+        piece.append(line)
+        size += n
+    if piece:
+        yield "".join(piece)
 
 
 _batched: list[LoopBatchedStream] = []  # the stream configure(batched=True) set up last

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -59,9 +60,11 @@ class _CountingStream(io.StringIO):
     def __init__(self) -> None:
         super().__init__()
         self.writes = 0
+        self.pieces: list[str] = []
 
     def write(self, text: str) -> int:
         self.writes += 1
+        self.pieces.append(text)
         return super().write(text)
 
 
@@ -119,3 +122,26 @@ def test_lines_still_pending_when_the_process_exits_are_written() -> None:
                           cwd=ROOT, timeout=60)
     assert done.returncode == 3
     assert [json.loads(line)["event"] for line in done.stdout.splitlines()] == ["last words"]
+
+
+def test_a_batched_stream_writes_whole_lines_at_most_pipe_buf_bytes_at_a_time() -> None:
+    # Processes sharing a pipe (serve --workers N under journald) must never interleave
+    # mid-line: only writes of at most PIPE_BUF bytes are atomic on a pipe.
+    target = _CountingStream()
+    out = logs.LoopBatchedStream(target)
+    lines = [f'{{"n": {i}, "pad": "{"é" * (i % 7) + "x" * (150 + i % 300)}"}}\n'
+             for i in range(400)]
+    lines.append("y" * 9000 + "\n")  # a line longer than PIPE_BUF goes alone
+
+    async def turn() -> None:
+        for line in lines:
+            out.write(line)
+            out.flush()
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())
+    assert target.getvalue() == "".join(lines)
+    assert all(piece.endswith("\n") for piece in target.pieces)
+    assert all(len(p.encode()) <= select.PIPE_BUF for p in target.pieces[:-1])
+    assert target.pieces[-1] == lines[-1]
+    assert target.writes < len(lines) / 5  # still batched
