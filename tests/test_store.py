@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from receiver.core.errors import StoreUnavailable
 from receiver.ingest import Ingest
 from receiver.router import Router
 from receiver.settings import Route
-from receiver.store import NewEvent, Stored
+from receiver.store import EventFilter, NewEvent, Stored
+from receiver.store.sql import job_outside_key
 from receiver.store.sqlite import SCHEMA_VERSION, SchemaTooNew, SqliteStore
 
 
@@ -47,6 +49,38 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
     with pytest.raises(SchemaTooNew, match="upgrade hookyard"):
         await SqliteStore(path).open()
+
+
+async def test_an_older_file_gets_the_partial_job_index_and_keeps_finding_its_jobs(
+    tmp_path: Path,
+) -> None:
+    """The last migration swaps events_job (source, job_id) for events_job_other: events
+    written before it are found by job through their key or the new index."""
+    path = str(tmp_path / "s.db")
+    store = SqliteStore(path)
+    await store.open()
+    generated, = await store.write_events([item(completed("old-job"))])
+    other = dataclasses.replace(completed("old-job", "processing"), idempotency_key="rg:m-1")
+    keyed_otherwise, = await store.write_events([item(other)])
+    await store.close()
+    with sqlite3.connect(path) as db:  # SQL on purpose: back to the schema before it
+        db.execute("DROP INDEX events_job_other")
+        db.execute("CREATE INDEX events_job ON events (source, job_id)")
+        db.execute("DELETE FROM schema_version WHERE version = ?", (SCHEMA_VERSION,))
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        found = await store.list_events(EventFilter(source="rg", job_id="old-job"))
+        assert {e["id"] for e in found} == {generated.event_id, keyed_otherwise.event_id}
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "events_job_other" in indexes and "events_job" not in indexes
+        # only the event keyed otherwise is in the partial index
+        where = job_outside_key()
+        in_index = f"SELECT COUNT(*) FROM events INDEXED BY events_job_other WHERE {where}"  # noqa: S608
+        assert db.execute(in_index).fetchone() == (1,)
 
 
 async def test_one_batch_dedupes_within_itself_and_against_the_log(store: SqliteStore) -> None:

@@ -307,6 +307,57 @@ async def test_any_job_id_text_is_stored_found_and_filtered(store: Store, job_id
     assert again is not None and again.metadata == {"k": job_id}
 
 
+JOB_SOURCES = ("s", "s:a")  # one source name the other's key prefix begins with
+JOB_IDS = ("a", "a:b", "b", "a;", ":")  # job ids that are each other's key prefixes
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(JOB_SOURCES),
+            st.sampled_from(JOB_IDS),
+            st.sampled_from(("processing", "completed")),
+            st.booleans(),  # an idempotency key not of the "{source}:{job_id}:…" form
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+async def test_a_jobs_events_are_found_whatever_their_key_looks_like(
+    store: Store, rows: list[tuple[str, str, str, bool]]
+) -> None:
+    """On SQLite a job's events are found through the idempotency key's prefix, or the partial
+    index events_job_other for events keyed otherwise (sql.job_access): listing, replay counts
+    and late-status suppression must see exactly the job's events either way, whatever the
+    job ids and source names that share key prefixes."""
+    tag = f"t{uuid.uuid4().hex[:8]}"  # each example its own sources on the shared store
+    expected: dict[tuple[str, str], set[str]] = {}
+    finished: set[tuple[str, str]] = set()
+    for name, job, status, other_key in rows:
+        source = f"{tag}{name}"
+        ev = generation(job, status, source=source)
+        if other_key:
+            ev = dataclasses.replace(ev, idempotency_key=f"{source}:msg-{uuid.uuid4().hex}")
+        [stored] = await store.write_events([item(ev)])
+        terminal = status == "completed"
+        if not stored.duplicate:
+            late = not terminal and (source, job) in finished
+            assert stored.deliveries == (0 if late else 1), (source, job, status)
+            expected.setdefault((source, job), set()).add(stored.event_id)
+        if terminal:
+            finished.add((source, job))
+    upto, _ = await store.replay_horizon()
+    for name in JOB_SOURCES:
+        for job in JOB_IDS:
+            where = EventFilter(source=f"{tag}{name}", job_id=job)
+            want = expected.get((where.source or "", job), set())
+            assert {e["id"] for e in await store.list_events(where, limit=100)} == want
+            assert sum((await store.event_kinds(where, upto)).values()) == len(want)
+
+
 # -- claims ---------------------------------------------------------------------------------
 
 

@@ -55,6 +55,27 @@ PRUNE_CANDIDATES = (
 )
 
 
+def job_outside_key(table: str = "") -> str:
+    """The events whose idempotency key does not begin with "{source}:{job_id}:" but that
+    have a job: on SQLite only these are in the (partial) index events_job_other.
+
+    Every generation event's key begins that way (receiver.core.events.generation_event), so
+    its job is found through the unique key's index by prefix; indexing (source, job_id) for
+    every event wrote a random index page per event at each commit (the job ids are random),
+    the largest share of the SQLite writer's work (bench/RESULTS.md, fourth session)."""
+    t = f"{table}." if table else ""
+    return (
+        f"{t}job_id IS NOT NULL AND substr({t}idempotency_key, 1, length({t}source)"
+        f" + length({t}job_id) + 2) <> {t}source || ':' || {t}job_id || ':'"
+    )
+
+
+def job_key_range(source: str, job_id: str) -> tuple[str, str]:
+    """[low, high): exactly the keys that begin with "{source}:{job_id}:" (';' follows ':')."""
+    prefix = f"{source}:{job_id}"
+    return f"{prefix}:", f"{prefix};"
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """How one backend writes a parameter (`?` or `%s`), a list parameter, a text value, a
@@ -65,6 +86,9 @@ class Dialect:
     text: Callable[[str], Any] = _same
     row_values: bool = False  # `(a, b) > (%s, %s)`, instead of `a > ? OR (a = ? AND b > ?)`
     sequence: str = "rowid"  # the events column that counts up as they are inserted
+    # Events of a job found by idempotency key prefix or events_job_other (job_outside_key),
+    # not through an index on (source, job_id) of every event
+    job_by_key: bool = False
 
     def marks(self, sql: str) -> str:
         """A shared statement, written with `?`, in this backend's placeholders."""
@@ -137,9 +161,19 @@ class Dialect:
 
     def event_where(self, where: EventFilter, table: str) -> tuple[list[str], list[Any]]:
         """Conditions on `table` (events or its alias) for `where`."""
-        clauses, params = self.equals(
-            f"{table}.", source=where.source, type=where.type, job_id=where.job_id
-        )
+        source, job_id = where.source, where.job_id
+        if self.job_by_key and source is not None and job_id is not None:  # finds_job(where)
+            # `+` keeps SQLite from walking events_source (source, id) or events_type over every
+            # event of the source or type (its choice without statistics); the access clause
+            # finds the job's few rows.
+            clauses, params = self.equals(f"+{table}.", type=where.type)
+            access, more = self.job_access(table, source, [job_id])
+            clauses += [f"+{table}.source = {self.mark}", f"+{table}.job_id = {self.mark}", access]
+            params += [source, job_id, *more]
+        else:
+            clauses, params = self.equals(
+                f"{table}.", source=where.source, type=where.type, job_id=where.job_id
+            )
         # received_at has no index; ids begin with the same moment, so each time also bounds
         # the id (with slack): a `since` that matches less than a page read the whole table
         # (1.2 s at 1M events, bench/ui), now a range of the primary key.
@@ -156,6 +190,21 @@ class Dialect:
                 clauses.append(f"{table}.id {op} {self.mark}")
                 params.append(id_bound)
         return clauses, params
+
+    def finds_job(self, where: EventFilter) -> bool:
+        """Whether event_where finds `where`'s events through job_access."""
+        return self.job_by_key and where.job_id is not None and where.source is not None
+
+    def job_access(self, table: str, source: str, job_ids: Sequence[str]) -> tuple[str, list[Any]]:
+        """A condition that every event of `source` with one of `job_ids` meets (so it changes
+        no result), written so that SQLite finds those events through its indexes: each job's
+        key range, or events_job_other (a MULTI-INDEX OR)."""
+        t, m = f"{table}.", self.mark
+        ranges = [f"({t}idempotency_key >= {m} AND {t}idempotency_key < {m})"] * len(job_ids)
+        params: list[Any] = [bound for j in job_ids for bound in job_key_range(source, j)]
+        marks = ",".join([m] * len(job_ids))
+        other = f"({job_outside_key(table)} AND {t}source = {m} AND {t}job_id IN ({marks}))"
+        return f"({' OR '.join([*ranges, other])})", [*params, source, *job_ids]
 
     def latest_where(self, scope: ReplayScope) -> tuple[str, list[Any]]:
         """Deliveries `d` (joined to events `e`) that are the latest of their (event, sink)
@@ -187,7 +236,8 @@ class Dialect:
                 [*params, after, limit],
             )
         clauses, params = self.event_where(scope.filter, "events")
-        seq = self.sequence
+        # A job's rows come through job_access; a range of the sequence would walk them all.
+        seq = f"+{self.sequence}" if self.finds_job(scope.filter) else self.sequence
         return (
             f"SELECT {seq}, id, source, type FROM events WHERE {' AND '.join(clauses)}"  # noqa: S608
             f" AND {seq} > {self.mark} AND {seq} <= {self.mark} ORDER BY {seq} LIMIT {self.mark}",

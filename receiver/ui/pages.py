@@ -255,8 +255,8 @@ class Ui:
         self, where: EventFilter, before: str | None, limit: int
     ) -> list[dict[str, Any]]:
         """list_events, steered onto the indexes (measured in bench/ui): a job id without a
-        source is looked up per source (the index is on (source, job_id)); the store bounds
-        `since` and `until` by the event id itself."""
+        source is looked up per source (a job's events are found by source and job id); the
+        store bounds `since` and `until` by the event id itself."""
         if where.job_id is not None and where.source is None:
             found: list[dict[str, Any]] = []
             for source in sorted(self.settings.sources):

@@ -17,7 +17,7 @@ from receiver.store.sql import Dialect
 
 Sql = sqlite3.Connection
 T = TypeVar("T")
-SQL = Dialect("?")
+SQL = Dialect("?", job_by_key=True)
 CHUNK = 500  # rows or values per statement: far below SQLite's 32766 parameters
 
 

@@ -15,7 +15,7 @@ from receiver.store.base import EventLogBase
 from receiver.store.rows import Batch, Written, delivery_counts, with_job_metadata
 from receiver.store.sql import EVENT_COLUMNS
 from receiver.store.sqlite.base import SqliteBase
-from receiver.store.sqlite.connection import CHUNK, Sql, chunks, job_chunks
+from receiver.store.sqlite.connection import CHUNK, SQL, Sql, chunks, job_chunks
 from receiver.store.sqlite.jobs import end_jobs, job_metadata
 from receiver.store.sqlite.schema import unusable
 from receiver.store.sqlite.writer import WriterProcess
@@ -120,11 +120,12 @@ def _finished_elsewhere(conn: Sql, jobs: dict[str, tuple[str, str]]) -> set[str]
     terminal = sorted(TERMINAL_STATUSES)
     done: set[tuple[str, str]] = set()
     for source, job_ids, marks in job_chunks(jobs.values()):
+        access, access_params = SQL.job_access("events", source, job_ids)
         sql = (
             "SELECT DISTINCT job_id FROM events"  # noqa: S608
-            f" WHERE source = ? AND job_id IN ({marks}) AND status IN (?, ?, ?)"
+            f" WHERE +source = ? AND +job_id IN ({marks}) AND status IN (?, ?, ?) AND {access}"
         )
-        found = conn.execute(sql, [source, *job_ids, *terminal])
+        found = conn.execute(sql, [source, *job_ids, *terminal, *access_params])
         done.update((source, job_id) for (job_id,) in found)
     return {event_id for event_id, job in jobs.items() if job in done}
 

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 from receiver.store.model import SchemaTooNew, StoreUnusable
+from receiver.store.sql import job_outside_key
 from receiver.store.sqlite.connection import Sql, in_transaction
 
 # Each entry migrates the schema from version i to i + 1. Append, never edit.
@@ -112,6 +113,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # index that check scans every delivery, per deleted row (0.66 s for 500 events).
         "CREATE INDEX deliveries_replay_of ON deliveries (replay_of)"
         " WHERE replay_of IS NOT NULL",
+    ),
+    (
+        # A job's events are found through their idempotency key ("{source}:{job_id}:…") and,
+        # for the few events whose key is not of that form, this partial index
+        # (receiver.store.sql.job_outside_key): one random index page less per event written.
+        "DROP INDEX events_job",
+        f"CREATE INDEX events_job_other ON events (source, job_id) WHERE {job_outside_key()}",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
