@@ -39,10 +39,11 @@ log = structlog.get_logger("hookyard.http")
 
 READY_CACHE_S = 1.0  # /readyz probes the store at most this often
 READY_PROBE_S = 2.0  # a write probe slower than this is "not ready"
-# While commits keep coming (a busy ingest), idle loops are nudged at most this often: every
-# nudge costs each of them a read, and at one per 15 ms poll those reads cost `serve` ~20 µs
-# of its event loop per webhook (bench/RESULTS.md). A commit after a quiet spell is still
-# followed within one poll.
+# While this process's own ingest keeps committing, idle loops are nudged at most this often:
+# its own rows already woke them (Ingest listeners), every nudge costs each loop a read, and at
+# one per 15 ms poll those reads cost `serve` ~20 µs of its event loop per webhook
+# (bench/RESULTS.md). A process that stores no events (a worker) is nudged on every poll
+# that sees a change, so rows from web processes reach it within one poll.
 NUDGE_GAP_S = 0.05
 
 
@@ -132,18 +133,26 @@ class Hookyard:
     async def _follow_changes(self) -> None:
         """Wake idle sink runners and the poller when anyone commits to the store: rows that
         another process (a web worker, the CLI) added are sent within tens of milliseconds.
-        Commits during the gap after a nudge are covered by the next one, sent when the gap
-        ends: the loops look after it, so they see all of them."""
-        nudged_at = float("-inf")
+        While this process's own ingest is busy, commits during the gap after a nudge are
+        covered by the next one, sent when the gap ends: the loops look after it, so they see
+        all of them."""
+        nudged_at = stored_at = float("-inf")
+
+        def stored_here(*_: object) -> None:
+            nonlocal stored_at
+            stored_at = time.monotonic()
+
+        self.ingest.listeners.append(stored_here)
         while True:
             try:
                 changed = await self.store.wait_for_change(1.0)
             except StoreUnavailable:
                 await asyncio.sleep(1.0)  # readiness reports the store; keep following
                 continue
-            if changed:  # most often our own commits: a look, not a claim, unless due
-                gap = nudged_at + NUDGE_GAP_S - time.monotonic()
-                if gap > 0:
+            if changed:  # often our own commits: a look, not a claim, unless due
+                now = time.monotonic()
+                gap = nudged_at + NUDGE_GAP_S - now
+                if gap > 0 and now - stored_at < NUDGE_GAP_S:  # our own ingest is busy
                     await asyncio.sleep(gap)
                 nudged_at = time.monotonic()
                 self.delivery.nudge()

@@ -66,38 +66,72 @@ async def test_commits_elsewhere_make_idle_runners_look_and_claim_only_what_is_d
 
 
 
-async def test_a_stream_of_commits_is_followed_with_one_look_per_gap_and_none_is_missed(
+async def _commit_for(seconds: float, commit: Any) -> tuple[int, float]:
+    """Commit again and again for `seconds` (a few ms apart): how many, in how long."""
+    loop = asyncio.get_running_loop()
+    started, n = loop.time(), 0
+    while loop.time() - started < seconds:
+        await commit(n)
+        n += 1
+        await asyncio.sleep(0.003)
+    return n, loop.time() - started
+
+
+def counted_nudges(service: Any) -> list[float]:
+    """The follower's nudges of the delivery loops, counted (they still nudge)."""
+    nudges: list[float] = []
+    nudge = service.delivery.nudge
+
+    def counted() -> None:
+        nudges.append(asyncio.get_running_loop().time())
+        nudge()
+
+    service.delivery.nudge = counted
+    return nudges
+
+
+async def test_a_stream_of_own_commits_is_followed_once_per_gap_and_misses_nothing(
     app: App, config: settings_mod.Settings, tmp_path: Path
 ) -> None:
     from receiver.app import NUDGE_GAP_S
 
     _, service = app
-    looks: collections.Counter[str] = collections.Counter()
-    store: Any = service.store
-    next_due_at = store.next_due_at
+    nudges = counted_nudges(service)
 
-    async def counted_look(sink: str, **kwargs: Any) -> Any:
-        looks[sink] += 1
-        return await next_due_at(sink, **kwargs)
+    async def own(n: int) -> None:  # what webhooks to this process do
+        ev = new_event(n, ()).event
+        await service.ingest.submit(ev, b"{}", {"content-type": "application/json"})
 
-    store.next_due_at = counted_look
+    n, seconds = await _commit_for(1.0, own)
+    assert n > 3 * seconds / NUDGE_GAP_S  # commits came much faster than the gap
+    assert 3 <= len(nudges) <= seconds / NUDGE_GAP_S + 3
+    # a row another process commits at the end of the stream is still found and sent
     elsewhere = SqliteStore(config.server.database.removeprefix("sqlite:///"))
     await elsewhere.open()
-    loop = asyncio.get_running_loop()
     try:
-        started = loop.time()
-        n = 0
-        while loop.time() - started < 1.0:  # a commit every few ms for a second
-            await elsewhere.write_events([new_event(n, ())])
-            n += 1
-            await asyncio.sleep(0.003)
-        seconds = loop.time() - started
-        # the last commit of the stream adds a row: the look after the gap must find it
         [stored] = await elsewhere.write_events([new_event(10_000, ("other",))])
     finally:
         await elsewhere.close()
-    assert n > 3 * seconds / NUDGE_GAP_S  # commits came much faster than the gap
-    assert 3 <= looks["other"] <= seconds / NUDGE_GAP_S + 3
     delivered = Path(f"{tmp_path / 'events.jsonl'}.other")
     await wait_until(lambda: delivered.exists() and stored.event_id in delivered.read_text(),
-                     what="the row committed at the end of the stream delivered")
+                     what="the row committed after the stream delivered")
+
+
+async def test_a_stream_of_other_processes_commits_is_followed_on_every_poll(
+    app: App, config: settings_mod.Settings
+) -> None:
+    # A worker stores no events: every change is news to it, and is looked at at once.
+    from receiver.app import NUDGE_GAP_S
+
+    _, service = app
+    nudges = counted_nudges(service)
+    elsewhere = SqliteStore(config.server.database.removeprefix("sqlite:///"))
+    await elsewhere.open()
+    try:
+        async def foreign(n: int) -> None:
+            await elsewhere.write_events([new_event(n, ())])
+
+        _, seconds = await _commit_for(1.0, foreign)
+    finally:
+        await elsewhere.close()
+    assert len(nudges) > seconds / NUDGE_GAP_S + 3  # not held to one nudge per gap
