@@ -307,6 +307,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     )
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
+    serving.tune_gc()
     # uvicorn shuts down cleanly on Ctrl-C, then re-raises its SIGINT (uvicorn.run catches it
     # the same way); without this a stopped server ends with a traceback.
     with contextlib.suppress(KeyboardInterrupt):
@@ -333,6 +334,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = _load(args)
     logs.configure(config.secret_values(), cache=True, batched=True)
     _with_store(config, _opened)  # a database that cannot be used fails here, clearly
+    from receiver import serving
+
+    serving.tune_gc()
     return asyncio.run(_work(config))
 
 

@@ -19,6 +19,7 @@ So, per connection:
 from __future__ import annotations
 
 import asyncio
+import gc
 import resource
 import time
 from typing import Any
@@ -34,6 +35,22 @@ log = structlog.get_logger("hookyard.server")
 LOG_EVERY_S = 10.0
 MIN_RESERVE = 128  # files kept for the database (file, -wal, -shm, two connections), the log,
 # the poll pool (64) and the sinks' connections; a quarter of the limit when that is more
+
+
+# Cyclic garbage collection for the long-running commands: a young-generation pass every
+# 50,000 container allocations instead of CPython's 700, and the objects of start-up (modules,
+# config, routes) frozen out of every pass. Measured under wrk (gc.callbacks): with the
+# defaults the web process ran 400+ passes in 8 s, 0.34 s of CPU (~9 us per webhook); tuned,
+# fewer than 20 (bench/RESULTS.md). Memory held by unreachable cycles between passes stays
+# small: most objects are freed by reference counting at once.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Call once start-up is done (`hookyard serve`, `hookyard worker`), not in tests."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def raise_file_limit(wanted: int = 65536) -> int:

@@ -12,6 +12,7 @@ import resource
 import select
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,3 +289,19 @@ def test_connection_settings_are_validated(tmp_path: Path, line: str, message: s
 def test_connection_settings_defaults(tmp_path: Path) -> None:
     server = settings_mod.load(str(write_config(tmp_path))).server
     assert server.request_timeout_s == 10.0 and server.max_connections is None
+
+
+def test_long_running_commands_collect_garbage_rarely_and_not_their_start_up() -> None:
+    # In a process of its own: freezing and thresholds are process-wide.
+    script = (
+        "import gc, json\n"
+        "from receiver import serving\n"
+        "before = gc.get_threshold()\n"
+        "serving.tune_gc()\n"
+        "print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count()]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=60, check=True)
+    before, after, frozen = json.loads(done.stdout)
+    assert tuple(after) == serving.GC_THRESHOLDS != tuple(before)
+    assert frozen > 10_000  # the modules, config and classes of start-up
