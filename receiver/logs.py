@@ -127,6 +127,8 @@ class LoopBatchedStream:
         except RuntimeError:
             self.drain()
             return
+        if self._scheduled:  # the usual case under load: this turn's drain is on its way
+            return
         with self._lock:
             if self._scheduled:
                 return

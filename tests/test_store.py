@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from receiver.core import events
 from receiver.core.errors import StoreUnavailable
@@ -138,3 +141,18 @@ async def test_stop_commits_everything_already_queued(store: SqliteStore) -> Non
 def test_event_ids_sort_by_time() -> None:
     ids = [events.new_event_id(now_ms=ms) for ms in (1, 2, 1000, 2**40)]
     assert ids == sorted(ids) and all(len(i) == 30 for i in ids)
+
+
+@settings(max_examples=300)
+@given(ms=st.integers(0, 2**48 - 1), seed=st.integers(0, 2**32))
+def test_an_event_id_is_the_ulid_of_its_time_and_random_bits(ms: int, seed: int) -> None:
+    # One Crockford base-32 character per 5 bits, most significant first (the ULID spec).
+    value = (ms << 80) | random.Random(seed).getrandbits(80)
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    ulid = "".join(alphabet[(value >> shift) & 31] for shift in range(125, -5, -5))
+    state = events._random.getstate()
+    events._random.seed(seed)
+    try:
+        assert events.new_event_id(now_ms=ms) == "evt_" + ulid
+    finally:
+        events._random.setstate(state)  # ids made after this test stay unpredictable
