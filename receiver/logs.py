@@ -105,9 +105,9 @@ class LoopBatchedStream:
     the line did (bench/RESULTS.md, "Ingest, fourth session"). Here a flush on a thread that runs
     an event loop only asks for one write at the end of the loop's current turn (`call_soon`),
     so the lines of that turn go out together (in writes of at most PIPE_BUF bytes, whole
-    lines each), in order, microseconds later. A flush anywhere
-    else (a thread with no loop, start-up, the CLI) writes at once, pending lines included; what
-    is still pending when the process exits is written by an atexit hook.
+    lines each), in order, microseconds later. A flush anywhere else (a thread with no loop,
+    start-up, the CLI) writes at once, pending lines included; what is still pending when the
+    process exits is written by an atexit hook.
     """
 
     def __init__(self, stream: TextIO) -> None:

@@ -137,11 +137,10 @@ class SqliteBase(SqlStore):
 def open_watcher(path: str) -> sqlite3.Connection:
     """A read-only connection for `PRAGMA data_version`, called on the event loop's thread.
 
-    The counter is read ~66 times a second; through a connection thread, each read was a hop
-    that fought the busy loop for the GIL, and following changes cost `serve` ~40 µs of its
-    loop per webhook under load (bench/RESULTS.md). Asked inline it costs a few µs, and with no
-    busy wait it can never hold the loop: a busy file answers at once (SQLITE_BUSY), which
-    coordination.wait_for_change reads as "something may have changed"."""
+    The counter is read ~66 times a second; through a connection thread each read was a hop
+    whose thread had to win the GIL back from a busy event loop. Asked inline it costs a few
+    µs, and with no busy wait it can never hold the loop: a busy file answers at once
+    (SQLITE_BUSY), which coordination.wait_for_change reads as "something may have changed"."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA busy_timeout = 0")
