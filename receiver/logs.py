@@ -130,10 +130,9 @@ class LoopBatchedStream:
         if self._scheduled:  # the usual case under load: this turn's drain is on its way
             return
         with self._lock:
-            if self._scheduled:
-                return
-            self._scheduled = True
-        loop.call_soon(self.drain)
+            already, self._scheduled = self._scheduled, True
+        if not already:
+            loop.call_soon(self.drain)
 
     def drain(self) -> None:
         """Write everything pending now, in as few writes of at most PIPE_BUF bytes each."""
