@@ -146,17 +146,19 @@ class Hookyard:
         while True:
             try:
                 changed = await self.store.wait_for_change(1.0)
+                if changed:  # often our own commits: a look, not a claim, unless due
+                    now = time.monotonic()
+                    gap = nudged_at + NUDGE_GAP_S - now
+                    if gap > 0 and now - stored_at < NUDGE_GAP_S:  # our own ingest is busy
+                        await asyncio.sleep(gap)
+                    nudged_at = time.monotonic()
+                    self.delivery.nudge()
+                    self.poller.nudge()
             except StoreUnavailable:
                 await asyncio.sleep(1.0)  # readiness reports the store; keep following
-                continue
-            if changed:  # often our own commits: a look, not a claim, unless due
-                now = time.monotonic()
-                gap = nudged_at + NUDGE_GAP_S - now
-                if gap > 0 and now - stored_at < NUDGE_GAP_S:  # our own ingest is busy
-                    await asyncio.sleep(gap)
-                nudged_at = time.monotonic()
-                self.delivery.nudge()
-                self.poller.nudge()
+            except Exception as exc:  # a bug must not end cross-process wake-ups for good
+                log.error("follower.failed", error=repr(exc)[:300], retry_in_s=1.0)
+                await asyncio.sleep(1.0)
 
     async def healthz(self, _: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from receiver import settings as settings_mod
 from receiver.core import events
 from receiver.store import NewEvent
@@ -135,3 +137,36 @@ async def test_a_stream_of_other_processes_commits_is_followed_on_every_poll(
     finally:
         await elsewhere.close()
     assert len(nudges) > seconds / NUDGE_GAP_S + 3  # not held to one nudge per gap
+
+
+async def test_a_failing_nudge_is_logged_and_following_goes_on(
+    app: App, config: settings_mod.Settings
+) -> None:
+    _, service = app
+    nudges = counted_nudges(service)
+    poller_nudge = service.poller.nudge
+    failures = [RuntimeError("a bug in a loop's nudge")]
+
+    def failing_once() -> None:
+        if failures:
+            raise failures.pop()
+        poller_nudge()
+
+    service.poller.nudge = failing_once  # type: ignore[method-assign]
+    elsewhere = SqliteStore(config.server.database.removeprefix("sqlite:///"))
+    await elsewhere.open()
+    try:
+        with capture_logs() as logged:
+            for n in range(3):
+                await elsewhere.write_events([new_event(n, ())])
+                await asyncio.sleep(0.05)
+            await wait_until(lambda: not failures, what="the failing nudge ran")
+            await asyncio.sleep(1.2)  # the follower's pause after a failure
+            seen = len(nudges)
+            await elsewhere.write_events([new_event(99, ())])
+            await wait_until(lambda: len(nudges) > seen, what="a nudge after the failure")
+    finally:
+        await elsewhere.close()
+    assert [e["error"] for e in logged if e["event"] == "follower.failed"] == [
+        "RuntimeError(\"a bug in a loop's nudge\")"
+    ]

@@ -733,6 +733,12 @@ async def test_event_page_shows_the_mirrored_copy_where_one_exists(tmp_path: Pat
     class Runner:
         sink = MirrorSink()
 
+        def nudge(self) -> None:  # the change follower nudges every runner
+            pass
+
+        def wake(self) -> None:
+            pass
+
     async with signed_in(tmp_path) as (client, service, config):
         event_id = await post_webhook(client, config, completed(
             "job-mirrored", ["https://provider.example/a.png", "https://provider.example/b.png"]))
