@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from structlog.testing import capture_logs
+import pytest
 
 from receiver import settings as settings_mod
 from receiver.core import events
@@ -139,9 +139,25 @@ async def test_a_stream_of_other_processes_commits_is_followed_on_every_poll(
     assert len(nudges) > seconds / NUDGE_GAP_S + 3  # not held to one nudge per gap
 
 
+class _Recorder:
+    """Stands in for a module's structlog logger: records (level, event, fields)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda event, **fields: self.lines.append((level, event, fields))
+
+
 async def test_a_failing_nudge_is_logged_and_following_goes_on(
-    app: App, config: settings_mod.Settings
+    app: App, config: settings_mod.Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Recorded on the module's logger itself: capture_logs() misses a logger that an earlier
+    # test in this process configured with cache_logger_on_first_use.
+    import receiver.app
+
+    recorder = _Recorder()
+    monkeypatch.setattr(receiver.app, "log", recorder)
     _, service = app
     nudges = counted_nudges(service)
     poller_nudge = service.poller.nudge
@@ -156,17 +172,16 @@ async def test_a_failing_nudge_is_logged_and_following_goes_on(
     elsewhere = SqliteStore(config.server.database.removeprefix("sqlite:///"))
     await elsewhere.open()
     try:
-        with capture_logs() as logged:
-            for n in range(3):
-                await elsewhere.write_events([new_event(n, ())])
-                await asyncio.sleep(0.05)
-            await wait_until(lambda: not failures, what="the failing nudge ran")
-            await asyncio.sleep(1.2)  # the follower's pause after a failure
-            seen = len(nudges)
-            await elsewhere.write_events([new_event(99, ())])
-            await wait_until(lambda: len(nudges) > seen, what="a nudge after the failure")
+        for n in range(3):
+            await elsewhere.write_events([new_event(n, ())])
+            await asyncio.sleep(0.05)
+        await wait_until(lambda: not failures, what="the failing nudge ran")
+        await asyncio.sleep(1.2)  # the follower's pause after a failure
+        seen = len(nudges)
+        await elsewhere.write_events([new_event(99, ())])
+        await wait_until(lambda: len(nudges) > seen, what="a nudge after the failure")
     finally:
         await elsewhere.close()
-    assert [e["error"] for e in logged if e["event"] == "follower.failed"] == [
-        "RuntimeError(\"a bug in a loop's nudge\")"
-    ]
+    failed = [(level, f["error"]) for level, event, f in recorder.lines
+              if event == "follower.failed"]
+    assert failed == [("error", "RuntimeError(\"a bug in a loop's nudge\")")]
