@@ -136,20 +136,15 @@ class Hookyard:
         While this process's own ingest is busy, commits during the gap after a nudge are
         covered by the next one, sent when the gap ends: the loops look after it, so they see
         all of them."""
-        nudged_at = stored_at = float("-inf")
-
-        def stored_here(*_: object) -> None:
-            nonlocal stored_at
-            stored_at = time.monotonic()
-
-        self.ingest.listeners.append(stored_here)
+        nudged_at = float("-inf")
         while True:
             try:
                 changed = await self.store.wait_for_change(1.0)
                 if changed:  # often our own commits: a look, not a claim, unless due
                     now = time.monotonic()
                     gap = nudged_at + NUDGE_GAP_S - now
-                    if gap > 0 and now - stored_at < NUDGE_GAP_S:  # our own ingest is busy
+                    own_busy = now - self.ingest.committed_at < NUDGE_GAP_S
+                    if gap > 0 and own_busy:
                         await asyncio.sleep(gap)
                     nudged_at = time.monotonic()
                     self.delivery.nudge()

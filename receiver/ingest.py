@@ -9,6 +9,7 @@ here: they add delivery rows to events already stored (receiver.replay).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import structlog
@@ -37,6 +38,13 @@ class Ingest:
             name="ingest",
         )
         self._open = False
+        # When this process last committed events (time.monotonic()): whether its own ingest
+        # is busy (receiver.app's change follower paces itself by it).
+        self.committed_at = float("-inf")
+        self._writer.listeners.append(self._committed)
+
+    def _committed(self, *_: object) -> None:
+        self.committed_at = time.monotonic()
 
     @property
     def listeners(self) -> list[Listener]:
