@@ -954,6 +954,35 @@ def test_a_hex_signature_is_decoded_only_when_it_is_pairs_of_hex_digits(token: s
     assert signing._hexdecode(token) == expected
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=300),  # longer than a block (64 / 128 bytes): HMAC hashes the key first
+    st.lists(st.binary(max_size=400), min_size=1, max_size=3),
+    st.sampled_from(["sha1", "sha256", "sha512"]),
+)
+def test_a_keyed_mac_is_the_hmac_of_each_message(
+    key: bytes, messages: list[bytes], algorithm: str
+) -> None:
+    # The key schedule is computed once and copied per message: every message, in any order,
+    # must still get the plain HMAC (a state that leaked from one message would show here).
+    mac = signing.KeyedMac(key, algorithm)
+    for message in messages:
+        assert mac.digest(message) == hmac.digest(key, message, algorithm)
+
+
+_STRICT_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=14), st.integers(0, 10**14).map(str)))
+def test_a_timestamp_is_read_only_when_it_is_one_to_twelve_ascii_digits(value: str) -> None:
+    if _STRICT_TIMESTAMP.fullmatch(value):
+        assert signing._timestamp(value, "X-Timestamp") == int(value)
+    else:
+        with pytest.raises(SignatureInvalid, match="not a unix timestamp"):
+            signing._timestamp(value, "X-Timestamp")
+
+
 def test_a_header_with_several_signatures_or_odd_whitespace_still_verifies() -> None:
     v = build_verifier({"scheme": "hmac", "header": "X-Sig", "prefix": "sha256=",
                         "encoding": "hex"}, ["k-one", "k-two"], 300, where="t")
