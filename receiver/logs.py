@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from structlog.processors import add_log_level, format_exc_info
 
 from receiver.core import events, masking
 
@@ -83,6 +84,15 @@ class Redactor:
     def render(self, _: Any, __: str, event_dict: MutableMapping[str, Any]) -> str:
         """The record as one JSON line, every configured secret in it masked."""
         return masking.mask_secrets(_render(event_dict), self._in_line)
+
+    def finish(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        """The end of hookyard's own chain as one processor: level, timestamp, a traceback
+        rendered (before masking: tracebacks hold URLs), sensitive keys masked, the line.
+        One call instead of five on every line, the webhook's included."""
+        event_dict = _timestamp(logger, method, add_log_level(logger, method, event_dict))
+        if "exc_info" in event_dict:
+            event_dict = format_exc_info(logger, method, event_dict)
+        return self.render(logger, method, self(logger, method, event_dict))
 
 
 def _timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -191,18 +201,9 @@ def configure(
     if batched:
         out = LoopBatchedStream(out)
         _batched.append(out)
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        _timestamp,
-    ]
+    shared: list[Any] = [structlog.contextvars.merge_contextvars, add_log_level, _timestamp]
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,  # before the redactor: tracebacks hold URLs
-            redactor,
-            redactor.render,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, redactor.finish],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=cache,  # off in tests: capture_logs() needs live config
@@ -213,7 +214,7 @@ def configure(
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
+                format_exc_info,
                 redactor,
                 redactor.render,
             ],

@@ -970,6 +970,59 @@ def test_a_keyed_mac_is_the_hmac_of_each_message(
         assert mac.digest(message) == hmac.digest(key, message, algorithm)
 
 
+_QUICK_LAYOUTS = [
+    {"scheme": "hmac", "header": "X-Webhook-Signature-256", "prefix": "sha256=",
+     "encoding": "hex", "template": "{timestamp}.{body}", "timestamp_header": "X-Timestamp"},
+    {"scheme": "hmac", "header": "X-Sig", "prefix": "v1,", "encoding": "base64",
+     "algorithm": "sha512", "template": "{id}.{timestamp}.{body}",
+     "timestamp_header": "X-Ts", "id_header": "X-Id"},
+    {"scheme": "hmac", "header": "X-Hub-Signature", "prefix": "sha1=", "encoding": "hex",
+     "algorithm": "sha1"},
+]
+_EDITS = st.sampled_from(["keep", "pad", "upper", "lower", "drop", "junk", "flip", "digits",
+                          "twice"])
+
+
+def _edited(value: str, edit: str, junk: str, digits: int) -> str | None:
+    return {
+        "keep": value, "pad": f" {value}\t", "upper": value.upper(), "lower": value.lower(),
+        "drop": None, "junk": junk, "flip": value[:-1] + ("A" if value[-1:] != "A" else "B"),
+        "digits": str(digits), "twice": f"{value}, {value}",
+    }[edit]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(range(len(_QUICK_LAYOUTS))),
+    st.lists(_EDITS, min_size=3, max_size=3),
+    st.text(max_size=12),
+    st.integers(0, 10**13),
+    st.integers(-400, 400),
+)
+async def test_the_quick_hmac_check_accepts_only_what_the_full_check_accepts(
+    layout: int, edits: list[str], junk: str, digits: int, skew: int
+) -> None:
+    verifier = build_verifier(_QUICK_LAYOUTS[layout], ["k-one", "k-two"], 300, where="t")
+    assert isinstance(verifier, signing.HmacVerifier)
+    body = b'{"id":"c-1","status":"completed"}'
+    signed = {k.lower(): v for k, v in verifier.sign(body, now=NOW, message_id="m-1").items()}
+    # A request as sent: the quick path must take it (else it would never apply).
+    timestamp = NOW if "timestamp_header" in _QUICK_LAYOUTS[layout] else None
+    assert verifier._quick(signed, body, NOW) == Verified("hmac", None, timestamp)
+    headers: dict[str, str] = {}
+    for (name, value), edit in zip(signed.items(), edits, strict=False):
+        edited = _edited(value, edit, junk, digits)
+        if edited is not None:
+            headers[name] = edited
+    quick = verifier._quick(headers, body, NOW + skew)
+    try:
+        full: Verified | None = verifier._checked(headers, body, NOW + skew)
+    except SignatureInvalid:
+        full = None
+    if quick is not None:
+        assert quick == full
+
+
 _STRICT_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
