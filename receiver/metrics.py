@@ -11,6 +11,8 @@ the same PROMETHEUS_MULTIPROC_DIR) every process writes its values to files in t
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -103,21 +105,36 @@ class Metrics:
             [],
             mode="mostrecent",
         )
-        # The hot path uses pre-bound children: labels() costs a dict lookup and a lock.
-        self._accepted = {s: self._bound(s) for s in sources}
-
-    def _bound(self, source: str) -> tuple[Counter, Counter, Histogram]:
-        """A source's children: webhooks new, webhooks duplicate, request seconds."""
-        return (
-            self.webhooks.labels(source, "new", ""),
-            self.webhooks.labels(source, "duplicate", ""),
-            self.request_seconds.labels(source),
-        )
+        # Accepted webhooks are tallied in plain lists and added to the metrics above in one
+        # go (`flush`): at every scrape, and a second after the first unflushed webhook, so a
+        # scrape of another process (multiprocess mode) lags by at most that. Per webhook a
+        # counter's lock and the histogram's bucket walk in Python cost more than the rest
+        # of the bookkeeping of a request.
+        self._accepted = {s: _Tally() for s in sources}
+        self._flush_at: asyncio.TimerHandle | None = None
 
     def webhook_accepted(self, source: str, duplicate: bool, started: float) -> None:
-        new, dup, seconds = self._accepted.get(source) or self._bound(source)
-        (dup if duplicate else new).inc()
-        seconds.observe(time.perf_counter() - started)
+        tally = self._accepted.get(source)
+        if tally is None:
+            tally = self._accepted[source] = _Tally()
+        seconds = time.perf_counter() - started
+        tally.counts[duplicate] += 1
+        tally.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        tally.seconds += seconds
+        if self._flush_at is None:
+            try:
+                self._flush_at = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+            except RuntimeError:  # no event loop (a direct call): at once
+                self.flush()
+
+    def flush(self) -> None:
+        """Add the tallied webhooks to the exported metrics."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        for source, tally in self._accepted.items():
+            if tally.counts[False] or tally.counts[True]:
+                tally.flush(source, self.webhooks, self.request_seconds)
 
     def webhook_confirming(self, source: str) -> None:
         self.webhooks.labels(source, "confirming", "").inc()
@@ -131,8 +148,39 @@ class Metrics:
 
     async def render(self, refresh: Callable[[Metrics], Awaitable[None]]) -> bytes:
         await refresh(self)
+        self.flush()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             every_process = CollectorRegistry()
             MultiProcessCollector(every_process)  # type: ignore[no-untyped-call]
             return generate_latest(every_process)
         return generate_latest(self.registry)
+
+
+FLUSH_S = 1.0  # tallied webhooks reach the exported metrics at most this late
+
+
+class _Tally:
+    """One source's accepted webhooks since the last flush: new and duplicate counts, the
+    request seconds by LATENCY_BUCKETS bucket (the last: over every bound) and their sum."""
+
+    __slots__ = ("buckets", "counts", "seconds")
+
+    def __init__(self) -> None:
+        self.counts = [0, 0]  # [new, duplicate]
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.seconds = 0.0
+
+    def flush(self, source: str, webhooks: Counter, seconds: Histogram) -> None:
+        for outcome, count in zip(("new", "duplicate"), self.counts, strict=True):
+            if count:
+                webhooks.labels(source, outcome, "").inc(count)
+        # What Histogram.observe does per value, once per bucket: its child's bucket values
+        # (the bucket a value falls in, `le` upper bounds, +Inf last) and its sum.
+        child = seconds.labels(source)
+        for bucket, count in zip(child._buckets, self.buckets, strict=True):
+            if count:
+                bucket.inc(count)
+        child._sum.inc(self.seconds)
+        self.counts = [0, 0]
+        self.buckets = [0] * len(self.buckets)
+        self.seconds = 0.0

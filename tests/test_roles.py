@@ -78,9 +78,12 @@ def test_workers_2_spreads_webhooks_and_a_redelivery_anywhere_is_one_event(
             ]
             wait_for(lambda: len(delivered(sink)) >= len(jobs), timeout=60, what="deliveries")
             assert sorted(delivered(sink)) == sorted(firsts)  # each once, from the worker
+            # Each process adds its tallied webhooks to the shared files within a second
+            # (metrics.FLUSH_S); a scrape of either then counts both processes' webhooks.
+            new = 'hookyard_webhooks_total{outcome="new",reason="",source="rendergrid"} 40.0'
+            wait_for(lambda: new in httpx.get(f"{server.url}/metrics").text, timeout=10,
+                     what="both processes' webhooks in /metrics")
             metrics = httpx.get(f"{server.url}/metrics").text
-            assert 'hookyard_webhooks_total{outcome="new",reason="",source="rendergrid"} 40.0' \
-                in metrics
             assert 'hookyard_deliveries_total{outcome="delivered",sink="hook"} 40.0' in metrics
         finally:
             assert server.stop() == 0
