@@ -5,8 +5,10 @@ backend "sqlite-process"); these tests are about the child itself: dying, errors
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import os
+import pickle
 import signal
 import sqlite3
 import time
@@ -18,7 +20,7 @@ import pytest
 from receiver.core import events
 from receiver.core.errors import StoreUnavailable
 from receiver.store import NewEvent
-from receiver.store.rows import Batch, Written, prepare
+from receiver.store.rows import Batch, Written, from_plain, plain_item, prepare
 from receiver.store.sqlite import SqliteStore
 from receiver.store.sqlite.events import write_batch
 from receiver.store.sqlite.writer import WriterProcess
@@ -126,21 +128,34 @@ async def test_a_child_killed_mid_batch_fails_that_batch_only(
 async def test_an_items_own_error_comes_back_as_the_thread_would_raise_it(
     store: SqliteStore, tmp_path: Path
 ) -> None:
-    batch, _ = prepare([item("j1")], time.time())
-    row = list(batch.event_rows[0])
-    row[2] = None  # the event's type: NOT NULL
-    batch.event_rows[0] = tuple(row)
+    bad = item("j1")
+    bad.event.type = None  # type: ignore[assignment]  # events.type is NOT NULL
     with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
-        await store._write_batch(batch)
+        await store.write_events([bad])  # prepared and written in the child
     threaded = SqliteStore(str(tmp_path / "t.db"))
     await threaded.open()
     try:
         with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
-            await threaded._write_batch(batch)
+            await threaded.write_events([bad])
     finally:
         await threaded.close()
     [stored] = await store.write_events([item("j1")])  # the child is still fine
     assert not stored.duplicate
+
+
+def test_an_item_crosses_to_the_writer_process_as_it_was_but_its_parsed_payload() -> None:
+    sent = NewEvent(
+        events.generation_event(
+            source="rg", provider="rendergrid", job_id="j1", status="failed", via="poll",
+            raw={"id": "j1"}, outputs=["https://x/1.png"], error="nsfw", cost=0.25,
+            model="m", metadata={"user": "u1"},
+        ),
+        b'{"id":"j1"}', {"content-type": "application/json"}, ("a", "b"),
+    )
+    got = from_plain(pickle.loads(pickle.dumps(plain_item(sent))))  # noqa: S301 (our own)
+    assert got.event.raw is None  # the row keeps the bytes, not the parsed payload
+    assert got == NewEvent(dataclasses.replace(sent.event, raw=None), sent.raw_body,
+                           sent.headers, sent.sinks)
 
 
 def refuse_job_x(conn: sqlite3.Connection, batch: Batch) -> Written:

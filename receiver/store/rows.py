@@ -8,11 +8,13 @@ each backend only runs its own statements on what this prepares.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from receiver.core import jsonx
+from receiver.core.events import Event
 from receiver.store.model import Job, NewEvent, Outcome, ReplayChunk, ReplayScope, Stored
 
 EVENT_JSON_COLUMN = 9  # in an events row as event_row makes it
@@ -113,6 +115,28 @@ def results(batch: Batch, positions: list[int], written: Written) -> list[Stored
             stored.append(Stored(written.existing.get(key, event_id), True, 0))
         seen.add(position)
     return stored
+
+
+# -- items for another process (the SQLite writer process) ---------------------------------------
+
+# An event's fields but `raw`, its last (the provider's parsed payload: a row keeps the exact
+# bytes instead), so the values rebuild an Event positionally.
+_SENT_FIELDS = tuple(f.name for f in fields(Event))[:-1]
+if [f.name for f in fields(Event)][-1] != "raw":
+    raise RuntimeError("receiver.core.events.Event must keep `raw` as its last field")
+_sent_values = operator.attrgetter(*_SENT_FIELDS)
+
+
+def plain_item(item: NewEvent) -> tuple[Any, ...]:
+    """`item` as a tuple of plain values, for a pipe to another process: pickling it costs a
+    tenth of pickling the dataclasses (measured: 3 µs against 24 µs an item)."""
+    return (_sent_values(item.event), item.raw_body, item.headers, item.sinks)
+
+
+def from_plain(values: tuple[Any, ...]) -> NewEvent:
+    """The NewEvent `plain_item` was made from (its event's `raw` is None)."""
+    event_values, raw_body, headers, sinks = values
+    return NewEvent(Event(*event_values), raw_body, headers, sinks)
 
 
 def delivery_counts(deliveries: Sequence[tuple[Any, ...]]) -> dict[str, int]:

@@ -12,7 +12,17 @@ from typing import Any
 
 from receiver.core.events import TERMINAL_STATUSES
 from receiver.store.base import EventLogBase
-from receiver.store.rows import Batch, Written, delivery_counts, with_job_metadata
+from receiver.store.model import NewEvent, Stored
+from receiver.store.rows import (
+    Batch,
+    Written,
+    delivery_counts,
+    from_plain,
+    plain_item,
+    prepare,
+    results,
+    with_job_metadata,
+)
 from receiver.store.sql import EVENT_COLUMNS
 from receiver.store.sqlite.base import SqliteBase
 from receiver.store.sqlite.connection import CHUNK, SQL, Sql, chunks, job_chunks
@@ -27,7 +37,7 @@ class SqliteEvents(EventLogBase, SqliteBase):
     async def open(self) -> None:
         await super().open()
         if self.writer_process:
-            self._writer_process = WriterProcess(self.path, self.busy_timeout_ms, write_batch)
+            self._writer_process = WriterProcess(self.path, self.busy_timeout_ms, write_items)
             try:
                 await self._writer_process.start()
             except BaseException as exc:
@@ -42,13 +52,27 @@ class SqliteEvents(EventLogBase, SqliteBase):
             self._writer_process = None
         await super().close()
 
+    async def write_events(self, items: Sequence[NewEvent]) -> list[Stored]:
+        if self._writer_process is None:
+            return await super().write_events(items)
+        # The child prepares the rows too (write_items): the web process only hands over plain
+        # values, and its loop is what limits how many webhooks a second `serve` takes.
+        answers = await self._writer_process.write([plain_item(item) for item in items])
+        return [Stored(*answer) for answer in answers]
+
     async def _write_batch(self, batch: Batch) -> Written:
-        if self._writer_process is not None:
-            return await self._writer_process.write(batch)
         return await self._write(write_batch, batch)
 
     async def latest_statuses(self, event_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         return await self._read(_latest_statuses, list(event_ids))
+
+
+def write_items(conn: Sql, items: list[tuple[Any, ...]]) -> list[tuple[str, bool, int]]:
+    """The writer process's batch (rows.plain_item each), inside the transaction: prepared,
+    written, and answered as (event id, duplicate, deliveries) per item, in order."""
+    batch, positions = prepare([from_plain(values) for values in items], time.time())
+    written = results(batch, positions, write_batch(conn, batch))
+    return [(s.event_id, s.duplicate, s.deliveries) for s in written]
 
 
 def write_batch(conn: Sql, batch: Batch) -> Written:

@@ -38,7 +38,6 @@ from typing import Any
 import structlog
 
 from receiver.core.errors import StoreUnavailable
-from receiver.store.rows import Batch, Written
 from receiver.store.sqlite.connection import (
     Sql,
     configure,
@@ -58,9 +57,7 @@ CHILD = f"import sys; from {__name__} import main; sys.exit(main(sys.argv[1:]))"
 class WriterProcess:
     """A child process that writes event batches to one SQLite file; one batch at a time."""
 
-    def __init__(
-        self, path: str, busy_timeout_ms: int, write: Callable[[Sql, Batch], Written]
-    ) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int, write: Callable[[Sql, Any], Any]) -> None:
         """`write(connection, batch)`, a module-level function, runs in the child, inside the
         transaction (the child imports it by name)."""
         self.path = path
@@ -97,8 +94,9 @@ class WriterProcess:
             raise
         log.info("store.writer_started", pid=self._proc.pid)
 
-    async def write(self, batch: Batch) -> Written:
-        """Commit `batch` in the child; its errors are raised here as the thread's would be."""
+    async def write(self, batch: Any) -> Any:
+        """`write(connection, batch)` in the child, in a transaction: what it returned, or its
+        error raised here as the store's thread would raise it."""
         payload = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
         async with self._lock:
             try:
@@ -123,7 +121,7 @@ class WriterProcess:
                 await self.stop()
                 raise
         if ok:
-            return value  # type: ignore[no-any-return]
+            return value
         # The write failed in the child, which is fine and stays: its error is the batch's.
         raise store_error(value) if isinstance(value, sqlite3.Error | OSError) else value
 
