@@ -144,6 +144,16 @@ class LoopBatchedStream:
         if not already:
             loop.call_soon(self.drain)
 
+    def line(self, message: str) -> None:
+        """One rendered line, queued and flushed: structlog's logger methods (configure makes
+        this stream hookyard's structlog logger, in place of a WriteLogger around it)."""
+        with self._lock:
+            self._pending.append(message + "\n")
+        self.flush()
+
+    msg = log = debug = info = warn = warning = error = err = critical = exception = line
+    fatal = failure = line
+
     def drain(self) -> None:
         """Write everything pending now, in as few writes of at most PIPE_BUF bytes each."""
         with self._lock:
@@ -205,7 +215,7 @@ def configure(
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, redactor.finish],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(out),
+        logger_factory=(lambda *_: out) if batched else structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=cache,  # off in tests: capture_logs() needs live config
     )
     handler = logging.StreamHandler(out)

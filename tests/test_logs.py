@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import structlog
 
 from receiver import logs
@@ -40,9 +41,12 @@ def test_redactor_masks_sensitive_keys_and_secret_values() -> None:
     assert out["message"] == "bad request with [redacted] inside"
 
 
-def test_configured_logging_writes_redacted_json_for_structlog_and_stdlib() -> None:
+@pytest.mark.parametrize("batched", [False, True])
+def test_configured_logging_writes_redacted_json_for_structlog_and_stdlib(batched: bool) -> None:
+    # batched: the LoopBatchedStream is structlog's logger itself (no loop runs here, so each
+    # line is written at once).
     stream = io.StringIO()
-    logs.configure(["hunter2-secret"], stream=stream)
+    logs.configure(["hunter2-secret"], stream=stream, batched=batched)
     try:
         with structlog.contextvars.bound_contextvars(request_id="r1"):
             structlog.get_logger("t").info("hello", note="hunter2-secret leaked")
@@ -86,6 +90,29 @@ def test_a_batched_stream_writes_one_loop_turns_lines_in_one_call_after_the_turn
     assert asyncio.run(turn()) == ""
     assert target.getvalue() == "line 0\nline 1\nline 2\nline 3\n"
     assert target.writes == 2
+
+
+def test_structlog_lines_of_one_loop_turn_go_out_in_one_write_in_order() -> None:
+    target = _CountingStream()
+    logs.configure(["hunter2-secret"], stream=target, batched=True)
+
+    async def turn() -> None:
+        log = structlog.get_logger("t")
+        for i in range(3):
+            log.info("webhook.accepted", n=i, note="hunter2-secret")
+        logging.getLogger("uvicorn.error").warning("stdlib, same turn")
+        await asyncio.sleep(0)
+
+    try:
+        asyncio.run(turn())
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    lines = [json.loads(line) for line in target.getvalue().splitlines()]
+    assert [line.get("n") for line in lines] == [0, 1, 2, None]
+    assert lines[0]["level"] == "info" and lines[3]["event"] == "stdlib, same turn"
+    assert "hunter2-secret" not in target.getvalue()
+    assert target.writes == 1
 
 
 def test_a_batched_stream_writes_at_once_where_no_loop_runs_pending_lines_first() -> None:
