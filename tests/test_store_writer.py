@@ -165,6 +165,26 @@ def refuse_job_x(conn: sqlite3.Connection, batch: Batch) -> Written:
     return write_batch(conn, batch)
 
 
+def temp_store_of_the_child(conn: sqlite3.Connection, _: object) -> int:
+    """A write function for the child: where its connection keeps statement journals."""
+    return int(conn.execute("PRAGMA temp_store").fetchone()[0])
+
+
+async def test_the_child_keeps_statement_journals_in_memory(tmp_path: Path) -> None:
+    # A batch's multi-row INSERT spilled its statement journal to a temporary file past
+    # 64 KiB: opened, written and closed on every batch (strace: a third of the child's
+    # pwrite calls). 2 = MEMORY.
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()  # makes the file and its schema
+    writer = WriterProcess(str(tmp_path / "s.db"), 5000, temp_store_of_the_child)
+    try:
+        await writer.start()
+        assert await writer.write(None) == 2
+    finally:
+        await writer.stop()
+        await store.close()
+
+
 async def test_an_error_of_the_write_is_the_batchs_and_the_child_stays(tmp_path: Path) -> None:
     writer = WriterProcess(str(tmp_path / "s.db"), 5000, refuse_job_x)
     store = SqliteStore(str(tmp_path / "s.db"))
