@@ -124,6 +124,7 @@ class Hookyard:
                     await follower
                 await self.poller.stop()
             await self.ingest.stop()
+            self.metrics.flush()  # the last second's webhooks, for a multiprocess scrape
             if self.worker:
                 await self.delivery.stop()
             await self.http.aclose()
