@@ -20,6 +20,7 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from handlers.providers.base import Provider, WebhookContext
+from receiver import logs
 from receiver.core import jsonx, signing
 from receiver.core.errors import (
     BodyTooLarge,
@@ -133,7 +134,8 @@ class WebhookEndpoint:
         event = intake.provider.parse_webhook(ctx)
         kept = {k: v for k, v in headers.items() if k not in UNSTORED_HEADERS}
         stored = await self.ingest.submit(event, body, kept)
-        log.info(
+        logs.hot_info(
+            log,
             "webhook.accepted",
             source=name,
             event_id=stored.event_id,

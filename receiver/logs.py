@@ -16,7 +16,7 @@ import select
 import sys
 import threading
 from collections.abc import Iterable, Iterator, MutableMapping
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import orjson
 import structlog
@@ -188,6 +188,36 @@ def _whole_lines(lines: list[str], limit: int) -> Iterator[str]:
 _batched: list[LoopBatchedStream] = []  # the stream configure(batched=True) set up last
 
 
+class _Direct(NamedTuple):
+    """What `hot_info` writes with: set by configure(cache=True, batched=True)."""
+
+    processors: list[Any]  # hookyard's structlog chain (the list structlog was given)
+    enabled: bool  # INFO lines are written at the configured level
+    merge: Any  # structlog.contextvars.merge_contextvars
+    finish: Any  # Redactor.finish
+    stream: LoopBatchedStream
+
+
+_direct: _Direct | None = None
+
+
+def hot_info(logger: Any, event: str, **fields: Any) -> None:
+    """`logger.info(event, **fields)` for a line written on every request (webhook.accepted):
+    the same line, made without structlog's per-call machinery (the lazy proxy, the bound
+    logger's copy of its context, the processor loop), which cost as much as the line itself.
+    Only where hookyard's own configuration is in force (serve, worker); anything else (a
+    test capturing logs, another configuration) goes through `logger`."""
+    direct = _direct
+    # structlog.testing.capture_logs swaps the processors inside the same list: compare them.
+    chain = structlog.get_config()["processors"]
+    if direct is None or chain is not direct.processors or chain != [direct.merge, direct.finish]:
+        logger.info(event, **fields)
+        return
+    if direct.enabled:
+        fields["event"] = event  # keys in structlog's order: the call's, event, then context
+        direct.stream.line(direct.finish(None, "info", direct.merge(None, "info", fields)))
+
+
 @atexit.register
 def _drain_at_exit() -> None:
     for stream in _batched:
@@ -212,8 +242,14 @@ def configure(
         out = LoopBatchedStream(out)
         _batched.append(out)
     shared: list[Any] = [structlog.contextvars.merge_contextvars, add_log_level, _timestamp]
+    global _direct
+    processors: list[Any] = [structlog.contextvars.merge_contextvars, redactor.finish]
+    _direct = None
+    if cache and isinstance(out, LoopBatchedStream):
+        _direct = _Direct(processors, level <= logging.INFO,
+                          structlog.contextvars.merge_contextvars, redactor.finish, out)
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, redactor.finish],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=(lambda *_: out) if batched else structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=cache,  # off in tests: capture_logs() needs live config

@@ -172,3 +172,58 @@ def test_a_batched_stream_writes_whole_lines_at_most_pipe_buf_bytes_at_a_time() 
     assert all(len(p.encode()) <= select.PIPE_BUF for p in target.pieces[:-1])
     assert target.pieces[-1] == lines[-1]
     assert target.writes < len(lines) / 5  # still batched
+
+
+class _NoStructlog:
+    """A logger that must not be used: hot_info's direct path does not go through it."""
+
+    def info(self, *_: object, **__: object) -> None:
+        raise AssertionError("went through structlog")
+
+
+def test_a_hot_line_is_the_line_structlog_writes_without_going_through_it() -> None:
+    target = _CountingStream()
+    logs.configure(["hunter2-secret"], stream=target, cache=True, batched=True)
+    fields = {"source": "rendergrid", "event_id": "evt_1", "duplicate": False,
+              "note": "hunter2-secret", "n": 1.5}
+
+    async def turn() -> None:
+        with structlog.contextvars.bound_contextvars(request_id="r1", source="ignored"):
+            structlog.get_logger("t-hot").info("webhook.accepted", **fields)
+            logs.hot_info(_NoStructlog(), "webhook.accepted", **dict(fields))
+        await asyncio.sleep(0)
+
+    try:
+        asyncio.run(turn())
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    slow, fast = (json.loads(line) for line in target.getvalue().splitlines())
+    assert slow.pop("timestamp") <= fast.pop("timestamp")
+    assert list(fast.items()) == list(slow.items())  # same keys, same order, same masking
+    assert fast["source"] == "rendergrid" and fast["request_id"] == "r1"
+    assert "hunter2-secret" not in target.getvalue()
+    assert target.writes == 1
+
+
+def test_a_hot_line_goes_through_structlog_where_hookyards_configuration_is_not_in_force(
+) -> None:
+    logs.configure([], stream=io.StringIO(), cache=True, batched=True, level=logging.INFO)
+    try:
+        with structlog.testing.capture_logs() as captured:
+            logs.hot_info(structlog.get_logger("t-hot"), "webhook.accepted", n=1)
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert captured == [{"event": "webhook.accepted", "n": 1, "log_level": "info"}]
+
+
+def test_a_hot_line_is_not_written_below_the_configured_level() -> None:
+    target = io.StringIO()
+    logs.configure([], stream=target, cache=True, batched=True, level=logging.WARNING)
+    try:
+        logs.hot_info(_NoStructlog(), "webhook.accepted", n=1)
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert target.getvalue() == ""
