@@ -8,7 +8,6 @@ still never reaches the log. Tracebacks are rendered into the line, so they are 
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import logging
@@ -23,6 +22,7 @@ import structlog
 from structlog.processors import add_log_level, format_exc_info
 
 from receiver.core import events, masking
+from receiver.core.loops import running_loop
 
 SENSITIVE_KEYS = frozenset(
     {
@@ -133,7 +133,7 @@ class LoopBatchedStream:
 
     def flush(self) -> None:
         try:
-            loop = asyncio.get_running_loop()
+            loop = running_loop()
         except RuntimeError:
             self.drain()
             return

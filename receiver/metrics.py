@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from receiver.core.loops import running_loop
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 GaugeMode = Literal["mostrecent", "max"]  # the multiprocess modes the gauges below use
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -123,7 +125,7 @@ class Metrics:
         tally.seconds += seconds
         if self._flush_at is None:
             try:
-                self._flush_at = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+                self._flush_at = running_loop().call_later(FLUSH_S, self.flush)
             except RuntimeError:  # no event loop (a direct call): at once
                 self.flush()
 

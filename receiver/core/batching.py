@@ -15,6 +15,7 @@ from typing import Generic, TypeVar, cast
 import structlog
 
 from receiver.core.errors import StoreUnavailable
+from receiver.core.loops import running_loop
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -73,7 +74,7 @@ class GroupCommit(Generic[T, R]):
     async def submit(self, item: T) -> R:
         """Queue `item` and wait for the write that holds it. If the caller is cancelled (a
         client hung up) the item stays queued and is written all the same."""
-        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[R] = running_loop().create_future()
         self._enqueue(item, done)
         return await done
 
