@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import select
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -46,18 +49,25 @@ def test_configured_logging_writes_redacted_json_for_structlog_and_stdlib(batche
     # batched: the LoopBatchedStream is structlog's logger itself (no loop runs here, so each
     # line is written at once).
     stream = io.StringIO()
-    logs.configure(["hunter2-secret"], stream=stream, batched=batched)
-    try:
+    with _logging_to(stream, ["hunter2-secret"], batched=batched):
         with structlog.contextvars.bound_contextvars(request_id="r1"):
             structlog.get_logger("t").info("hello", note="hunter2-secret leaked")
         logging.getLogger("uvicorn.error").warning("stdlib says hunter2-secret")
-    finally:
-        structlog.reset_defaults()
-        logging.getLogger().handlers.clear()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines[0]["event"] == "hello" and lines[0]["request_id"] == "r1"
     assert "hunter2-secret" not in stream.getvalue()
     assert lines[1]["level"] == "warning"
+
+
+@contextlib.contextmanager
+def _logging_to(stream: io.StringIO, secrets: list[str], **options: Any) -> Iterator[None]:
+    """hookyard's logging configured onto `stream` for the block; structlog's defaults after."""
+    logs.configure(secrets, stream=stream, **options)
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
 
 
 class _CountingStream(io.StringIO):
@@ -94,7 +104,6 @@ def test_a_batched_stream_writes_one_loop_turns_lines_in_one_call_after_the_turn
 
 def test_structlog_lines_of_one_loop_turn_go_out_in_one_write_in_order() -> None:
     target = _CountingStream()
-    logs.configure(["hunter2-secret"], stream=target, batched=True)
 
     async def turn() -> None:
         log = structlog.get_logger("t")
@@ -103,11 +112,8 @@ def test_structlog_lines_of_one_loop_turn_go_out_in_one_write_in_order() -> None
         logging.getLogger("uvicorn.error").warning("stdlib, same turn")
         await asyncio.sleep(0)
 
-    try:
+    with _logging_to(target, ["hunter2-secret"], batched=True):
         asyncio.run(turn())
-    finally:
-        structlog.reset_defaults()
-        logging.getLogger().handlers.clear()
     lines = [json.loads(line) for line in target.getvalue().splitlines()]
     assert [line.get("n") for line in lines] == [0, 1, 2, None]
     assert lines[0]["level"] == "info" and lines[3]["event"] == "stdlib, same turn"
@@ -183,7 +189,6 @@ class _NoStructlog:
 
 def test_a_hot_line_is_the_line_structlog_writes_without_going_through_it() -> None:
     target = _CountingStream()
-    logs.configure(["hunter2-secret"], stream=target, cache=True, batched=True)
     fields = {"source": "rendergrid", "event_id": "evt_1", "duplicate": False,
               "note": "hunter2-secret", "n": 1.5}
 
@@ -193,11 +198,8 @@ def test_a_hot_line_is_the_line_structlog_writes_without_going_through_it() -> N
             logs.hot_info(_NoStructlog(), "webhook.accepted", **dict(fields))
         await asyncio.sleep(0)
 
-    try:
+    with _logging_to(target, ["hunter2-secret"], cache=True, batched=True):
         asyncio.run(turn())
-    finally:
-        structlog.reset_defaults()
-        logging.getLogger().handlers.clear()
     slow, fast = (json.loads(line) for line in target.getvalue().splitlines())
     assert slow.pop("timestamp") <= fast.pop("timestamp")
     assert list(fast.items()) == list(slow.items())  # same keys, same order, same masking
@@ -208,22 +210,14 @@ def test_a_hot_line_is_the_line_structlog_writes_without_going_through_it() -> N
 
 def test_a_hot_line_goes_through_structlog_where_hookyards_configuration_is_not_in_force(
 ) -> None:
-    logs.configure([], stream=io.StringIO(), cache=True, batched=True, level=logging.INFO)
-    try:
-        with structlog.testing.capture_logs() as captured:
-            logs.hot_info(structlog.get_logger("t-hot"), "webhook.accepted", n=1)
-    finally:
-        structlog.reset_defaults()
-        logging.getLogger().handlers.clear()
+    with _logging_to(io.StringIO(), [], cache=True, batched=True), \
+            structlog.testing.capture_logs() as captured:
+        logs.hot_info(structlog.get_logger("t-hot"), "webhook.accepted", n=1)
     assert captured == [{"event": "webhook.accepted", "n": 1, "log_level": "info"}]
 
 
 def test_a_hot_line_is_not_written_below_the_configured_level() -> None:
     target = io.StringIO()
-    logs.configure([], stream=target, cache=True, batched=True, level=logging.WARNING)
-    try:
+    with _logging_to(target, [], cache=True, batched=True, level=logging.WARNING):
         logs.hot_info(_NoStructlog(), "webhook.accepted", n=1)
-    finally:
-        structlog.reset_defaults()
-        logging.getLogger().handlers.clear()
     assert target.getvalue() == ""
