@@ -114,6 +114,10 @@ class Metrics:
         # of the bookkeeping of a request.
         self._accepted = {s: _Tally() for s in sources}
         self._flush_at: asyncio.TimerHandle | None = None
+        for source in self._accepted:  # each source's series exist (at 0) from the start
+            for outcome in ("new", "duplicate"):
+                self.webhooks.labels(source, outcome, "")
+            self.request_seconds.labels(source)
 
     def webhook_accepted(self, source: str, duplicate: bool, started: float) -> None:
         tally = self._accepted.get(source)

@@ -101,3 +101,10 @@ async def test_tallied_webhooks_are_exported_within_a_second_without_a_scrape() 
     while child._value.get() == 0 and loop.time() < deadline:
         await asyncio.sleep(0.02)
     assert child._value.get() == 1
+
+
+async def test_each_sources_series_are_exported_at_zero_before_its_first_webhook() -> None:
+    got = samples((await Metrics(["rendergrid"]).render(_nothing)).decode())
+    labels = (("outcome", "new"), ("reason", ""), ("source", "rendergrid"))
+    assert got[("hookyard_webhooks_total", labels)] == 0
+    assert got[("hookyard_webhook_request_seconds_count", (("source", "rendergrid"),))] == 0
