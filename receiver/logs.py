@@ -192,9 +192,8 @@ class _Direct(NamedTuple):
     """What `hot_info` writes with: set by configure(cache=True, batched=True)."""
 
     processors: list[Any]  # hookyard's structlog chain (the list structlog was given)
+    steps: tuple[Any, Any]  # what that list held: merge_contextvars, Redactor.finish
     enabled: bool  # INFO lines are written at the configured level
-    merge: Any  # structlog.contextvars.merge_contextvars
-    finish: Any  # Redactor.finish
     stream: LoopBatchedStream
 
 
@@ -210,12 +209,13 @@ def hot_info(logger: Any, event: str, **fields: Any) -> None:
     direct = _direct
     # structlog.testing.capture_logs swaps the processors inside the same list: compare them.
     chain = structlog.get_config()["processors"]
-    if direct is None or chain is not direct.processors or chain != [direct.merge, direct.finish]:
+    if direct is None or chain is not direct.processors or tuple(chain) != direct.steps:
         logger.info(event, **fields)
         return
     if direct.enabled:
+        merge, finish = direct.steps
         fields["event"] = event  # keys in structlog's order: the call's, event, then context
-        direct.stream.line(direct.finish(None, "info", direct.merge(None, "info", fields)))
+        direct.stream.line(finish(None, "info", merge(None, "info", fields)))
 
 
 @atexit.register
@@ -246,8 +246,7 @@ def configure(
     processors: list[Any] = [structlog.contextvars.merge_contextvars, redactor.finish]
     _direct = None
     if cache and isinstance(out, LoopBatchedStream):
-        _direct = _Direct(processors, level <= logging.INFO,
-                          structlog.contextvars.merge_contextvars, redactor.finish, out)
+        _direct = _Direct(processors, (processors[0], processors[1]), level <= logging.INFO, out)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),

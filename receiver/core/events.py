@@ -48,14 +48,13 @@ def new_event_id(now_ms: int | None = None) -> str:
     """`evt_` + a ULID: 48 bits of milliseconds then 80 random bits, so ids sort by time."""
     global _time_part
     ms = int(time.time() * 1000) if now_ms is None else now_ms
+    p = _PAIRS
     known_ms, head = _time_part
     if known_ms != ms:
-        p = _PAIRS
         head = "".join(("evt_", p[ms >> 40], p[(ms >> 30) & 1023], p[(ms >> 20) & 1023],
                         p[(ms >> 10) & 1023], p[ms & 1023]))
         _time_part = (ms, head)
     b = _random.getrandbits(80)
-    p = _PAIRS
     return "".join((head, p[b >> 70], p[(b >> 60) & 1023], p[(b >> 50) & 1023],
                     p[(b >> 40) & 1023], p[(b >> 30) & 1023], p[(b >> 20) & 1023],
                     p[(b >> 10) & 1023], p[b & 1023]))

@@ -121,8 +121,8 @@ def results(batch: Batch, positions: list[int], written: Written) -> list[Stored
 
 # An event's fields but `raw`, its last (the provider's parsed payload: a row keeps the exact
 # bytes instead), so the values rebuild an Event positionally.
-_SENT_FIELDS = tuple(f.name for f in fields(Event))[:-1]
-if [f.name for f in fields(Event)][-1] != "raw":
+*_SENT_FIELDS, _LAST = (f.name for f in fields(Event))
+if _LAST != "raw":
     raise RuntimeError("receiver.core.events.Event must keep `raw` as its last field")
 _sent_values = operator.attrgetter(*_SENT_FIELDS)
 
