@@ -337,7 +337,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from receiver import serving
 
     serving.tune_gc()
-    return asyncio.run(_work(config))
+    return serving.run_loop(_work(config))
 
 
 async def _work(config: settings.Settings) -> int:

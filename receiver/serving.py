@@ -22,7 +22,8 @@ import asyncio
 import gc
 import resource
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -31,10 +32,23 @@ from receiver.core.errors import ConfigError
 from receiver.metrics import Metrics
 
 log = structlog.get_logger("hookyard.server")
+T = TypeVar("T")
 
 LOG_EVERY_S = 10.0
 MIN_RESERVE = 128  # files kept for the database (file, -wal, -shm, two connections), the log,
 # the poll pool (64) and the sinks' connections; a quarter of the limit when that is more
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop where it is installed (it comes with uvicorn[standard]), as
+    uvicorn's `loop = "auto"` runs `serve`: the worker's delivery loop spends most of its time in
+    socket reads and writes, which uvloop does in C (bench/delivery/drain.py)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 # Cyclic garbage collection for the long-running commands: a young-generation pass every

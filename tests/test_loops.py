@@ -51,3 +51,13 @@ def test_a_forked_child_forgets_the_parents_loop() -> None:
         return status
 
     assert os.waitstatus_to_exitcode(asyncio.run(main())) == 0
+
+
+def test_the_worker_command_runs_its_loop_on_uvloop() -> None:
+    """`hookyard worker` (serving.run_loop) runs on uvloop, as uvicorn runs `serve`."""
+    from receiver import serving
+
+    async def kind() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert serving.run_loop(kind()).startswith("uvloop")
