@@ -68,7 +68,7 @@ class Answer:
     was sent (and was not read)."""
 
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]  # case-insensitive: httpx's Headers, pyreqwest's HeaderMap
     body: bytes
     truncated: bool = False
 

@@ -1,52 +1,62 @@
-"""The delivery hot path's HTTP client: one POST, capped and deadline-bound, on aiohttp.
+"""The delivery hot path's HTTP client: one POST, capped and deadline-bound, on pyreqwest.
 
-Measured in bench/client (CPU of the sending process per POST of a small event, 16 in flight):
-httpx 1.1-1.4 ms, httpx over the aiohttp transport 0.29 ms, aiohttp 0.09 ms. Delivery sends
-every event to every sink, so its POSTs go through aiohttp directly; everything else that talks
-HTTP (polls, S3 output fetches with their SSRF guard, JWKS) keeps httpx, where the rate is low.
+Delivery sends every event to every sink, and in `serve` it shares the event loop with the
+webhook endpoint, so what a POST costs that loop's thread is what limits both. pyreqwest (Rust's
+reqwest and hyper, on its own tokio thread) does the connection, the writing and the parsing
+off the loop: measured in bench/client (CPU per POST of a small event, the loop's thread / the
+whole process): aiohttp ~190-240 / same, pyreqwest ~45-70 / ~100-160 µs; in a draining worker
+(bench/delivery/drain.py) the loop's thread went from ~600 to ~360 µs per delivery with
+everything else unchanged. Everything else that talks HTTP (polls, S3 output fetches with their
+SSRF guard, JWKS) keeps httpx, where the rate is low.
 
-One Poster per sink: its own connection pool sized to the sink's concurrency, so a slow sink's
-connections never queue another sink's sends.
+One Poster per sink: its own client and connection pool, sized to the sink's concurrency, so a
+slow sink's connections never queue another sink's sends. No redirects, no proxies from the
+environment, no cookies, no decompression (the excerpt kept is of the bytes sent).
 
 Idle pooled connections are dropped after KEEPALIVE_S, before the common server idle timeouts
-(uvicorn and Node 5 s, nginx 75 s) close them under us. A POST that fails on a reused connection
-before any answer (the server closed it as we wrote: "Server disconnected", "Can not write
-request body") is sent once more on a fresh connection, as aiohttp does on its own only for
-idempotent methods: the sink most likely never saw it, and a failed attempt would cost the event
-one of its `max_attempts` and count toward pausing the sink. Delivery is at-least-once anyway
-(receivers deduplicate by event id), so the rare resend of a request that did arrive is safe.
+(uvicorn and Node 5 s, nginx 75 s) close them under us. A POST that fails before any answer
+arrived (the server closed a kept-alive connection as we wrote: "connection closed before
+message completed"; or the connection could not be made) is sent once more within the same
+deadline: in the keep-alive race the sink most likely never saw it, and a failed attempt would
+cost the event one of its `max_attempts` and count toward pausing the sink. Delivery is
+at-least-once anyway (receivers deduplicate by event id), so the rare resend of a request that
+did arrive is safe.
 """
 
 from __future__ import annotations
 
 import asyncio
-import types
 from collections.abc import Mapping
+from datetime import timedelta
 
-import aiohttp
-import httpx
+from pyreqwest import exceptions as rq
+from pyreqwest.client import Client, ClientBuilder
 
 from receiver.core.http import Answer
 
 KEEPALIVE_S = 3.0
 
 
-async def _on_reuse(
-    _session: aiohttp.ClientSession,
-    ctx: types.SimpleNamespace,
-    _params: aiohttp.TraceConnectionReuseconnParams,
-) -> None:
-    ctx.trace_request_ctx["reused"] = True
-
-
-_REUSE = aiohttp.TraceConfig()
-_REUSE.on_connection_reuseconn.append(_on_reuse)
-_REUSE.freeze()
-
-
 class PostFailed(Exception):
     """The POST did not get an answer: connection refused or reset, DNS, a broken answer.
     (A timeout is TimeoutError, as everywhere.)"""
+
+
+class _Unanswered(Exception):
+    """The exchange failed before the answer's head arrived: worth one more send."""
+
+    def __init__(self, error: rq.NetworkError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _describe(exc: rq.PyreqwestError) -> str:
+    """`ConnectError: connection error: … / connection closed before message completed`: the
+    error and its chain of causes, innermost last."""
+    details = getattr(exc, "details", None) or {}
+    causes = [str(c.get("message", "")) for c in details.get("causes") or ()]
+    message = str(exc.args[0]) if exc.args else ""
+    return " / ".join([f"{type(exc).__name__}: {message}", *causes])[:1000]
 
 
 class Poster:
@@ -55,20 +65,27 @@ class Poster:
     def __init__(self, max_connections: int, user_agent: str = "hookyard") -> None:
         self.max_connections = max_connections
         self.user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
+        self._client: Client | None = None
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:  # created inside the running loop, on first use
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self.max_connections, keepalive_timeout=KEEPALIVE_S
-                ),
-                trace_configs=[_REUSE],
-                headers={"User-Agent": self.user_agent},
-                auto_decompress=False,  # the excerpt we keep is of the bytes sent
-                skip_auto_headers=("Accept-Encoding",),
+    def _open(self) -> Client:
+        if self._client is None:  # on first use
+            self._client = (
+                ClientBuilder()
+                .max_connections(self.max_connections)
+                .pool_max_idle_per_host(self.max_connections)
+                .pool_idle_timeout(timedelta(seconds=KEEPALIVE_S))
+                .follow_redirects(False)
+                .no_proxy()
+                .default_cookie_store(False)
+                .gzip(False)
+                .brotli(False)
+                .zstd(False)
+                .deflate(False)
+                .error_for_status(False)
+                .user_agent(self.user_agent)
+                .build()
             )
-        return self._session
+        return self._client
 
     async def post(
         self,
@@ -81,39 +98,47 @@ class Poster:
     ) -> Answer:
         """POST `body`; the whole exchange ends within `deadline_s` (TimeoutError otherwise)
         and at most `limit` bytes of the answer are read (`truncated` says there was more)."""
-        state: dict[str, bool] = {}  # set by the exchange: "reused", "answered"
         try:
             async with asyncio.timeout(deadline_s):
                 try:
-                    return await self._exchange(url, body, headers, limit, state)
-                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                    if not state.get("reused") or state.get("answered"):
-                        raise
-                    return await self._exchange(url, body, headers, limit, {})
-        except aiohttp.ClientError as exc:
-            raise PostFailed(f"{type(exc).__name__}: {exc}") from None
+                    return await self._exchange(url, body, headers, limit)
+                except _Unanswered:
+                    return await self._exchange(url, body, headers, limit)
+        except _Unanswered as exc:
+            raise PostFailed(_describe(exc.error)) from None
+        except rq.RequestTimeoutError:  # none is set on the client; the deadline is ours
+            raise TimeoutError from None
+        except rq.PyreqwestError as exc:
+            raise PostFailed(_describe(exc)) from None
 
     async def _exchange(
-        self, url: str, body: bytes, headers: Mapping[str, str], limit: int, state: dict[str, bool]
+        self, url: str, body: bytes, headers: Mapping[str, str], limit: int
     ) -> Answer:
-        async with self._open().post(
-            url, data=body, headers=dict(headers), allow_redirects=False, trace_request_ctx=state
-        ) as response:
-            state["answered"] = True
-            data = await response.content.read(limit + 1)
-            while len(data) <= limit and not response.content.at_eof():
-                more = await response.content.read(limit + 1 - len(data))
-                if not more:
-                    break
-                data += more
-            return Answer(
-                response.status,
-                httpx.Headers(list(response.raw_headers)),
-                data[:limit],
-                truncated=len(data) > limit,
-            )
+        answered = False
+        try:
+            async with self._open().post(url).headers(headers).body_bytes(
+                body
+            ).build_streamed() as response:
+                answered = True
+                reader = response.body_reader
+                data = b""
+                while len(data) <= limit:
+                    more = await reader.read(limit + 1 - len(data))
+                    if not more:
+                        break
+                    data += bytes(more)
+                return Answer(
+                    response.status,
+                    response.headers,
+                    data[:limit],
+                    truncated=len(data) > limit,
+                )
+        except rq.NetworkError as exc:
+            if answered:
+                raise
+            raise _Unanswered(exc) from None
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
