@@ -34,6 +34,7 @@ import structlog
 
 from handlers.sinks import SINK_SPECS
 from handlers.sinks.base import Sink, SinkContext, SinkError, send_budget_s
+from receiver import logs
 from receiver.core.batching import GroupCommit, OnError
 from receiver.core.dueloop import FIRST_PAUSE_S, MAX_PAUSE_S, DueLoop
 from receiver.core.errors import Conflict
@@ -131,13 +132,19 @@ class Outcomes:
 
     def __init__(self, store: Store, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._counters: dict[tuple[str, str], Any] = {}
         self.writer: GroupCommit[Outcome, None] = GroupCommit(
             store.record_outcomes, on_error=OnError.RETRY, name="delivery.outcomes"
         )
 
     def submit(self, outcome: Outcome) -> None:
         kind = "retry" if outcome.status == "pending" else outcome.status
-        self.metrics.deliveries.labels(outcome.sink, kind).inc()
+        counter = self._counters.get((outcome.sink, kind))
+        if counter is None:  # the labelled child, looked up once per sink and kind
+            counter = self._counters[outcome.sink, kind] = self.metrics.deliveries.labels(
+                outcome.sink, kind
+            )
+        counter.inc()
         self.writer.put(outcome)
 
 
@@ -338,7 +345,8 @@ class SinkRunner:
                 mirrored=mirrored,
             )
         )
-        log.info(
+        logs.hot_info(  # a line per delivery: made directly where hookyard's logging is in force
+            log,
             "delivery.delivered",
             sink=self.name,
             event_id=due.event["id"],

@@ -12,7 +12,6 @@ receiver answers.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import urllib.parse
@@ -22,7 +21,7 @@ from typing import Any
 from handlers.sinks import spec
 from handlers.sinks.base import SinkContext, check_answer, deadline_error, transport_error
 from handlers.sinks.spec import Options, SinkSpec
-from receiver.core import masking, signing
+from receiver.core import jsonx, masking, signing
 from receiver.core.errors import ConfigError
 from receiver.core.poster import PostFailed
 
@@ -43,7 +42,7 @@ class HttpSink:
         )
 
     async def send(self, event: Mapping[str, Any]) -> int | None:
-        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        body = jsonx.dumps(event)
         headers = {**self.headers, "Content-Type": "application/json"}
         if self.signer is not None:
             headers.update(self.signer.sign(body, message_id=str(event["id"])))

@@ -293,10 +293,11 @@ class StandardWebhooksVerifier:
         keys = [
             _sw_key(s, i, where) for i, s in enumerate(_text_secrets(secrets, self.scheme, where))
         ]
-        self._keys = keys
         self._hmac_keys = [KeyedMac(k) for k in keys if isinstance(k, bytes)]
         self._public_keys = [k for k in keys if isinstance(k, Ed25519PublicKey)]
         self._tolerance_s = tolerance_s
+        # `sign` uses the first secret: the same keyed state as the first HMAC key (or None)
+        self._signer = self._hmac_keys[0] if keys and isinstance(keys[0], bytes) else None
 
     async def verify(
         self, headers: Mapping[str, str], body: bytes, now: float | None = None
@@ -324,19 +325,19 @@ class StandardWebhooksVerifier:
         self, body: bytes, now: float | None = None, message_id: str | None = None
     ) -> dict[str, str]:
         """Sign `v1` with the first secret, which must be a whsec_ secret."""
-        key = self._keys[0]
-        if not isinstance(key, bytes):
+        signer = self._signer
+        if signer is None:
             raise ConfigError(
                 "standard-webhooks: the first secret is a whpk_ public key, which can only "
                 "verify; put a whsec_ secret first to sign"
             )
         msg_id = message_id or "msg_" + _random.token_urlsafe(18)
         timestamp = int(_now(now))
-        digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+        digest = signer.digest(f"{msg_id}.{timestamp}.".encode() + body)
         return {
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": "v1," + base64.b64encode(digest.digest()).decode(),
+            "webhook-signature": "v1," + base64.b64encode(digest).decode(),
         }
 
 
