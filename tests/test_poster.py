@@ -88,6 +88,23 @@ async def test_an_endless_answer_is_cut_at_the_cap() -> None:
     assert answer.status == 500 and answer.truncated and len(answer.body) == 4096
 
 
+@pytest.mark.parametrize("size", [0, 4096, 4097, 100_000])
+async def test_an_answer_of_declared_length_is_read_to_its_end_or_the_cap(size: int) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size)
+        await writer.drain()
+
+    poster = Poster(2)
+    try:
+        async with raw_server(handler) as url:
+            answer = await poster.post(url, b"{}", {}, limit=4096, deadline_s=10)
+    finally:
+        await poster.aclose()
+    assert answer.body == b"y" * min(size, 4096)
+    assert answer.truncated == (size > 4096)
+
+
 async def test_a_dripping_answer_ends_at_the_deadline() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
