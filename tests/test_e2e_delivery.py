@@ -173,6 +173,27 @@ def test_a_hanging_sink_does_not_slow_the_others(tmp_path: Path, sink: FakeSink)
     assert len(sink.requests) == 20
 
 
+def test_a_sink_that_does_not_answer_within_timeout_s_fails_the_attempt_and_is_retried(
+        tmp_path: Path) -> None:
+    """The send's deadline (the engine's, around every send) ends a POST that gets no answer;
+    the attempt is a failure worth a retry, saying so."""
+    with FakeSink(default=Reply(200, delay_s=30)) as silent:
+        config = write(tmp_path, http_sink("silent", silent.url,
+                                           "timeout_s = 1\nretry_schedule_s = [60]"), ["silent"])
+        server = Server(config, tmp_path).start()
+        try:
+            started = time.monotonic()
+            post(server, config, creation("job-silent"))
+            wait_for(lambda: (store_deliveries(tmp_path / "hookyard.db") or [{}])[0]
+                     .get("attempts") == 1, timeout=15)
+            took = time.monotonic() - started
+            [row] = store_deliveries(tmp_path / "hookyard.db")
+        finally:
+            server.kill()
+    assert row["status"] == "pending" and "timeout_s = 1" in row["last_error"]
+    assert len(silent.requests) == 1 and took < 10  # ended by the deadline, not by the sink
+
+
 def test_sigkill_between_ack_and_delivery_still_delivers_after_restart(tmp_path: Path) -> None:
     with FakeSink(default=Reply(200, delay_s=60)) as hanging:
         config = write(tmp_path, http_sink("backend", f"{hanging.url}/x",

@@ -80,8 +80,10 @@ class SinkContext:
     """What sinks share: HTTP clients (pooled connections) and the sink's timeout, the overall
     deadline of one send (every read in it included).
 
-    `post` is the delivery hot path: on the aiohttp Poster the engine gives each sink
-    (receiver.core.poster); without one (unit tests with httpx mock transports) over `http`.
+    `post` is the delivery hot path: on the Poster (pyreqwest) the engine gives each sink
+    (receiver.core.poster), within the deadline the engine puts around every send (a sink's
+    `send` only ever runs under it: receiver.delivery), so it sets no timer of its own;
+    without a Poster (unit tests with httpx mock transports) over `http`, within timeout_s.
     `http` (httpx) serves everything else, such as the S3 sink's output fetches."""
 
     http: httpx.AsyncClient
@@ -90,11 +92,9 @@ class SinkContext:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         """POST `body`; the answer capped at EXCERPT_BYTES, the whole exchange within
-        timeout_s. Raises PostFailed (no answer) or TimeoutError."""
+        the send's deadline. Raises PostFailed (no answer) or TimeoutError."""
         if self.poster is not None:
-            return await self.poster.post(
-                url, body, headers, limit=EXCERPT_BYTES, deadline_s=self.timeout_s
-            )
+            return await self.poster.post(url, body, headers, limit=EXCERPT_BYTES, deadline_s=None)
         try:
             return await request_capped(
                 self.http, "POST", url, limit=EXCERPT_BYTES, deadline_s=self.timeout_s,
