@@ -11,7 +11,8 @@ to every event (bench/steady's config: 3 x EVENTS pending rows), and stops. Then
 first arrival at the sink to the last, the worker's CPU (user + system, /proc) is divided by the
 deliveries made meanwhile: everything a delivery costs the process that sends it (claim, the
 sink's send with its signing and client, the outcome's write, metrics, the log line), start-up
-excluded. Also reported: deliveries per second over the same span.
+excluded; and the event loop thread's share of it (what limits a `serve` whose loop also takes
+webhooks). Also reported: deliveries per second over the same span.
 
 With --root the hookyard processes run from another checkout (e.g. a `git worktree` of an
 older commit), so two versions can be measured in alternating rounds: --root A --root B.
@@ -41,9 +42,11 @@ from bench.steady import run as steady  # noqa: E402
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_s(pid: int) -> float:
-    """user + system seconds of one process (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _cpu_s(pid: int, thread: int | None = None) -> float:
+    """user + system seconds of one process (its threads included), or of one of its threads
+    (the main thread's id is the process id: the event loop's thread)."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
@@ -86,19 +89,20 @@ def drain(root: Path, workdir: Path, cfg: Path, sink: str, expected: int) -> dic
             if time.time() > deadline or proc.poll() is not None:
                 raise SystemExit(f"worker sent nothing; see {workdir / 'worker.log'}")
             time.sleep(0.005)
-        t0, cpu0 = time.perf_counter(), _cpu_s(proc.pid)
+        t0, cpu0, loop0 = time.perf_counter(), _cpu_s(proc.pid), _cpu_s(proc.pid, proc.pid)
         while (done := delivery._sink_count(sink) - before) < expected:
             if time.time() > deadline:
                 raise SystemExit(f"{done} of {expected} delivered in time; see {workdir}")
             time.sleep(0.02)
-        t1, cpu1 = time.perf_counter(), _cpu_s(proc.pid)
+        t1, cpu1, loop1 = time.perf_counter(), _cpu_s(proc.pid), _cpu_s(proc.pid, proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
     sent = done - first
     return {"deliveries": sent, "seconds": round(t1 - t0, 3),
             "deliveries_per_s": round(sent / (t1 - t0), 1),
-            "cpu_us_per_delivery": round((cpu1 - cpu0) / sent * 1e6, 1)}
+            "cpu_us_per_delivery": round((cpu1 - cpu0) / sent * 1e6, 1),
+            "loop_thread_us_per_delivery": round((loop1 - loop0) / sent * 1e6, 1)}
 
 
 def main() -> int:
