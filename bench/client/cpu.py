@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,21 +103,21 @@ async def measure(name: str, url: str, n: int, c: int) -> tuple[float, float, fl
         ctx = sink_context(c, 10.0)
         sink = http_sink.create("bench", {"url": url,
                                           "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, ctx)
+        async def send() -> None:
+            async with asyncio.timeout(10.0):  # as delivery runs every send (one timer)
+                await sink.send(EVENT)
+
         try:
-            return await run(lambda: sink.send(EVENT), n, c)
+            return await run(send, n, c)
         finally:
             await sink.aclose()
             await close_context(ctx)
     raise SystemExit(f"unknown client {name}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--clients", default="httpx,httpx+aiohttp,aiohttp,pyreqwest,hookyard")
-    args = parser.parse_args()
+@contextlib.contextmanager
+def sink_server() -> Iterator[str]:
+    """bench/delivery/sink_app.py under uvicorn in its own process: the URL to POST to."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "bench.delivery.sink_app:app", "--port", str(port),
@@ -128,7 +129,26 @@ def main() -> None:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        url = f"http://127.0.0.1:{port}/a"
+        yield f"http://127.0.0.1:{port}/a"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", default="httpx,httpx+aiohttp,aiohttp,pyreqwest,hookyard")
+    parser.add_argument("--once", metavar="URL",
+                        help="one client (--clients), one run against URL, nothing written "
+                        "(bench/client/instructions.py runs this under callgrind)")
+    args = parser.parse_args()
+    if args.once:
+        uvloop.run(measure(args.clients, args.once, args.requests, args.concurrency))
+        return
+    with sink_server() as url:
         results: dict[str, list[tuple[float, float, float]]] = {}
         for _ in range(args.rounds):
             for name in args.clients.split(","):
@@ -143,9 +163,6 @@ def main() -> None:
         (ROOT / "bench" / "client" / "results.json").write_text(json.dumps(
             {"requests": args.requests, "concurrency": args.concurrency, "results": results},
             indent=1))
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 if __name__ == "__main__":
