@@ -140,6 +140,22 @@ async def test_a_refused_connection_is_post_failed() -> None:
             await poster.aclose()
 
 
+async def test_a_failure_says_why_without_the_url_and_its_credentials() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        poster = Poster(1)
+        try:
+            with pytest.raises(PostFailed) as caught:
+                await poster.post(f"http://user:s3cret-pw@127.0.0.1:{port}/x?token=t0ken", b"{}",
+                                  {}, limit=10, deadline_s=5)
+        finally:
+            await poster.aclose()
+    message = str(caught.value)
+    assert message.startswith("ConnectError: ") and "(Connect)" in message
+    assert "s3cret-pw" not in message and "t0ken" not in message and str(port) not in message
+
+
 async def test_a_reused_connection_the_server_closed_is_retried_on_a_fresh_one() -> None:
     """The keep-alive race: the server drops an idle connection just as the next POST goes out
     on it. That POST is sent again on a new connection; it is not a failed attempt."""

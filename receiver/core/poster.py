@@ -51,12 +51,14 @@ class _Unanswered(Exception):
 
 
 def _describe(exc: rq.PyreqwestError) -> str:
-    """`ConnectError: connection error: … / connection closed before message completed`: the
-    error and its chain of causes, innermost last."""
+    """`ConnectError: connection error / client error (SendRequest) / connection closed before
+    message completed`: the error and its chain of causes, innermost last. reqwest's "error
+    sending request for url (…)" is left out: the caller names the URL, masked."""
     details = getattr(exc, "details", None) or {}
     causes = [str(c.get("message", "")) for c in details.get("causes") or ()]
     message = str(exc.args[0]) if exc.args else ""
-    return " / ".join([f"{type(exc).__name__}: {message}", *causes])[:1000]
+    kept = [c for c in causes if " for url (" not in c]
+    return " / ".join([f"{type(exc).__name__}: {message}", *kept])[:1000]
 
 
 class Poster:
