@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from receiver.core.http import Answer
 from receiver.core.poster import Poster, PostFailed
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -50,6 +51,17 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
+async def post_once(handler: Handler, body: bytes = b"{}", headers: dict[str, str] | None = None,
+                    limit: int = 4096) -> Answer:
+    """One POST through a fresh Poster to a server answering with `handler`."""
+    poster = Poster(2)
+    try:
+        async with raw_server(handler) as url:
+            return await poster.post(url, body, headers or {}, limit=limit, deadline_s=10)
+    finally:
+        await poster.aclose()
+
+
 async def test_a_small_answer_is_read_whole() -> None:
     got: list[bytes] = []
 
@@ -58,13 +70,7 @@ async def test_a_small_answer_is_read_whole() -> None:
         writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok")
         await writer.drain()
 
-    poster = Poster(4)
-    try:
-        async with raw_server(handler) as url:
-            answer = await poster.post(url, b'{"x":1}', {"Content-Type": "application/json"},
-                                       limit=100, deadline_s=5)
-    finally:
-        await poster.aclose()
+    answer = await post_once(handler, b'{"x":1}', {"Content-Type": "application/json"}, limit=100)
     assert (answer.status, answer.body, answer.truncated) == (201, b"ok", False)
     assert answer.headers["x-a"] == "b"
     assert got == [b'{"x":1}']
@@ -79,12 +85,7 @@ async def test_an_endless_answer_is_cut_at_the_cap() -> None:
                 writer.write(b"100000\r\n" + b"x" * 0x100000 + b"\r\n")
                 await writer.drain()
 
-    poster = Poster(4)
-    try:
-        async with raw_server(handler) as url:
-            answer = await poster.post(url, b"{}", {}, limit=4096, deadline_s=10)
-    finally:
-        await poster.aclose()
+    answer = await post_once(handler)
     assert answer.status == 500 and answer.truncated and len(answer.body) == 4096
 
 
@@ -95,12 +96,7 @@ async def test_an_answer_of_declared_length_is_read_to_its_end_or_the_cap(size: 
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"y" * size)
         await writer.drain()
 
-    poster = Poster(2)
-    try:
-        async with raw_server(handler) as url:
-            answer = await poster.post(url, b"{}", {}, limit=4096, deadline_s=10)
-    finally:
-        await poster.aclose()
+    answer = await post_once(handler)
     assert answer.body == b"y" * min(size, 4096)
     assert answer.truncated == (size > 4096)
 
