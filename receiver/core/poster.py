@@ -3,11 +3,11 @@
 Delivery sends every event to every sink, and in `serve` it shares the event loop with the
 webhook endpoint, so what a POST costs that loop's thread is what limits both. pyreqwest (Rust's
 reqwest and hyper, on its own tokio thread) does the connection, the writing and the parsing
-off the loop: measured in bench/client (CPU per POST of a small event, the loop's thread / the
-whole process): aiohttp ~190-240 / same, pyreqwest ~45-70 / ~100-160 µs; in a draining worker
-(bench/delivery/drain.py) the loop's thread went from ~600 to ~360 µs per delivery with
-everything else unchanged. Everything else that talks HTTP (polls, S3 output fetches with their
-SSRF guard, JWKS) keeps httpx, where the rate is low.
+off the loop. Measured in bench/client (CPU per POST of a small event, the loop's thread / the
+whole process, on a slow hour of a 2-core VM): aiohttp 170-230 / the same, pyreqwest 30-40 /
+70-100 µs; in a draining worker (bench/delivery/drain.py) the client change alone took the
+loop's thread from ~600 to ~360 µs per delivery. Everything else that talks HTTP (polls, S3
+output fetches with their SSRF guard, JWKS) keeps httpx, where the rate is low.
 
 One Poster per sink: its own client and connection pool, sized to the sink's concurrency, so a
 slow sink's connections never queue another sink's sends. No redirects, no proxies from the
