@@ -156,8 +156,8 @@ class CoalescingTransport:
     uvicorn writes a response's head and its body with a write each, and each is a system call
     (uvloop writes at once when nothing is queued): two per webhook answer, the largest single
     cost in the web process's profile. Here the first write of a turn is held and sent, with
-    whatever else was written in the same turn, at the end of it (`call_soon`): one `send` per
-    answer. Everything else is the real transport's; `close` sends what is held first."""
+    whatever else was written in the same turn, at the end of it (`call_soon`): one system
+    call per answer. Everything else is the real transport's; `close` sends what is held first."""
 
     __slots__ = ("_held", "_loop", "_transport")
 
