@@ -115,9 +115,13 @@ def _required(headers: Mapping[str, str], display: str) -> str:
     return _checked(value, display)
 
 
-def _timestamp(value: str, display: str) -> int:
+def _is_timestamp(value: str) -> bool:
     # ASCII digits only: str.isdigit() alone takes `²` and other digits int() refuses.
-    if not (value.isascii() and value.isdigit() and len(value) <= MAX_TIMESTAMP_DIGITS):
+    return value.isascii() and value.isdigit() and len(value) <= MAX_TIMESTAMP_DIGITS
+
+
+def _timestamp(value: str, display: str) -> int:
+    if not _is_timestamp(value):
         raise SignatureInvalid(f"the {display} header is not a unix timestamp in seconds")
     return int(value)
 
@@ -519,7 +523,7 @@ class HmacVerifier:
         raw_ts, timestamp = "", None
         if ts_name is not None:
             raw_ts = headers.get(ts_name, "")
-            if not (raw_ts.isascii() and raw_ts.isdigit()) or len(raw_ts) > MAX_TIMESTAMP_DIGITS:
+            if not _is_timestamp(raw_ts):
                 return None
             timestamp = int(raw_ts)
             if abs(_now(now) - timestamp) > self._tolerance_s:
@@ -581,7 +585,7 @@ class HmacVerifier:
         # validate=True), so no separate scan for one.
         if not body:
             return None
-        return _hexdecode(body) if self._c.encoding == "hex" else _b64decode(body)
+        return self._decoder(body)
 
     def _message(self, body: bytes, timestamp: str, msg_id: str) -> bytes:
         values = {"body": body, "timestamp": timestamp.encode(), "id": msg_id.encode()}
